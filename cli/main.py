@@ -1,0 +1,395 @@
+"""The ``attnsift`` command line (typer).
+
+Only typer is imported at module level: ``attnsift --help`` must not pay for torch or transformers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="attnsift",
+    help="Search and reranking that reads a language model's attention.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("attnsift")
+
+DEFAULT_METRICS = "nDCG@10,MRR@10,R@100,AP"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _guard(fn):
+    """Turn user errors (ValueError, TypeError, ImportError, FileNotFoundError) into a one-line message and exit 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, KeyError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise _fail(str(msg)) from None
+
+    return wrapper
+
+
+def _metrics(metrics: str) -> list[str]:
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not names:
+        raise ValueError("--metrics is empty; give a comma-separated list such as nDCG@10,MRR@10,R@100")
+    return names
+
+
+def _print_json(obj: dict) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=float))
+
+
+def _print_table(reports, title: str | None = None) -> None:
+    from rich.console import Console
+
+    from attnsift.eval.report import render_table
+
+    Console(stderr=False, width=160).print(render_table(reports, baseline=0, title=title) if title else render_table(reports, baseline=0))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from attnsift import __version__
+
+        typer.echo(f"attnsift {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version."),
+) -> None:
+    _setup_logging(verbose)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+@app.command()
+@_guard
+def datasets(
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of BEIR-layout data sets (default: $ATTNSIFT_DATA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the data sets attnsift knows: local folders and ir_datasets aliases."""
+    from attnsift.eval.datasets import list_datasets
+
+    rows = list_datasets(data_dir)
+    if as_json:
+        _print_json({"datasets": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="attnsift data sets")
+    for col in ("name", "available", "docs", "queries", "source", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.get("name")),
+            "yes" if r.get("available") else "no",
+            str(r.get("docs") if r.get("docs") is not None else "-"),
+            str(r.get("queries") if r.get("queries") is not None else "-"),
+            str(r.get("source", "")),
+            str(r.get("path") or "-"),
+        )
+    Console(width=160).print(table)
+
+
+# --------------------------------------------------------------------------------------------- index
+@app.command()
+@_guard
+def index(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias or BEIR folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the index to (written atomically)."),
+    retriever: str = typer.Option("bm25", help="bm25 | dense | late"),
+    model: Optional[str] = typer.Option(None, help="Encoder for dense / late (default minilm)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable), e.g. k1=0.9"),
+    overwrite: bool = typer.Option(False, help="Replace an existing index at --out."),
+) -> None:
+    """Build a first-stage index over a data set's corpus and save it."""
+    from attnsift.config import parse_option_strings
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.registry import build_retriever
+
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    ds = load_dataset(dataset)
+    t0 = time.perf_counter()
+    r = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=parse_option_strings(option), progress=True)
+    built = time.perf_counter() - t0
+    path = r.save(out, overwrite=overwrite)
+    typer.echo(json.dumps({"index": str(path), "retriever": retriever, "dataset": ds.name, "docs": r.num_docs,
+                           "seconds": round(built, 3)}))
+
+
+# --------------------------------------------------------------------------------------------- retrieve
+@app.command()
+@_guard
+def retrieve(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set to index and search (all its queries)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="A saved index (from `attnsift index`)."),
+    query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Ad-hoc query text (repeatable)."),
+    retriever: str = typer.Option("bm25", help="bm25 | dense | late | hybrid"),
+    model: Optional[str] = typer.Option(None, help="Encoder for dense / late / hybrid."),
+    top_k: int = typer.Option(100, "--top-k", "-k", help="Candidates per query."),
+    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of the data set."),
+    save_run: Optional[Path] = typer.Option(None, help="Write the run (TREC format, atomically)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Run a first stage: over a data set's queries (writing a run), or for ad-hoc --query texts."""
+    from attnsift.config import parse_option_strings
+    from attnsift.registry import build_retriever
+    from attnsift.types import Query, check_k
+
+    check_k(top_k, "--top-k")
+    if dataset is None and index_dir is None:
+        raise ValueError("give --dataset (to index its corpus) or --index (a saved index)")
+    corpus = None
+    ds = None
+    if dataset is not None:
+        from attnsift.eval.datasets import load_dataset
+
+        ds = load_dataset(dataset)
+        if max_queries is not None:
+            ds = ds.subset(max_queries=max_queries)
+        corpus = None if index_dir is not None else ds.corpus.iter_documents()
+    r = build_retriever(retriever, corpus, model=model, index=index_dir, options=parse_option_strings(option), progress=True)
+    if query:
+        out = []
+        for i, text in enumerate(query):
+            ranking = r.retrieve(Query(f"adhoc{i}", text), k=top_k)
+            out.append({"query": text, "results": [
+                {"rank": j + 1, "doc_id": c.doc_id, "score": c.score,
+                 "title": (c.document.title if c.document else None),
+                 "text": (c.document.text[:200] if c.document else None)} for j, c in enumerate(ranking)]})
+        if as_json:
+            _print_json({"queries": out})
+        else:
+            for item in out:
+                typer.echo(f"# {item['query']}")
+                for res in item["results"]:
+                    snippet = (res["title"] or res["text"] or "").replace("\n", " ")[:80]
+                    typer.echo(f"{res['rank']:>3}  {res['score']:10.4f}  {res['doc_id']}  {snippet}")
+        return
+    if ds is None:
+        raise ValueError("without --dataset, give one or more --query texts to search the index")
+    t0 = time.perf_counter()
+    run = r.retrieve_batch(list(ds.queries.values()), k=top_k)
+    secs = time.perf_counter() - t0
+    if save_run is not None:
+        run.to_trec(save_run, tag=retriever)
+    info = {"dataset": ds.name, "retriever": retriever, "queries": len(run), "seconds": round(secs, 3),
+            "queries_per_second": round(len(run) / secs, 2) if secs > 0 else None,
+            "run": str(save_run) if save_run else None}
+    typer.echo(json.dumps(info))
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+@app.command()
+@_guard
+def evaluate(
+    run_file: Path = typer.Option(..., "--run", help="A TREC run file."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="The data set whose qrels judge the run."),
+    metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated: nDCG@k, MRR@k, R@k, P@k, AP."),
+    split: str = typer.Option("test", help="Qrels split."),
+    baseline: Optional[Path] = typer.Option(None, help="Second run to compare with (difference and paired t-test)."),
+    per_query: bool = typer.Option(False, help="Include per-query values in --json output."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Evaluate a TREC run file against a data set's qrels."""
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.eval.metrics import evaluate as _evaluate
+    from attnsift.eval.trec import read_run
+
+    if not run_file.is_file():
+        raise FileNotFoundError(f"run file {run_file} does not exist; write one with `attnsift retrieve --save-run` or `attnsift rerank --save-run`")
+    ds = load_dataset(dataset, split=split)
+    names = _metrics(metrics)
+    run = read_run(run_file, name=run_file.stem)
+    report = _evaluate(run, ds.qrels, metrics=names, rel_level=ds.rel_level, name=run_file.name)
+    reports = [report]
+    comparison = None
+    if baseline is not None:
+        base = _evaluate(read_run(baseline, name=baseline.stem), ds.qrels, metrics=names, rel_level=ds.rel_level, name=baseline.name)
+        reports = [base, report]
+        comparison = base.compare(report)
+    if as_json:
+        obj = {"dataset": ds.name, "run": str(run_file), "num_queries": report.num_queries, **report.aggregate}
+        if per_query:
+            obj["per_query"] = report.per_query
+        if comparison is not None:
+            obj["comparison"] = comparison.to_dict()
+        _print_json(obj)
+    else:
+        _print_table(reports)
+
+
+# --------------------------------------------------------------------------------------------- rerank
+def _rerank_impl(
+    dataset: str,
+    retriever: str,
+    run: Optional[str],
+    reranker: str,
+    model: Optional[str],
+    top_k: int,
+    first_stage_k: int,
+    max_queries: Optional[int],
+    save_run: Optional[Path],
+    metrics: str,
+    option: Optional[List[str]],
+    retriever_option: Optional[List[str]],
+    split: str,
+    compare_first_stage: bool,
+    as_json: bool,
+) -> None:
+    from attnsift.config import parse_option_strings
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.eval.metrics import evaluate as _evaluate
+    from attnsift.registry import build_reranker, build_retriever
+    from attnsift.types import check_k
+
+    check_k(top_k, "--top-k")
+    check_k(first_stage_k, "--first-stage-k")
+    if max_queries is not None:
+        check_k(max_queries, "--max-queries")
+    names = _metrics(metrics)
+    first_stage_k = max(first_stage_k, top_k)
+    # Build the reranker first: a bad model name or option fails before any retrieval work.
+    rr = build_reranker(reranker, model=model, options=parse_option_strings(option))
+    ds = load_dataset(dataset, split=split)
+    if max_queries is not None:
+        ds = ds.subset(max_queries=max_queries)
+    queries = list(ds.queries.values())
+    t0 = time.perf_counter()
+    if run is not None:
+        path = Path(run)
+        if path.is_file():
+            from attnsift.eval.trec import read_run
+
+            first = read_run(path, queries=ds.queries, name=path.stem)
+        else:
+            first = ds.load_run(run)
+        first = type(first)((first[q.id] for q in queries if q.id in first), name=first.name).top(first_stage_k)
+        stage_name = first.name
+    else:
+        r = build_retriever(retriever, ds.corpus.iter_documents(), model=None if retriever == "bm25" else model,
+                            options=parse_option_strings(retriever_option), progress=not as_json)
+        first = r.retrieve_batch(queries, k=first_stage_k)
+        stage_name = retriever
+    first_s = time.perf_counter() - t0
+    if reranker != "none" and any(c.document is None for rk in first.values() for c in rk.top(top_k)):
+        needed = {c.doc_id for rk in first.values() for c in rk.top(top_k) if c.document is None}
+        docs = ds.corpus.subset(needed)
+        missing = needed - set(docs)
+        if missing:
+            raise ValueError(f"{len(missing)} candidate documents (e.g. {sorted(missing)[:3]}) are not in the corpus of {ds.name}; "
+                             "the run does not belong to this data set")
+        from attnsift.types import Ranking, Run
+
+        first = Run((Ranking(rk.query, tuple(c if c.document is not None or c.doc_id not in docs else type(c)(c.doc_id, c.score, docs[c.doc_id])
+                                             for c in rk.candidates)) for rk in first.values()), name=first.name)
+    t1 = time.perf_counter()
+    if reranker == "none":
+        final = first
+    else:
+        final = rr.rerank_batch(first, k=top_k, progress=not as_json)
+    rerank_s = time.perf_counter() - t1
+    system = stage_name if reranker == "none" else f"{stage_name}+{reranker}"
+    final.name = system
+    if save_run is not None:
+        final.to_trec(save_run, tag=system.replace(" ", "_"))
+    q_ids = [q.id for q in queries]
+    report = _evaluate(final, ds.qrels, metrics=names, rel_level=ds.rel_level, name=system, queries=q_ids)
+    timing = {"first_stage_s": round(first_s, 3), "rerank_s": round(rerank_s, 3),
+              "seconds_per_query": round((first_s + rerank_s) / max(len(queries), 1), 4),
+              "rerank_seconds_per_query": round(rerank_s / max(len(queries), 1), 4)}
+    reports = [report]
+    comparison = None
+    if reranker != "none" and compare_first_stage:
+        base = _evaluate(first, ds.qrels, metrics=names, rel_level=ds.rel_level, name=stage_name, queries=q_ids)
+        reports = [base, report]
+        comparison = base.compare(report)
+    if as_json:
+        obj = {"dataset": ds.name, "system": system, "num_queries": report.num_queries, **report.aggregate,
+               "top_k": top_k, "first_stage_k": first_stage_k, "timing": timing,
+               "run": str(save_run) if save_run else None}
+        if comparison is not None:
+            obj["first_stage"] = {"system": stage_name, **reports[0].aggregate}
+            obj["comparison"] = comparison.to_dict()
+        _print_json(obj)
+    else:
+        title = (f"{ds.name} — {report.num_queries} queries, reranked top-{top_k} of {first_stage_k}; "
+                 f"{timing['seconds_per_query']} s/query")
+        _print_table(reports, title=title)
+
+
+_RERANK_HELP = "Run a first stage (or take a provided run), optionally rerank, evaluate, print the metrics table."
+
+
+@app.command(help=_RERANK_HELP)
+@_guard
+def rerank(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias, ir_datasets id or BEIR folder."),
+    retriever: str = typer.Option("bm25", help="First stage: bm25 | dense | late | hybrid."),
+    run: Optional[str] = typer.Option(None, "--run", help="Use a provided run instead of a first stage: a TREC file or a run name of the data set (dl19: bm25, splade)."),
+    reranker: str = typer.Option("none", help="none | icr | listwise | blockrank"),
+    model: Optional[str] = typer.Option(None, help="Model for the reranker (default smollm2-135m), or the encoder of a dense first stage."),
+    top_k: int = typer.Option(100, "--top-k", "-k", help="How many first-stage candidates are reranked."),
+    first_stage_k: int = typer.Option(100, help="How many candidates the first stage returns (at least --top-k)."),
+    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries (in file order)."),
+    save_run: Optional[Path] = typer.Option(None, help="Write the final run (TREC format, atomically)."),
+    metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metric names."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable), e.g. calibration=none."),
+    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", help="First-stage option key=value (repeatable), e.g. k1=1.2."),
+    split: str = typer.Option("test", help="Qrels split."),
+    compare_first_stage: bool = typer.Option(True, help="Also print the first stage's row and a paired t-test."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing)."),
+) -> None:
+    _rerank_impl(dataset, retriever, run, reranker, model, top_k, first_stage_k, max_queries, save_run, metrics,
+                 option, retriever_option, split, compare_first_stage, as_json)
+
+
+def main() -> None:
+    """Console script ``attnsift``."""
+    app()
+
+
+def rerank_main() -> None:
+    """Console script ``rerank``: the same as ``attnsift rerank``."""
+    rerank_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    rerank_app.command(help=_RERANK_HELP)(rerank)
+    _setup_logging(False)
+    rerank_app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
