@@ -70,9 +70,9 @@ def _print_json(obj: dict) -> None:
 def _print_table(reports, title: str | None = None) -> None:
     from rich.console import Console
 
-    from attnsift.eval.report import render_table
+    from attnsift.eval.report import render_rich_table
 
-    Console(stderr=False, width=160).print(render_table(reports, baseline=0, title=title) if title else render_table(reports, baseline=0))
+    Console(stderr=False, width=160).print(render_rich_table(reports, baseline=0 if len(reports) > 1 else None, title=title))
 
 
 def _version_callback(value: bool) -> None:
@@ -347,7 +347,8 @@ def _rerank_impl(
             obj["comparison"] = comparison.to_dict()
         _print_json(obj)
     else:
-        title = (f"{ds.name} — {report.num_queries} queries, reranked top-{top_k} of {first_stage_k}; "
+        what = "first stage only" if reranker == "none" else f"{reranker} reranks the top {top_k} of {first_stage_k}"
+        title = (f"{ds.name}: {report.num_queries} queries, {what}; "
                  f"{timing['seconds_per_query']} s/query")
         _print_table(reports, title=title)
 
