@@ -1,0 +1,272 @@
+"""Data sets: BEIR folders, aliases, Corpus streaming, parser errors, the offline error path."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from attnsift.errors import DataFormatError, DatasetError
+from attnsift.eval.datasets import Corpus, list_datasets, load_dataset, read_queries
+from attnsift.types import Document
+
+
+def _beir(root: Path, docs=None, queries=None, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n",
+          runs: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if docs is None:
+        docs = [{"_id": "d1", "title": "T1", "text": "one"}, {"_id": "d2", "title": "", "text": "two"},
+                {"_id": "d3", "text": "three"}]
+    if queries is None:
+        queries = [{"_id": "q2", "text": "second"}, {"_id": "q9", "text": "not judged"}, {"_id": "q1", "text": "first"}]
+    (root / "corpus.jsonl").write_text("".join((d if isinstance(d, str) else json.dumps(d)) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join((q if isinstance(q, str) else json.dumps(q)) + "\n" for q in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    for name, text in (runs or {}).items():
+        (root / "runs").mkdir(exist_ok=True)
+        (root / "runs" / name).write_text(text)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ folders
+
+def test_load_folder_by_path_and_by_name(tmp_path):
+    folder = _beir(tmp_path / "toy", runs={"bm25_flat.top10.trec": "q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\n"})
+    ds = load_dataset(str(folder))
+    # queries in file order, only those with qrels
+    assert list(ds.queries) == ["q2", "q1"]
+    assert ds.qrels == {"q2": {"d2": 1}, "q1": {"d1": 1}}
+    assert ds.rel_level == 1 and ds.source == f"local:{folder}"
+    assert ds.runs == {"bm25_flat": folder / "runs" / "bm25_flat.top10.trec"}
+    assert ds.corpus["d2"].title is None  # "" -> None
+    assert ds.corpus["d1"].title == "T1"
+    assert len(ds.corpus) == 3
+    run = ds.load_run("bm25_flat")
+    assert run["q1"].query.text == "first" and run["q1"].doc_ids == ["d1", "d3"]
+    with pytest.raises(ValueError, match="available: bm25_flat"):
+        ds.load_run("splade")
+    by_name = load_dataset("toy", data_dir=tmp_path)
+    assert list(by_name.queries) == ["q2", "q1"]
+
+
+def test_missing_files_and_unknown_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNSIFT_DATA", str(tmp_path))
+    _beir(tmp_path / "toy")
+    with pytest.raises(DatasetError, match=r"qrels/dev\.tsv.*splits present: test"):
+        load_dataset("toy", split="dev")
+    (tmp_path / "toy" / "queries.jsonl").unlink()
+    with pytest.raises(DatasetError, match="missing queries.jsonl"):
+        load_dataset("toy")
+    with pytest.raises(DatasetError) as ei:
+        load_dataset("no-such-set")
+    assert "scifact, nfcorpus, dl19, msmarco" in str(ei.value) and "local folders" in str(ei.value)
+    with pytest.raises(DatasetError, match="no data set folder at"):
+        load_dataset(str(tmp_path / "absent"))
+    with pytest.raises(DatasetError, match="is a file"):
+        load_dataset(str(tmp_path / "toy" / "corpus.jsonl"))
+    with pytest.raises(DatasetError, match="has no split 'validation'"):
+        load_dataset("scifact", split="validation", data_dir=tmp_path)
+
+
+def test_subset_is_deterministic_and_restricts_runs(tmp_path):
+    qs = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(10)]
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td1\t1\n" for i in range(10))
+    run = "".join(f"q{i} Q0 d1 1 1.0 x\n" for i in range(10))
+    ds = load_dataset(str(_beir(tmp_path / "t", queries=qs, qrels=qrels, runs={"r.trec": run})))
+    a, b = ds.subset(3), ds.subset(max_queries=3)
+    assert list(a.queries) == list(b.queries) == ["q0", "q1", "q2"]
+    assert set(a.qrels) == {"q0", "q1", "q2"}
+    assert list(a.load_run("r")) == ["q0", "q1", "q2"]
+    c = ds.subset(["q7", "q3"])
+    assert list(c.queries) == ["q3", "q7"]  # data set order, not argument order
+    assert len(ds.queries) == 10  # original untouched
+    with pytest.raises(ValueError, match=r"\['nope'\] are not in data set"):
+        ds.subset(["nope"])
+    with pytest.raises(ValueError, match="either query_ids"):
+        ds.subset()
+    with pytest.raises(ValueError, match="positive"):
+        ds.subset(0)
+
+
+# ------------------------------------------------------------------------------------------ parsers
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ('{"_id": "x", "text": ', "not valid JSON"),
+        ('{"text": "no id"}', "'_id' is missing"),
+        ('{"_id": "x", "title": "t"}', "'text' is missing"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"_id": "has space", "text": "t"}', "whitespace"),
+    ],
+)
+def test_corpus_line_errors_name_file_and_line(tmp_path, bad, needle):
+    p = tmp_path / "corpus.jsonl"
+    p.write_text(json.dumps({"_id": "ok", "text": "fine"}) + "\n\n" + bad + "\n")
+    corpus = Corpus.from_jsonl(p)
+    with pytest.raises(DataFormatError) as ei:
+        list(corpus.iter_documents())
+    assert f"{p}:3" in str(ei.value) and needle in str(ei.value)
+
+
+def test_corpus_duplicate_ids(tmp_path):
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("".join(json.dumps({"_id": i, "text": "t"}) + "\n" for i in ["a", "b", "a"]))
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:3: duplicate document id 'a' \(first at line 1\)"):
+        Corpus.from_jsonl(p)["a"]
+    with pytest.raises(DataFormatError, match="duplicate document id 'a'"):
+        Corpus.from_jsonl(p).subset(["a"])
+    with pytest.raises(DataFormatError, match="duplicate document id 'a'"):
+        Corpus.from_documents([Document("a", "x"), Document("a", "y")])
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('{"_id": "q1", "text": "   "}', "empty text"),
+        ('{"_id": "q1"}', "'text' is missing"),
+        ('{"_id": "q1", "text": "again"}', "duplicate query id 'q1' (first at line 1)"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_query_errors_name_file_and_line(tmp_path, line, needle):
+    p = tmp_path / "queries.jsonl"
+    p.write_text(json.dumps({"_id": "q1", "text": "fine"}) + "\n" + line + "\n")
+    with pytest.raises(DataFormatError) as ei:
+        read_queries(p)
+    assert f"{p}:2" in str(ei.value) and needle in str(ei.value)
+
+
+def test_empty_query_in_dataset(tmp_path):
+    folder = _beir(tmp_path / "t", queries=[{"_id": "q1", "text": "ok"}, {"_id": "q2", "text": ""}])
+    with pytest.raises(DataFormatError, match=r"queries\.jsonl:2: query 'q2' has empty text"):
+        load_dataset(str(folder))
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+def test_corpus_subset_streams_without_loading(tmp_path):
+    p = tmp_path / "corpus.jsonl"
+    with open(p, "w") as fh:
+        for i in range(2000):
+            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"text {i}"}) + "\n")
+        # an id with an escaped quote defeats the fast regex and must still be found
+        fh.write(json.dumps({"_id": 'q"x', "text": "odd"}) + "\n")
+    corpus = Corpus.from_jsonl(p)
+    got = corpus.subset(["d1999", "d5", 'q"x', "missing"])
+    assert list(got) == ["d5", "d1999", 'q"x']  # corpus order; missing ids left out
+    assert got["d5"] == Document("d5", "text 5")
+    assert corpus._docs is None  # nothing loaded whole
+    assert len(corpus) == 2001 and corpus._docs is None
+    assert sum(1 for _ in corpus.iter_documents()) == 2001
+    assert "d7" in corpus and "nope" not in corpus  # random access loads it now
+    assert corpus._docs is not None and corpus.get("nope") is None
+
+
+def test_corpus_from_documents_mapping():
+    c = Corpus.from_documents([Document("a", "x", "t"), Document("b", "y")])
+    assert len(c) == 2 and list(c) == ["a", "b"] and c["a"].title == "t"
+    assert c.subset(["b"]) == {"b": Document("b", "y")}
+    with pytest.raises(TypeError, match="Document objects"):
+        Corpus.from_documents(["a"])
+    with pytest.raises(DatasetError, match="does not exist"):
+        Corpus.from_jsonl("/nonexistent/corpus.jsonl")
+
+
+# ------------------------------------------------------------------------------------------ real data
+
+def _need(data_dir: Path, folder: str) -> Path:
+    p = data_dir / folder
+    if not (p / "corpus.jsonl").is_file():
+        pytest.skip(f"{p} is absent: place the shared BEIR folder there (see ../shared/data/README.md)")
+    return p
+
+
+def test_aliases_resolve_to_local_folders(data_dir):
+    _need(data_dir, "trec-dl19-passage")
+    dl19 = load_dataset("dl19", data_dir=data_dir)
+    assert dl19.name == "dl19" and dl19.rel_level == 2
+    assert dl19.source == f"local:{data_dir / 'trec-dl19-passage'}"
+    assert len(dl19.queries) == 43 and sum(len(v) for v in dl19.qrels.values()) == 9260
+    assert set(dl19.runs) == {"bm25_flat", "splade_pp_ed"}
+    assert dl19.load_run("bm25").name == "bm25_flat"
+    run = dl19.load_run("splade")
+    assert len(run) == 43 and all(len(r) == 100 for r in run.values())
+    assert next(iter(run.values())).query.text == dl19.queries[next(iter(run))].text
+
+
+def test_nfcorpus_keeps_only_split_queries(data_dir):
+    _need(data_dir, "nfcorpus")
+    test = load_dataset("nfcorpus", data_dir=data_dir)
+    assert len(test.queries) == 323 and set(test.queries) == set(test.qrels)
+    assert sum(len(v) for v in test.qrels.values()) == 12334
+    dev = load_dataset("nfcorpus", split="dev", data_dir=data_dir)
+    assert set(dev.queries).isdisjoint(test.queries)
+
+
+def test_list_datasets(data_dir):
+    _need(data_dir, "scifact")
+    rows = {r["name"]: r for r in list_datasets(data_dir)}
+    assert {"scifact", "nfcorpus", "dl19", "msmarco"} <= set(rows)
+    assert rows["scifact"]["available"] and rows["scifact"]["docs"] == 5183 and rows["scifact"]["queries"] == 300
+    assert rows["msmarco"]["path"] is None or rows["msmarco"]["available"]
+
+
+# ------------------------------------------------------------------------------------------ offline
+
+def test_offline_error_is_fast_and_says_where_to_put_files(tmp_path):
+    # ir_datasets fixes its cache folder at import time, so run in a fresh interpreter.
+    code = textwrap.dedent(
+        """
+        import time
+        from attnsift.eval.datasets import load_dataset
+        t = time.perf_counter()
+        try:
+            load_dataset("scifact")
+        except Exception as e:
+            print(type(e).__name__); print(e)
+        print("SECONDS", time.perf_counter() - t)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ATTNSIFT_DATA"}
+    env.update(IR_DATASETS_HOME=str(tmp_path / "irds"), ATTNSIFT_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("DatasetError"), out
+    assert "/path/to/data/scifact/ (corpus.jsonl, queries.jsonl, qrels/test.tsv)" in out
+    assert str(tmp_path / "irds" / "beir" / "scifact" / "source.zip") in out
+    assert "scifact.zip" in out  # the download address
+    assert "internet" in out
+    assert float(out.rsplit("SECONDS", 1)[1]) < 10
+
+
+def test_ir_datasets_path_reads_a_local_source_zip(tmp_path, data_dir):
+    # ir_datasets uses a BEIR zip placed at $IR_DATASETS_HOME/beir/<name>/source.zip as-is (no download).
+    import zipfile
+
+    src = _need(data_dir, "scifact")
+    home = tmp_path / "irds"
+    (home / "beir" / "scifact").mkdir(parents=True)
+    with zipfile.ZipFile(home / "beir" / "scifact" / "source.zip", "w") as zf:
+        for rel in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+            zf.write(src / rel, f"scifact/{rel}")
+    code = textwrap.dedent(
+        """
+        from attnsift.eval.datasets import load_dataset
+        ds = load_dataset("beir/scifact/test")
+        docs = ds.corpus.subset(["4983", "nope"])
+        print(ds.source, ds.rel_level, len(ds.queries), sum(map(len, ds.qrels.values())), list(docs))
+        print(ds.corpus["4983"].title[:30])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ATTNSIFT_DATA"}
+    env.update(IR_DATASETS_HOME=str(home), ATTNSIFT_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == "ir_datasets:beir/scifact/test 1 300 339 ['4983']"
+    assert lines[1] == "Microstructural development of"
