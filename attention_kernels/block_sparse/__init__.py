@@ -1,1 +1,4 @@
-"""attnsift.attention_kernels.block_sparse"""
+"""attnsift.attention_kernels.block_sparse: BlockRank's block-sparse causal attention (prefill)."""
+from attnsift.attention_kernels.block_sparse.api import block_sparse_attention, dense_mask
+
+__all__ = ["block_sparse_attention", "dense_mask"]

@@ -1,1 +1,4 @@
-"""attnsift.attention_kernels.maxsim"""
+"""attnsift.attention_kernels.maxsim: late-interaction MaxSim over packed documents."""
+from attnsift.attention_kernels.maxsim.api import maxsim
+
+__all__ = ["maxsim"]
