@@ -45,30 +45,46 @@ def _unknown(kind: str, name: str, known: Iterable[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(known))}")
 
 
-def call_with_options(fn: Callable[..., Any], options: Mapping[str, Any] | None, **fixed: Any) -> Any:
+def call_with_options(fn: Callable[..., Any], options: Mapping[str, Any] | None, *,
+                      signature_of: Callable[..., Any] | None = None, **fixed: Any) -> Any:
     """Call ``fn(**fixed, **options)``, converting string options to the annotated parameter types.
 
-    Unknown option names are rejected with the list of accepted ones, unless ``fn`` takes ``**kwargs``
-    (then they are passed through, and ``fn`` checks them itself).
+    Unknown option names are rejected with the list of accepted ones, unless the signature takes
+    ``**kwargs`` (then they are passed through, and ``fn`` checks them itself). ``signature_of`` names
+    the callable whose signature types the options when ``fn`` only forwards them (``from_corpus(**params)``
+    forwarding to ``__init__``).
     """
     options = dict(options or {})
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    sig = inspect.signature(target)
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references: convert nothing
-        hints = {}
-    params = {n: p for n, p in sig.parameters.items() if n != "self"}
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    takes_kwargs = True
+    for source in (fn, signature_of) if signature_of is not None else (fn,):
+        target = source.__init__ if inspect.isclass(source) else source
+        sig = inspect.signature(target)
+        try:
+            found = typing.get_type_hints(target)
+        except Exception:  # unresolvable forward references: convert nothing
+            found = {}
+        named = {n: p for n, p in sig.parameters.items()
+                 if n != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+        for n, p in named.items():
+            params.setdefault(n, p)
+            if n in found:
+                hints.setdefault(n, found[n])
+        # options reach the last signature only if every one before it forwards **kwargs
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        if not takes_kwargs:
+            break
     converted = {}
     for key, value in options.items():
-        if key in params and params[key].kind is not inspect.Parameter.VAR_KEYWORD:
+        if key in params:
             converted[key] = _coerce(value, hints.get(key, Any), key)
         elif takes_kwargs:
             converted[key] = value
         else:
-            accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in fixed]
-            raise ValueError(f"unknown option {key!r} for {getattr(fn, '__name__', fn)}; accepted: {', '.join(accepted)}")
+            accepted = [n for n in params if n not in fixed]
+            name = getattr(signature_of or fn, "__name__", fn)
+            raise ValueError(f"unknown option {key!r} for {name}; accepted: {', '.join(accepted)}")
     return fn(**fixed, **converted)
 
 
@@ -116,7 +132,7 @@ def build_retriever(
         fixed["model"] = model
     elif model is not None:
         raise ValueError(f"retriever {name!r} takes no model (got {model!r}); drop --model or use --retriever dense")
-    return call_with_options(cls.from_corpus, options, **fixed)
+    return call_with_options(cls.from_corpus, options, signature_of=cls, **fixed)
 
 
 def build_reranker(name: str, model: str | None = None, options: Mapping[str, Any] | None = None) -> Any:

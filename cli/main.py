@@ -289,6 +289,11 @@ def _rerank_impl(
     if max_queries is not None:
         ds = ds.subset(max_queries=max_queries)
     queries = list(ds.queries.values())
+    if run is None and (retriever in ds.runs or retriever in getattr(ds, "run_aliases", {})):
+        # A reranking set (DL19) holds only the pool of its provided runs: retrieving over that pool
+        # would not be the real first stage, so the provided run of the same name stands in for it.
+        typer.echo(f"note: {ds.name} provides a {retriever!r} run; using it as the first stage", err=True)
+        run = retriever
     t0 = time.perf_counter()
     if run is not None:
         path = Path(run)
@@ -377,6 +382,33 @@ def rerank(
 ) -> None:
     _rerank_impl(dataset, retriever, run, reranker, model, top_k, first_stage_k, max_queries, save_run, metrics,
                  option, retriever_option, split, compare_first_stage, as_json)
+
+
+bench_app = typer.Typer(help="Benchmarks: quality over data sets x systems (resumable), with tables and plots.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+@_guard
+def bench_quality(
+    datasets_: str = typer.Option(..., "--datasets", help="Comma-separated data sets, e.g. scifact,nfcorpus,dl19."),
+    systems: str = typer.Option(..., "--systems", help="Comma-separated system specs, e.g. bm25,bm25+icr:smollm2-135m[calibration=none]."),
+    out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Output folder (runs, metrics, results.md/json, plots)."),
+    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of each data set."),
+    metrics: str = typer.Option("nDCG@10,MRR@10,R@100", help="Comma-separated metric names."),
+    plots: bool = typer.Option(True, help="Draw quality-vs-cost and per-query-difference PNGs."),
+) -> None:
+    """Run every system on every data set; a rerun skips what is complete and resumes what is partial."""
+    from attnsift.eval.bench import run_quality_bench, write_reports
+    from attnsift.eval.specs import split_specs
+
+    names = [d.strip() for d in datasets_.split(",") if d.strip()]
+    cmd = " ".join(["attnsift", *sys.argv[1:]])
+    result = run_quality_bench(names, split_specs(systems), out, max_queries=max_queries, metrics=_metrics(metrics),
+                               progress=True, plots=plots)
+    write_reports(result, _metrics(metrics), plots=plots, command=cmd)
+    typer.echo((out / "results.md").read_text())
 
 
 def main() -> None:

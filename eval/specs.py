@@ -1,0 +1,175 @@
+"""System specs: one short string names a first stage and an optional reranker, with their options.
+
+Grammar (whitespace ignored)::
+
+    spec     := stage [ "+" stage ]
+    stage    := name [ ":" model ] [ "[" key=value { ";" key=value } "]" ]
+
+The first stage is ``bm25``, ``dense``, ``late``, ``hybrid`` or ``run:NAME`` (a run the data set provides,
+e.g. ``run:bm25`` on DL19). The reranker is ``icr``, ``listwise``, ``blockrank`` (or ``none``). Two
+options belong to the pipeline rather than to a stage: ``top_k`` (how many candidates are reranked,
+default 20) and ``first_stage_k`` (default 100); they may appear in either stage's brackets.
+
+Examples::
+
+    bm25
+    dense:minilm
+    bm25+icr:smollm2-135m
+    bm25+icr:smollm2-135m[calibration=none;top_k=50]
+    run:bm25+icr[span=last_token]
+
+The same spec string works in the CLI (``attnsift bench quality --systems ...``), in Python
+(:meth:`SystemSpec.parse`) and as the row label of the results table.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnsift.config import _coerce
+
+PIPELINE_OPTIONS = {"top_k": 20, "first_stage_k": 100}
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, ignoring commas inside brackets."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in {text!r}")
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"unbalanced '[' in {text!r}")
+    out.append("".join(cur).strip())
+    items = [s for s in out if s]
+    if not items:
+        raise ValueError("no system given; e.g. --systems bm25,bm25+icr:smollm2-135m")
+    return items
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    model: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        s = self.name + (f":{self.model}" if self.model else "")
+        if self.options:
+            s += "[" + ";".join(f"{k}={v}" for k, v in self.options) + "]"
+        return s
+
+
+def _parse_stage(text: str, whole: str) -> StageSpec:
+    text = text.strip()
+    # `run:NAME` is a first stage whose "model" slot is the run name.
+    m = re.match(r"^(?P<base>[\w\-]+)(?::(?P<model>[^\[\]]+))?(?:\[(?P<opts>[^\[\]]*)\])?$", text)
+    if not m:
+        raise ValueError(f"cannot parse stage {text!r} of system spec {whole!r}; expected name[:model][key=value;...]")
+    opts = []
+    if m.group("opts"):
+        for item in m.group("opts").split(";"):
+            item = item.strip()
+            if not item:
+                continue
+            if "=" not in item:
+                raise ValueError(f"option {item!r} in {whole!r} is not key=value")
+            k, v = item.split("=", 1)
+            opts.append((k.strip().replace("-", "_"), v.strip()))
+    return StageSpec(m.group("base"), (m.group("model") or None), tuple(sorted(opts)))
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A parsed system: first stage, optional reranker, and the pipeline cut-offs."""
+
+    first: StageSpec
+    reranker: StageSpec | None = None
+    top_k: int = 20
+    first_stage_k: int = 100
+    text: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> "SystemSpec":
+        from attnsift.registry import HYBRID, RERANKERS, RETRIEVERS
+
+        whole = text.strip()
+        if not whole:
+            raise ValueError("empty system spec; e.g. bm25 or bm25+icr:smollm2-135m")
+        depth, parts, cur = 0, [], []
+        for ch in whole:  # split on '+' outside brackets
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "+" and depth == 0:
+                parts.append("".join(cur))
+                cur = []
+            else:
+                cur.append(ch)
+        parts.append("".join(cur))
+        if len(parts) > 2:
+            raise ValueError(f"system spec {whole!r} has {len(parts)} stages; give a first stage and at most one reranker")
+        first = _parse_stage(parts[0], whole)
+        known_first = set(RETRIEVERS) | {HYBRID, "run"}
+        if first.name not in known_first:
+            raise ValueError(f"unknown first stage {first.name!r} in {whole!r}; choose one of {', '.join(sorted(known_first))}")
+        if first.name == "run" and not first.model:
+            raise ValueError(f"'run' needs the name of a provided run, e.g. run:bm25 (in {whole!r})")
+        reranker = _parse_stage(parts[1], whole) if len(parts) == 2 else None
+        if reranker is not None and reranker.name not in RERANKERS:
+            raise ValueError(f"unknown reranker {reranker.name!r} in {whole!r}; choose one of {', '.join(sorted(RERANKERS))}")
+        pipe = dict(PIPELINE_OPTIONS)
+        stages = []
+        for st in (first, reranker):
+            if st is None:
+                stages.append(None)
+                continue
+            kept = []
+            for k, v in st.options:
+                if k in PIPELINE_OPTIONS:
+                    pipe[k] = _coerce(v, int, k)
+                else:
+                    kept.append((k, v))
+            stages.append(StageSpec(st.name, st.model, tuple(kept)))
+        first, reranker = stages
+        if reranker is not None and reranker.name == "none":
+            reranker = None
+        for k in ("top_k", "first_stage_k"):
+            if pipe[k] <= 0:
+                raise ValueError(f"{k} must be positive in {whole!r}")
+        return cls(first, reranker, top_k=pipe["top_k"], first_stage_k=max(pipe["first_stage_k"], pipe["top_k"]), text=whole)
+
+    @property
+    def label(self) -> str:
+        """Canonical text of the spec (stable across option order), used as the table row label."""
+        s = str(self.first)
+        if self.reranker is not None:
+            s += "+" + str(self.reranker)
+            if self.top_k != PIPELINE_OPTIONS["top_k"]:
+                s += f"@{self.top_k}"
+        if self.first_stage_k != PIPELINE_OPTIONS["first_stage_k"]:
+            s += f"/{self.first_stage_k}"
+        return s
+
+    @property
+    def slug(self) -> str:
+        """A file-system-safe name for this system's output folder."""
+        return re.sub(r"[^A-Za-z0-9_.\-]+", "_", self.label).strip("_")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.label,
+            "first_stage": {"name": self.first.name, "model": self.first.model, "options": dict(self.first.options)},
+            "reranker": None if self.reranker is None else {
+                "name": self.reranker.name, "model": self.reranker.model, "options": dict(self.reranker.options)},
+            "top_k": self.top_k,
+            "first_stage_k": self.first_stage_k,
+        }

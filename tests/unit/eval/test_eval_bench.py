@@ -1,0 +1,89 @@
+"""System specs and the resumable quality benchmark."""
+import json
+from pathlib import Path
+
+import pytest
+
+from attnsift.eval.bench import _Interrupted, run_quality_bench
+from attnsift.eval.specs import SystemSpec, split_specs
+
+
+def test_spec_parsing_and_labels():
+    s = SystemSpec.parse("bm25+icr:smollm2-135m[calibration=none;top_k=50]")
+    assert s.first.name == "bm25" and s.reranker.name == "icr" and s.reranker.model == "smollm2-135m"
+    assert dict(s.reranker.options) == {"calibration": "none"}
+    assert s.top_k == 50 and s.first_stage_k == 100
+    assert s.label == "bm25+icr:smollm2-135m[calibration=none]@50"
+    # option order does not change the label
+    assert SystemSpec.parse("bm25+icr[b=2;a=1]").label == SystemSpec.parse("bm25+icr[a=1;b=2]").label
+    assert SystemSpec.parse("dense:minilm").first.model == "minilm"
+    assert SystemSpec.parse("run:bm25+icr").first.model == "bm25"
+    assert SystemSpec.parse("bm25+none").reranker is None
+    assert SystemSpec.parse("bm25[first_stage_k=10;top_k=50]").first_stage_k == 50  # never below top_k
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("", "empty"), ("magic", "unknown first stage"), ("bm25+magic", "unknown reranker"),
+    ("bm25+icr+icr", "stages"), ("run", "provided run"), ("bm25+icr[top_k=0]", "positive"),
+    ("bm25+icr[calibration]", "key=value"),
+])
+def test_spec_errors(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        SystemSpec.parse(bad)
+
+
+def test_split_specs_respects_brackets():
+    assert split_specs("bm25, bm25+icr[a=1,2;b=3],dense:minilm") == ["bm25", "bm25+icr[a=1,2;b=3]", "dense:minilm"]
+    with pytest.raises(ValueError, match="unbalanced"):
+        split_specs("bm25+icr[a=1")
+
+
+def _numbers(out: Path) -> dict:
+    rows = json.loads((out / "results.json").read_text())["results"]
+    return {(r["dataset"], r["system"]): {k: r[k] for k in ("nDCG@10", "MRR@10", "R@100", "num_queries")} for r in rows}
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(data_dir, tmp_path: Path):
+    args = dict(datasets=["dl19"], systems=["bm25", "run:splade"], max_queries=12, progress=False, plots=False)
+    full = tmp_path / "full"
+    run_quality_bench(out_dir=full, **args)
+
+    part = tmp_path / "part"
+    with pytest.raises(_Interrupted):
+        run_quality_bench(out_dir=part, stop_after=5, **args)
+    progress = part / "dl19" / "bm25" / "progress.jsonl"
+    assert len(progress.read_text().splitlines()) == 5
+    assert not (part / "dl19" / "bm25" / "metrics.json").exists()  # partial is never taken as complete
+    # an interruption in the middle of writing a line: the torn line is discarded and redone
+    with open(progress, "a") as fh:
+        fh.write('{"qid": "torn", "docs": [["1", 0.5')
+    res = run_quality_bench(out_dir=part, **args)
+    assert res.get("dl19", "bm25").resumed_queries == 5
+    assert _numbers(part) == _numbers(full)
+    assert (part / "dl19" / "bm25" / "run.trec").read_text() == (full / "dl19" / "bm25" / "run.trec").read_text()
+
+    # a rerun skips complete work
+    again = run_quality_bench(out_dir=part, **args)
+    assert all(r.skipped for r in again.results.values())
+
+
+def test_changed_configuration_is_recomputed_not_mixed(data_dir, tmp_path: Path):
+    out = tmp_path / "b"
+    run_quality_bench(["dl19"], ["bm25"], out, max_queries=5, progress=False, plots=False)
+    res = run_quality_bench(["dl19"], ["bm25"], out, max_queries=8, progress=False, plots=False)
+    r = res.get("dl19", "bm25")
+    assert not r.skipped and r.report.num_queries == 8
+    assert len((out / "dl19" / "bm25" / "progress.jsonl").read_text().splitlines()) == 8
+
+
+def test_reports_and_plots_are_written(data_dir, tmp_path: Path):
+    res = run_quality_bench(["scifact"], ["bm25", "bm25[k1=1.2;b=0.75]"], tmp_path, max_queries=6, progress=False)
+    md = (tmp_path / "results.md").read_text()
+    assert "| bm25 |" in md and "bm25[b=0.75;k1=1.2]" in md
+    for png in ("quality_vs_cost.png", "per_query_delta.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["metadata"]["max_queries"] == 6 and len(data["results"]) == 2
+    # different BM25 parameters really were used
+    a, b = res.get("scifact", "bm25"), res.get("scifact", "bm25[k1=1.2;b=0.75]")
+    assert a.report.per_query != b.report.per_query or a.report.aggregate != b.report.aggregate
