@@ -1,0 +1,312 @@
+"""Dense (bi-encoder) first stage on faiss.
+
+Documents (``title + " " + text``, as BEIR's dense baselines encode them) are embedded with an
+:class:`~attnsift.retrieval.encoders.Encoder` and indexed with faiss (exact ``flat`` inner product by
+default; ``hnsw`` and ``ivfpq`` as options). Faiss row positions map back to string document ids.
+
+An index folder holds ``index.faiss``, ``doc_ids.json``, ``documents.jsonl`` (the texts, so
+candidates carry their Documents) and ``manifest.json`` (encoder name and configuration, dimension,
+normalisation, metric, document count, a probe vector, sha256 per file). :meth:`DenseRetriever.load`
+checks the manifest: a query encoder that differs from the one that built the index is an error, not
+silently meaningless scores.
+
+Usage::
+
+    r = DenseRetriever.from_corpus(docs, model="minilm", cache_dir="cache/scifact")
+    r.retrieve("does vitamin D help?", k=10)
+    r.save("indexes/scifact-dense"); DenseRetriever.load("indexes/scifact-dense")
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from attnsift.errors import IndexCorruptedError
+from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
+
+logger = logging.getLogger(__name__)
+
+KIND = "dense"
+#: A fixed text whose encoding the manifest records, to recognise the same encoder weights at load time.
+PROBE_TEXT = "attnsift encoder probe: the quick brown fox jumps over the lazy dog"
+PROBE_DIMS = 16
+PROBE_TOL = 1e-3
+
+
+# ------------------------------------------------------------------------------- shared helpers
+def collect_documents(corpus: Iterable[Document] | Mapping[str, Document] | Any) -> list[Document]:
+    """A corpus (iterable of Documents, a mapping id -> Document, or an attnsift Corpus) as a list.
+
+    Raises ValueError on an empty corpus or a duplicate id, TypeError on a non-Document item.
+    """
+    if isinstance(corpus, (str, bytes)):
+        raise TypeError("expected an iterable of Document objects (or a Corpus), got a string")
+    if hasattr(corpus, "iter_documents"):
+        items: Iterable[Any] = corpus.iter_documents()
+    elif isinstance(corpus, Mapping):
+        items = corpus.values()
+    else:
+        items = corpus
+    docs: list[Document] = []
+    seen: set[str] = set()
+    for d in items:
+        if not isinstance(d, Document):
+            raise TypeError(f"the corpus must hold Document objects, got {type(d).__name__}: {d!r:.80}")
+        if d.id in seen:
+            raise ValueError(f"document id {d.id!r} appears twice in the corpus; ids must be unique")
+        seen.add(d.id)
+        docs.append(d)
+    if not docs:
+        raise ValueError("the corpus is empty: give at least one Document to index")
+    return docs
+
+
+def as_queries(queries: Sequence[Query | str] | Query | str) -> list[Query]:
+    """Queries as Query objects; bare strings get ids ``q0``, ``q1``, ... by position."""
+    if isinstance(queries, (Query, str)):
+        raise TypeError("retrieve_batch() takes a sequence of queries; use retrieve() for one query")
+    out = []
+    for i, q in enumerate(queries):
+        if isinstance(q, Query):
+            out.append(q)
+        elif isinstance(q, str):
+            out.append(Query(f"q{i}", q))
+        else:
+            raise TypeError(f"queries must be Query objects or strings, got {type(q).__name__}: {q!r}")
+    return out
+
+
+def write_documents(path: Path, docs: Sequence[Document]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for d in docs:
+            rec = {"_id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+            fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+
+
+def read_documents(path: Path) -> list[Document]:
+    docs = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                r = json.loads(line)
+                docs.append(Document(r["_id"], r["text"], r.get("title"), r.get("metadata") or {}))
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise IndexCorruptedError(f"{path} is not a valid documents file ({exc}); rebuild the index") from exc
+    return docs
+
+
+def check_encoder(encoder: Any, manifest_encoder: dict, probe: Sequence[float] | None, where: Path | str) -> None:
+    """Raise IndexCorruptedError if ``encoder`` is not the encoder that built the index at ``where``."""
+    mine = encoder.config
+    for key in ("name", "dim", "pooling", "normalize", "query_prefix", "doc_prefix"):
+        if key in manifest_encoder and mine.get(key) != manifest_encoder[key]:
+            raise IndexCorruptedError(
+                f"the index at {where} was built with encoder {manifest_encoder.get('name')!r} "
+                f"({key}={manifest_encoder[key]!r}), but the query encoder has {key}={mine.get(key)!r}: "
+                "its vectors would not be comparable. Load it with the same model, or rebuild the index with this one."
+            )
+    if probe is not None:
+        got = encoder.encode_documents([PROBE_TEXT])[0, : len(probe)]
+        if np.abs(got - np.asarray(probe, np.float32)).max() > PROBE_TOL:
+            raise IndexCorruptedError(
+                f"the encoder {mine['name']!r} gives different vectors from the one that built the index at {where} "
+                "(same name, other weights?); load it with the original model or rebuild the index"
+            )
+
+
+def load_encoder(model: str | None, manifest_encoder: dict, device: Any = None, batch_size: int = 64) -> Any:
+    """The encoder recorded in a manifest (or ``model`` when given), with the recorded options."""
+    from attnsift.retrieval.encoders import MINILM_ALIASES, Encoder
+
+    if model is None:
+        name, loc = manifest_encoder["name"], manifest_encoder.get("location")
+        # A local folder is reloaded from where it was (its recorded name is only the folder name).
+        model = loc if name.lower() not in MINILM_ALIASES and loc and Path(loc).exists() else name
+    return Encoder(
+        model,
+        device=device,
+        batch_size=batch_size,
+        max_length=manifest_encoder.get("max_length"),
+        query_prefix=manifest_encoder.get("query_prefix", ""),
+        doc_prefix=manifest_encoder.get("doc_prefix", ""),
+        normalize=manifest_encoder.get("normalize", True),
+        pooling=manifest_encoder.get("pooling", "auto"),
+    )
+
+
+# ------------------------------------------------------------------------------------- retriever
+class DenseRetriever:
+    """Bi-encoder retrieval over a faiss index.
+
+    Build with :meth:`from_corpus` or :meth:`load`.
+
+    Parameters
+    ----------
+    encoder : Encoder
+        Encodes the queries; must be the encoder that embedded the documents.
+    index : FaissIndex
+        Over the document vectors, rows in the order of ``documents``.
+    documents : sequence of Document
+        The corpus, in index order.
+    """
+
+    name = "dense"
+
+    def __init__(self, encoder: Any, index: Any, documents: Sequence[Document], probe: Sequence[float] | None = None) -> None:
+        if index.ntotal != len(documents):
+            raise ValueError(f"the index holds {index.ntotal} vectors but {len(documents)} documents were given")
+        if index.dim != encoder.dim:
+            raise ValueError(f"the index has dim {index.dim}, the encoder {encoder.name!r} gives dim {encoder.dim}")
+        self.encoder = encoder
+        self.index = index
+        self.documents = list(documents)
+        self.doc_ids = [d.id for d in self.documents]
+        self.probe = list(probe) if probe is not None else None
+        self.stats: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"DenseRetriever(encoder={self.encoder.name!r}, index={self.index.index_type!r}, docs={len(self.documents)})"
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.documents)
+
+    @classmethod
+    def from_corpus(
+        cls,
+        corpus: Iterable[Document],
+        model: str | Any = "minilm",
+        index_type: str = "flat",
+        progress: bool = False,
+        cache_dir: str | Path | None = None,
+        index_options: dict | None = None,
+        **encoder_opts: Any,
+    ) -> "DenseRetriever":
+        """Encode ``corpus`` and index it.
+
+        Parameters
+        ----------
+        corpus : iterable of Document, mapping or Corpus
+        model : str or Encoder
+            A model name for :class:`Encoder` (``"minilm"``, a folder, a hub id) or an Encoder.
+        index_type : {"flat", "hnsw", "ivfpq"}
+        progress : bool
+            Progress bar while encoding.
+        cache_dir : path, optional
+            Keep encoded chunks here; a rerun resumes from them.
+        index_options : dict, optional
+            Passed to :meth:`FaissIndex.build` (``nlist``, ``pq_m``, ``hnsw_m``, ...).
+        **encoder_opts
+            Passed to :class:`Encoder` (``batch_size``, ``query_prefix``, ``doc_prefix``, ...).
+        """
+        from attnsift.indexes.faiss_index import INDEX_TYPES, FaissIndex
+        from attnsift.retrieval.encoders import Encoder, encode_corpus_cached
+
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        docs = collect_documents(corpus)
+        encoder = model if isinstance(model, Encoder) else Encoder(model, **encoder_opts)
+        t0 = time.perf_counter()
+        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cache_dir, kinds=("dense",), progress=progress)
+        t1 = time.perf_counter()
+        index = FaissIndex.build(enc["dense"], index_type=index_type, metric="ip", **(index_options or {}))
+        t2 = time.perf_counter()
+        probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
+        out = cls(encoder, index, docs, probe=probe)
+        out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
+        return out
+
+    # ------------------------------------------------------------------ search
+    def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
+        """Top-``k`` documents for one query (a string gets id ``"q0"``)."""
+        q = query if isinstance(query, Query) else as_queries([query])[0]
+        return self.retrieve_batch([q], k=k)[q.id]
+
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
+        """Top-``k`` documents per query, as a Run named ``"dense"``; candidates carry their Document.
+
+        Queries longer than the encoder's limit are truncated (with a logged warning).
+        """
+        k = check_k(k)
+        qs = as_queries(queries)
+        if not qs:
+            return Run((), name=self.name)
+        vecs = self.encoder.encode_queries([q.text for q in qs], progress=progress)  # [B, D]
+        scores, pos = self.index.search(vecs, k)
+        rankings = []
+        for q, srow, prow in zip(qs, scores, pos):
+            cands = tuple(Candidate(self.doc_ids[p], float(s), self.documents[p]) for s, p in zip(srow, prow) if p >= 0)
+            rankings.append(Ranking(q, cands))
+        return Run(rankings, name=self.name)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the index folder atomically (temporary folder, then rename) with its manifest."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.index.save(tmp)
+            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
+            write_documents(tmp / "documents.jsonl", self.documents)
+            write_manifest(
+                tmp,
+                KIND,
+                encoder={**self.encoder.config, "location": self.encoder.location},
+                dim=self.index.dim,
+                normalize=self.encoder.normalize,
+                metric=self.index.metric,
+                doc_count=len(self.documents),
+                index=self.index.info(),
+                probe=self.probe,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None) -> "DenseRetriever":
+        """Load an index written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path
+            The index folder.
+        verify : bool
+            Check every file's checksum first.
+        model : str or Encoder, optional
+            The query encoder; defaults to the one in the manifest. Another encoder is an error.
+
+        Raises
+        ------
+        IndexCorruptedError
+            (a ValueError) missing / modified files, another kind of index, or a mismatched encoder.
+        """
+        from attnsift.indexes.faiss_index import FaissIndex
+        from attnsift.retrieval.encoders import Encoder
+
+        path = Path(path)
+        manifest = read_manifest(path, KIND, verify=verify)
+        try:
+            menc = manifest["encoder"]
+            info = manifest["index"]
+            doc_count = int(manifest["doc_count"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
+        index = FaissIndex.load(path, info)
+        try:
+            doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
+        docs = read_documents(path / "documents.jsonl")
+        if len(docs) != doc_count or [d.id for d in docs] != doc_ids or index.ntotal != doc_count:
+            raise IndexCorruptedError(f"{path}: documents, ids and vectors disagree in count or order; rebuild the index")
+        encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
+        check_encoder(encoder, menc, manifest.get("probe"), path)
+        return cls(encoder, index, docs, probe=manifest.get("probe"))
+
+    def index_bytes(self) -> int:
+        """Bytes of the vector index alone (without texts)."""
+        return self.index.nbytes()

@@ -1,0 +1,220 @@
+"""Fusion of rankings: reciprocal rank fusion and normalised score fusion.
+
+Both functions take any :class:`~attnsift.types.Ranking` objects for one query (first-stage runs, or
+a reranker's scores beside the first stage's), and :class:`FusionRetriever` fuses retrievers.
+
+- RRF (Cormack, Clarke & Buettcher, SIGIR 2009): ``score(d) = sum_i w_i / (k + rank_i(d))`` with
+  ranks from 1; a ranking that does not list ``d`` adds nothing.
+- Score fusion: ``score(d) = sum_i w_i * norm_i(s_i(d))`` with ``minmax`` (to [0, 1]) or ``zscore``
+  normalisation per ranking. A document missing from ranking ``i`` gets that ranking's lowest
+  normalised score (0 for minmax), i.e. it counts as no better than the worst retrieved document.
+  ``"none"`` adds raw scores (only meaningful on comparable scales).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
+
+_NORMALIZATIONS = ("minmax", "zscore", "none")
+_METHODS = ("rrf", "score")
+
+
+def _check_rankings(rankings: Sequence[Ranking]) -> list[Ranking]:
+    if isinstance(rankings, Ranking):
+        raise TypeError("expected a sequence of Rankings to fuse, got a single Ranking; wrap it in a list")
+    rankings = list(rankings)
+    if not rankings:
+        raise ValueError("nothing to fuse: give at least one Ranking")
+    for r in rankings:
+        if not isinstance(r, Ranking):
+            raise TypeError(f"fusion takes Ranking objects, got {type(r).__name__}")
+    qids = {r.query.id for r in rankings}
+    if len(qids) > 1:
+        raise ValueError(f"the rankings to fuse are for different queries {sorted(qids)}; fuse rankings of one query")
+    return rankings
+
+
+def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise ValueError(f"got {len(weights)} weights for {n} rankings/retrievers; give one weight each")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def _documents(rankings: Sequence[Ranking]) -> dict[str, Document | None]:
+    docs: dict[str, Document | None] = {}
+    for r in rankings:
+        for c in r.candidates:
+            if docs.get(c.doc_id) is None:
+                docs[c.doc_id] = c.document
+    return docs
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Ranking], k: int = 60, weights: Sequence[float] | None = None) -> Ranking:
+    """Reciprocal rank fusion of rankings for one query.
+
+    Parameters
+    ----------
+    rankings : sequence of Ranking
+        For the same query id; each in its own (score) order.
+    k : int
+        The RRF constant (60 in the paper); larger flattens the rank discount.
+    weights : sequence of float, optional
+        One per ranking (default 1).
+
+    Returns
+    -------
+    Ranking
+        Every document in any input, scored ``sum_i w_i / (k + rank_i)``; documents keep their texts.
+    """
+    rankings = _check_rankings(rankings)
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
+        raise ValueError(f"rrf k must be a number >= 0, got {k!r}")
+    w = _check_weights(weights, len(rankings))
+    docs = _documents(rankings)
+    scores = dict.fromkeys(docs, 0.0)
+    for wi, r in zip(w, rankings):
+        for rank, c in enumerate(r.candidates, start=1):
+            scores[c.doc_id] += wi / (k + rank)
+    return Ranking(rankings[0].query, tuple(Candidate(d, s, docs[d]) for d, s in scores.items()))
+
+
+def normalize_scores(scores: Sequence[float], normalization: str = "minmax") -> tuple[list[float], float]:
+    """Normalise one ranking's scores; returns ``(normalised, fill value for missing documents)``.
+
+    ``minmax``: ``(s - min) / (max - min)``; all-equal scores become 1. Missing: 0.
+    ``zscore``: ``(s - mean) / std`` (population std); all-equal become 0. Missing: the lowest z.
+    ``none``: unchanged. Missing: the lowest score.
+    """
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    s = [float(x) for x in scores]
+    if not s:
+        return [], 0.0
+    if normalization == "minmax":
+        lo, hi = min(s), max(s)
+        if hi - lo <= 0:
+            return [1.0] * len(s), 0.0
+        return [(x - lo) / (hi - lo) for x in s], 0.0
+    if normalization == "zscore":
+        mean = sum(s) / len(s)
+        std = math.sqrt(sum((x - mean) ** 2 for x in s) / len(s))
+        if std <= 0:
+            return [0.0] * len(s), 0.0
+        z = [(x - mean) / std for x in s]
+        return z, min(z)
+    return s, min(s)
+
+
+def score_fusion(rankings: Sequence[Ranking], weights: Sequence[float] | None = None, normalization: str = "minmax") -> Ranking:
+    """Weighted sum of per-ranking normalised scores, for one query.
+
+    Parameters
+    ----------
+    rankings : sequence of Ranking
+    weights : sequence of float, optional
+        One per ranking (default 1): e.g. ``[0.3, 0.7]`` for BM25 + dense.
+    normalization : {"minmax", "zscore", "none"}
+
+    Returns
+    -------
+    Ranking
+        The union of the inputs' documents, scored ``sum_i w_i * norm_i(d)`` (a missing document gets
+        ranking ``i``'s fill value, see :func:`normalize_scores`).
+    """
+    rankings = _check_rankings(rankings)
+    w = _check_weights(weights, len(rankings))
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    docs = _documents(rankings)
+    total = dict.fromkeys(docs, 0.0)
+    for wi, r in zip(w, rankings):
+        normed, fill = normalize_scores([c.score for c in r.candidates], normalization)
+        got = {c.doc_id: v for c, v in zip(r.candidates, normed)}
+        for d in total:
+            total[d] += wi * got.get(d, fill)
+    return Ranking(rankings[0].query, tuple(Candidate(d, s, docs[d]) for d, s in total.items()))
+
+
+class FusionRetriever:
+    """Fuse the top-``depth`` of several retrievers per query.
+
+    Parameters
+    ----------
+    retrievers : sequence of Retriever
+        Anything with ``retrieve_batch(queries, k) -> Run`` (BM25, dense, late, another fusion).
+    method : {"rrf", "score"}
+    weights : sequence of float, optional
+        One per retriever.
+    rrf_k : int
+        RRF constant.
+    depth : int
+        Candidates taken from each retriever before fusing.
+    normalization : {"minmax", "zscore", "none"}
+        For ``method="score"``.
+    name : str
+        Run name (default ``"hybrid"``).
+    """
+
+    def __init__(
+        self,
+        retrievers: Sequence[Any],
+        method: str = "rrf",
+        weights: Sequence[float] | None = None,
+        rrf_k: int = 60,
+        depth: int = 100,
+        normalization: str = "minmax",
+        name: str = "hybrid",
+    ) -> None:
+        retrievers = list(retrievers)
+        if not retrievers:
+            raise ValueError("FusionRetriever needs at least one retriever")
+        for r in retrievers:
+            if not callable(getattr(r, "retrieve_batch", None)):
+                raise TypeError(f"{type(r).__name__} has no retrieve_batch(queries, k); it is not a Retriever")
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+        self.retrievers = retrievers
+        self.method = method
+        self.weights = _check_weights(weights, len(retrievers))
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
+            raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
+        self.rrf_k = rrf_k
+        self.depth = check_k(depth, "depth")
+        self.normalization = normalization
+        self.name = name
+
+    def __repr__(self) -> str:
+        names = ", ".join(getattr(r, "name", type(r).__name__) for r in self.retrievers)
+        return f"FusionRetriever([{names}], method={self.method!r}, weights={self.weights})"
+
+    def fuse(self, rankings: Sequence[Ranking]) -> Ranking:
+        """Fuse one query's rankings with this retriever's method and weights."""
+        if self.method == "rrf":
+            return reciprocal_rank_fusion(rankings, k=self.rrf_k, weights=self.weights)
+        return score_fusion(rankings, weights=self.weights, normalization=self.normalization)
+
+    def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
+        q = query if isinstance(query, Query) else Query("q0", query)
+        return self.retrieve_batch([q], k=k)[q.id]
+
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
+        """Fused top-``k`` per query (each retriever contributes its top ``depth``)."""
+        from attnsift.retrieval.dense import as_queries
+
+        k = check_k(k)
+        qs = as_queries(queries)
+        runs = [r.retrieve_batch(qs, k=self.depth) for r in self.retrievers]
+        out = []
+        for q in qs:
+            parts = [run[q.id] if q.id in run else Ranking(q, ()) for run in runs]
+            out.append(self.fuse(parts).top(k))
+        return Run(out, name=self.name)

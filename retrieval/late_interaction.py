@@ -1,0 +1,283 @@
+"""Late-interaction (ColBERT-style) first stage: token vectors, ANN candidates, exact MaxSim.
+
+Every document is stored as its encoder token vectors (special tokens dropped, L2-normalised, float16;
+see :mod:`attnsift.indexes.token_index` for the bytes per document). A query is encoded the same way;
+
+1. candidate generation: each query token's ``candidate_k`` nearest document tokens in a faiss index
+   over all token vectors; their documents are the candidates (ColBERT v1);
+2. exact rescoring: ``score(q, d) = sum over query tokens of max over d's tokens of q_i . d_j``
+   (MaxSim), computed by :func:`attnsift.attention_kernels.maxsim.api.maxsim`.
+
+With ``normalize="query_length"`` the sum is divided by the number of *real* query tokens. Padded
+query positions (when several queries are scored in one batch, :meth:`score`) are masked out of the sum
+and of that count alike, so a query's score never depends on what it was batched with.
+
+Works with any encoder's token outputs; a sentence encoder such as all-MiniLM-L6-v2 was not trained for
+MaxSim, so its late-interaction quality is below its own dense quality (see
+benchmarks/results/first_stage.md). A ColBERT checkpoint folder loads the same way (its linear
+projection layer is not applied by this encoder, so it is a plain-BERT-token baseline).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from attnsift.errors import IndexCorruptedError
+from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.retrieval.dense import (
+    PROBE_DIMS,
+    PROBE_TEXT,
+    as_queries,
+    check_encoder,
+    collect_documents,
+    load_encoder,
+    read_documents,
+    write_documents,
+)
+from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
+
+logger = logging.getLogger(__name__)
+
+KIND = "late"
+_NORMALIZE = ("none", "query_length")
+_DOC_CHUNK_TOKENS = 131_072  # tokens of candidate documents scored per MaxSim call (~200 MB float32 at dim 384)
+
+
+class LateInteractionRetriever:
+    """Token-level late interaction over a :class:`~attnsift.indexes.token_index.TokenIndex`.
+
+    Parameters
+    ----------
+    encoder : Encoder
+    index : TokenIndex
+    documents : sequence of Document
+        In index order.
+    candidate_k : int
+        Nearest document tokens fetched per query token for candidate generation.
+    normalize : {"none", "query_length"}
+        Divide MaxSim by the number of real query tokens (ranking per query is unchanged; it makes
+        scores comparable across queries, e.g. for fusion with score normalisation).
+    impl : str
+        MaxSim implementation (``"auto"``, ``"reference"``, ``"triton"``).
+    """
+
+    name = "late"
+
+    def __init__(
+        self,
+        encoder: Any,
+        index: Any,
+        documents: Sequence[Document],
+        candidate_k: int = 32,
+        normalize: str = "none",
+        impl: str = "auto",
+        probe: Sequence[float] | None = None,
+    ) -> None:
+        check_k(candidate_k, "candidate_k")
+        if normalize not in _NORMALIZE:
+            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
+        if index.num_docs != len(documents):
+            raise ValueError(f"the token index holds {index.num_docs} documents but {len(documents)} were given")
+        if index.dim != encoder.dim:
+            raise ValueError(f"the token index has dim {index.dim}, the encoder {encoder.name!r} gives {encoder.dim}")
+        self.encoder = encoder
+        self.index = index
+        self.documents = list(documents)
+        self.doc_ids = [d.id for d in self.documents]
+        self.candidate_k = candidate_k
+        self.normalize = normalize
+        self.impl = impl
+        self.probe = list(probe) if probe is not None else None
+        self.stats: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"LateInteractionRetriever(encoder={self.encoder.name!r}, docs={len(self.documents)}, "
+            f"tokens={self.index.num_tokens}, ann={self.index.ann.index_type!r})"
+        )
+
+    @classmethod
+    def from_corpus(
+        cls,
+        corpus: Iterable[Document],
+        model: str | Any = "minilm",
+        index_type: str = "auto",
+        progress: bool = False,
+        cache_dir: str | Path | None = None,
+        candidate_k: int = 32,
+        normalize: str = "none",
+        impl: str = "auto",
+        index_options: dict | None = None,
+        **encoder_opts: Any,
+    ) -> "LateInteractionRetriever":
+        """Encode the corpus's token vectors and index them.
+
+        Parameters
+        ----------
+        index_type : {"auto", "flat", "hnsw", "ivfpq"}
+            ANN index over token vectors (``auto``: flat up to 200K tokens, else IVF-PQ).
+        cache_dir : path, optional
+            Resumable encoding cache (chunks of float16 token vectors).
+        Other parameters as in the class and :meth:`DenseRetriever.from_corpus`.
+        """
+        from attnsift.indexes.token_index import TokenIndex
+        from attnsift.retrieval.encoders import Encoder, encode_corpus_cached
+
+        docs = collect_documents(corpus)
+        encoder = model if isinstance(model, Encoder) else Encoder(model, **encoder_opts)
+        t0 = time.perf_counter()
+        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cache_dir, kinds=("tokens",), progress=progress)
+        t1 = time.perf_counter()
+        index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=index_type, **(index_options or {}))
+        t2 = time.perf_counter()
+        probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
+        out = cls(encoder, index, docs, candidate_k=candidate_k, normalize=normalize, impl=impl, probe=probe)
+        out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def _pad(self, query_tokens: Sequence[np.ndarray]) -> tuple[Any, Any]:
+        import torch
+
+        lq = max(1, max(t.shape[0] for t in query_tokens))
+        q = torch.zeros(len(query_tokens), lq, self.index.dim)  # [B, Lq, D]
+        mask = torch.zeros(len(query_tokens), lq, dtype=torch.bool)  # [B, Lq]
+        for i, t in enumerate(query_tokens):
+            q[i, : t.shape[0]] = torch.from_numpy(np.asarray(t, np.float32))
+            mask[i, : t.shape[0]] = True
+        return q, mask
+
+    def score(self, query_tokens: Sequence[np.ndarray], docs: np.ndarray) -> np.ndarray:
+        """Exact MaxSim of several queries against the same documents.
+
+        Parameters
+        ----------
+        query_tokens : sequence of np.ndarray
+            ``B`` arrays ``[Lq_i, dim]`` (e.g. from ``encoder.encode_tokens(texts, is_query=True)``);
+            padded to the longest and masked.
+        docs : np.ndarray
+            ``[N]`` document positions in the index.
+
+        Returns
+        -------
+        np.ndarray
+            ``[B, N]`` float32.
+        """
+        import torch
+
+        from attnsift.attention_kernels.maxsim.api import maxsim
+
+        docs = np.asarray(docs, dtype=np.int64)
+        b = len(query_tokens)
+        out = np.zeros((b, docs.size), np.float32)
+        if b == 0 or docs.size == 0:
+            return out
+        q, mask = self._pad(query_tokens)
+        real = mask.sum(1).clamp(min=1).float()  # [B] real tokens (the normaliser counts no padding)
+        lens = self.index.offsets[docs + 1] - self.index.offsets[docs]
+        # Chunk the documents so the gathered float32 tokens stay within a bounded size.
+        start = 0
+        while start < docs.size:
+            stop, acc = start, 0
+            while stop < docs.size and (stop == start or acc + lens[stop] <= _DOC_CHUNK_TOKENS):
+                acc += int(lens[stop])
+                stop += 1
+            toks, offs = self.index.gather(docs[start:stop])
+            s = maxsim(q, torch.from_numpy(toks), torch.from_numpy(offs), mask, impl=self.impl)  # [B, n]
+            if self.normalize == "query_length":
+                s = s / real[:, None]
+            out[:, start:stop] = s.float().cpu().numpy()
+            start = stop
+        return out
+
+    # ------------------------------------------------------------------ search
+    def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
+        """Top-``k`` documents for one query (a string gets id ``"q0"``)."""
+        q = query if isinstance(query, Query) else as_queries([query])[0]
+        return self.retrieve_batch([q], k=k)[q.id]
+
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
+        """Top-``k`` per query among the ANN candidates, ranked by exact MaxSim; a Run named ``"late"``.
+
+        A query has at most as many results as it has candidate documents (up to
+        ``candidate_k x`` its token count).
+        """
+        from tqdm.auto import tqdm
+
+        k = check_k(k)
+        qs = as_queries(queries)
+        if not qs:
+            return Run((), name=self.name)
+        qtok = self.encoder.encode_tokens([q.text for q in qs], is_query=True)
+        rankings = []
+        for q, t in tqdm(list(zip(qs, qtok)), desc="late interaction", disable=not progress):
+            cand = self.index.candidates(t, self.candidate_k)
+            if cand.size == 0:
+                rankings.append(Ranking(q, ()))
+                continue
+            s = self.score([t], cand)[0]  # [n]
+            # Deterministic top-k: score descending, then doc id (the Ranking order).
+            top = sorted(range(cand.size), key=lambda j: (-s[j], self.doc_ids[cand[j]]))[:k]
+            rankings.append(Ranking(q, tuple(Candidate(self.doc_ids[cand[j]], float(s[j]), self.documents[cand[j]]) for j in top)))
+        return Run(rankings, name=self.name)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the index folder atomically with its manifest."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            info = self.index.save(tmp)
+            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
+            write_documents(tmp / "documents.jsonl", self.documents)
+            write_manifest(
+                tmp,
+                KIND,
+                encoder={**self.encoder.config, "location": self.encoder.location},
+                dim=self.index.dim,
+                normalize=True,
+                metric="maxsim",
+                doc_count=len(self.documents),
+                token_index=info,
+                candidate_k=self.candidate_k,
+                score_normalize=self.normalize,
+                probe=self.probe,
+            )
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None, mmap: bool = False, **options: Any
+    ) -> "LateInteractionRetriever":
+        """Load an index written by :meth:`save` (see :meth:`DenseRetriever.load`).
+
+        ``mmap=True`` maps the token vectors from disk instead of reading them into memory.
+        ``options`` override ``candidate_k``, ``normalize``, ``impl``.
+        """
+        from attnsift.indexes.token_index import TokenIndex
+        from attnsift.retrieval.encoders import Encoder
+
+        path = Path(path)
+        manifest = read_manifest(path, KIND, verify=verify)
+        try:
+            menc = manifest["encoder"]
+            info = manifest["token_index"]
+            doc_count = int(manifest["doc_count"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
+        index = TokenIndex.load(path, info, mmap=mmap)
+        try:
+            doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
+        docs = read_documents(path / "documents.jsonl")
+        if len(docs) != doc_count or [d.id for d in docs] != doc_ids or index.num_docs != doc_count:
+            raise IndexCorruptedError(f"{path}: documents, ids and token offsets disagree; rebuild the index")
+        encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
+        check_encoder(encoder, menc, manifest.get("probe"), path)
+        opts = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none"), **options}
+        return cls(encoder, index, docs, probe=manifest.get("probe"), **opts)
