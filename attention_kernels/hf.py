@@ -1,0 +1,175 @@
+"""transformers integration: an attention function that records query-span attention mass.
+
+``ATTN_NAME`` ("attnsift_icr") is registered with transformers' ``AttentionInterface`` (and the matching
+mask builder with ``AttentionMaskInterface``), so any model that dispatches attention through the
+interface (Llama, Mistral, Qwen2/3, Gemma 2/3, ...) can be loaded or switched with
+``model.set_attn_implementation(ATTN_NAME)``.
+
+Outside a :func:`recording` block the function is plain SDPA. Inside one:
+
+- ``mode="prefix"``: plain SDPA (the KV cache is being filled); after ``last_layer`` a controlled
+  :class:`EarlyExit` stops the forward pass (layers above it are not needed).
+- ``mode="query"``: the forward pass runs only the query-span tokens on top of the cached prefix. For
+  every selected layer their softmax rows against all keys are computed explicitly — rows x keys per
+  head, never keys x keys — and reduced to the mass per key token (mean over span rows, or the last
+  row), kept per head. The layer output is those probabilities times the values (exact).
+
+Memory is linear in the prompt length: ``heads x span_rows x keys`` per layer plus
+``layers x heads x keys`` for the recorded masses.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+ATTN_NAME = "attnsift_icr"
+_ACTIVE: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("attnsift_recorder", default=None)
+_REGISTERED = False
+
+
+class EarlyExit(Exception):
+    """Raised after the last needed layer to skip the rest of the model (caught by :func:`run_layers`)."""
+
+
+@dataclass
+class Recorder:
+    """What the attention function records during one forward pass.
+
+    Attributes
+    ----------
+    layers : set[int] or None
+        Layers whose mass is recorded (None: all).
+    last_layer : int or None
+        Stop the forward pass after this layer (None: run the whole model).
+    mode : "prefix" | "query"
+    span : "span_mean" | "last_token"
+    total_len : int
+        Prefix + span length (to place the keys of sliding-window layers, which see only the last keys).
+    mass : dict[int, Tensor]
+        layer -> (batch, heads, total_len) float32 mass of the span rows on every token.
+    """
+
+    layers: set[int] | None = None
+    last_layer: int | None = None
+    mode: str = "prefix"
+    span: str = "span_mean"
+    total_len: int = 0
+    mass: dict[int, Any] = field(default_factory=dict)
+
+
+def register() -> str:
+    """Register :data:`ATTN_NAME` with transformers (idempotent); returns the name."""
+    global _REGISTERED
+    if _REGISTERED:
+        return ATTN_NAME
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_NAME, icr_attention_forward)
+    # Same masks as SDPA (boolean, True = attend; or None when plain causal is enough).
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    _REGISTERED = True
+    return ATTN_NAME
+
+
+@contextlib.contextmanager
+def recording(recorder: Recorder) -> Iterator[Recorder]:
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def run_layers(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` (a model forward); an :class:`EarlyExit` ends it quietly (returns None)."""
+    try:
+        return fn(*args, **kwargs)
+    except EarlyExit:
+        return None
+
+
+def span_probabilities(
+    query: Any, key: Any, attention_mask: Any, scaling: float, num_key_value_groups: int = 1, softcap: float | None = None
+) -> Any:
+    """Softmax attention rows of ``query`` against ``key`` in float32.
+
+    Parameters
+    ----------
+    query : Tensor (batch, heads, rows, dim)
+    key : Tensor (batch, kv_heads, keys, dim)
+    attention_mask : Tensor (batch, 1, rows, >=keys) bool (True = attend) or additive float, or None
+        None means causal, bottom-right aligned: row ``i`` sees keys ``<= keys - rows + i``.
+
+    Returns
+    -------
+    Tensor (batch, heads, rows, keys) float32
+    """
+    import torch
+
+    if num_key_value_groups > 1:
+        key = key.repeat_interleave(num_key_value_groups, dim=1)
+    logits = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling  # (B, H, R, K)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    rows, keys = logits.shape[-2], logits.shape[-1]
+    if attention_mask is None:
+        pos = torch.arange(keys, device=logits.device)
+        limit = torch.arange(rows, device=logits.device) + (keys - rows)
+        logits = logits.masked_fill(pos[None, :] > limit[:, None], float("-inf"))
+    else:
+        mask = attention_mask[..., :keys]
+        if mask.dtype == torch.bool:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        else:
+            logits = logits + mask.float()
+    return torch.softmax(logits, dim=-1)
+
+
+def icr_attention_forward(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """The registered attention function (see the module docstring). Shapes follow transformers:
+    query (B, H, Q, D), key/value (B, KV_H, K, D); returns ((B, Q, H, D), None)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    rec = _ACTIVE.get()
+    layer = getattr(module, "layer_idx", None)
+    if rec is None or layer is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if rec.mode == "prefix":
+        # The cache was updated before this call; the last needed layer's output itself is not needed.
+        if rec.last_layer is not None and layer >= rec.last_layer:
+            raise EarlyExit
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if rec.layers is not None and layer not in rec.layers:
+        out = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    else:
+        import torch
+
+        if scaling is None:
+            scaling = query.shape[-1] ** -0.5
+        groups = getattr(module, "num_key_value_groups", 1)
+        probs = span_probabilities(query, key, attention_mask, scaling, groups, kwargs.get("softcap"))  # (B, H, Q, K)
+        rows = probs if rec.span == "span_mean" else probs[:, :, -1:]
+        m = rows.mean(dim=2)  # (B, H, K)
+        keys = m.shape[-1]
+        full = m.new_zeros(m.shape[0], m.shape[1], rec.total_len)
+        # Sliding-window layers see only the last `keys` positions.
+        full[..., rec.total_len - keys:] = m
+        rec.mass[layer] = full
+        v = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+        out = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).contiguous()  # (B, Q, H, D)
+        out = (out, None)
+    if rec.last_layer is not None and layer >= rec.last_layer:
+        raise EarlyExit
+    return out

