@@ -384,6 +384,47 @@ def rerank(
                  option, retriever_option, split, compare_first_stage, as_json)
 
 
+@app.command()
+@_guard
+def explain(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias or BEIR folder."),
+    query_id: str = typer.Option(..., "--query-id", "-q", help="The query to explain."),
+    reranker: str = typer.Option("icr", help="Attention reranker: icr."),
+    model: Optional[str] = typer.Option(None, help="Model (default smollm2-135m)."),
+    retriever: str = typer.Option("bm25", help="First stage (a provided run of the same name is used when the data set has one)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", help="How many first-stage candidates to rerank and show."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
+    out: Path = typer.Option(Path("explain-out"), "--out", "-o", help="Folder for the HTML page and the PNG."),
+    split: str = typer.Option("test", help="Qrels split."),
+) -> None:
+    """Show which tokens of each candidate drew the query's attention, beside the rank change (HTML + PNG)."""
+    from attnsift.config import parse_option_strings
+    from attnsift.eval.bench import first_stage_run
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.eval.explain import explain_icr, write_explanation
+    from attnsift.eval.specs import SystemSpec
+    from attnsift.registry import build_reranker
+    from attnsift.types import check_k
+
+    check_k(top_k, "--top-k")
+    if reranker != "icr":
+        raise ValueError(f"explain supports --reranker icr (per-token attention); got {reranker!r}")
+    ds = load_dataset(dataset, split=split)
+    if query_id not in ds.queries:
+        some = ", ".join(list(ds.queries)[:5])
+        raise ValueError(f"query {query_id!r} is not a judged query of {ds.name} ({split}); e.g. {some}")
+    rr = build_reranker(reranker, model=model, options=parse_option_strings(option))
+    sub = ds.subset([query_id])
+    spec = SystemSpec.parse(f"{retriever}[top_k={top_k}]")
+    run, _ = first_stage_run(sub, spec, {}, progress=False)
+    from attnsift.eval.bench import _attach_texts
+
+    first = _attach_texts(run[query_id], sub, top_k)
+    ex = explain_icr(sub, query_id, first, rr, top_k=top_k)
+    html_path, png_path = write_explanation(ex, out)
+    typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}))
+
+
 bench_app = typer.Typer(help="Benchmarks: quality over data sets x systems (resumable), with tables and plots.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

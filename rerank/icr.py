@@ -165,6 +165,10 @@ class ICRDetails:
     layers : list[int]           the layers behind the first axis of ``head_raw``
     num_tokens : int             prompt length
     windows : int                number of windows used
+    tokens : list or None
+        Per candidate (caller's order), the document's tokens as ``(text, query_mass, na_mass)``
+        tuples (masses summed over the selected layers and heads, mean over span rows); what
+        ``attnsift explain`` draws. None when the list was scored in several windows.
     """
 
     raw: list[float]
@@ -177,6 +181,7 @@ class ICRDetails:
     layers: list[int] = field(default_factory=list)
     num_tokens: int = 0
     windows: int = 1
+    tokens: Any = None
 
 
 class ICRReranker(BaseReranker):
@@ -202,6 +207,7 @@ class ICRReranker(BaseReranker):
         if config is not None and options:
             raise ValueError("give either config= or keyword options, not both")
         self.config = config if config is not None else ICRConfig.from_options(options)
+        self.model_name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
         if isinstance(model, str):
             from attnsift.rerank.llm import load_causal_lm
 
@@ -363,8 +369,14 @@ class ICRReranker(BaseReranker):
         raw, na, cal, masked = pick(raw), pick(na), pick(cal), pick(masked)
         scores = {"none": raw, "na": cal, "masked_na": masked}[self.config.calibration]
         perm = torch.tensor(inv)
+        pieces = []
+        for s, e in layout.doc_spans:
+            # Each piece runs to the next token's start, so the pieces rebuild the text with its spaces.
+            ends = [layout.offsets[t + 1][0] if t + 1 < e else layout.offsets[t][1] for t in range(s, e)]
+            pieces.append([(layout.text[layout.offsets[t][0]:end], float(a_q[t]), float(a_na[t]))
+                           for t, end in zip(range(s, e), ends)])
         return ICRDetails(raw, na, cal, masked, list(scores), head_raw[:, :, perm], head_na[:, :, perm],
-                          list(self.layers), layout.num_tokens)
+                          list(self.layers), layout.num_tokens, tokens=pick(pieces))
 
     def _span_masses(self, layout: Any, na_layout: Any) -> tuple[Any, Any]:
         """Per-(layer, head) span mass on the prefix tokens for the real and the N/A query.
