@@ -22,6 +22,17 @@ def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]  # no temp file left
 
 
+def test_atomic_file_has_ordinary_permissions(tmp_path: Path):
+    import os
+    import stat
+
+    with atomic_file(tmp_path / "a.txt") as fh:
+        fh.write("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+
+
 def test_atomic_dir_replaces_only_on_success(tmp_path: Path):
     target = tmp_path / "idx"
     with atomic_dir(target) as d:
