@@ -1,0 +1,208 @@
+"""BlockRank: block-sparse in-context ranking with early exit (Gupta et al., 2025; METHODS.md section 2).
+
+The prompt is split into blocks (instruction + query, one block per document, a last block ending in
+``Final Answer: [``). Each document block attends only to block 0 and itself and all documents share
+one position range, so the cost grows linearly with the number of candidates and their order does not
+matter. The score of a document is the attention of the last ``query_positions`` tokens at one middle
+layer, re-softmaxed over the document tokens only, averaged over heads and rows, summed over the
+document's tokens. The layers above the scoring layer and the LM head are never run.
+
+Zero-shot here; fine-tuning (L_lm + lambda * InfoNCE over these scores) is ``rerank/train_blockrank.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from attnsift.config import config_from_options
+from attnsift.rerank.base import BaseReranker
+from attnsift.types import Ranking
+
+log = logging.getLogger(__name__)
+
+_IMPLS = ("auto", "reference", "triton", "flex", "dense")
+_IDS = ("rank", "hash")
+
+
+@dataclass(frozen=True)
+class BlockRankConfig:
+    """Options of :class:`BlockRankReranker` (unknown keys are rejected by :func:`config_from_options`).
+
+    Attributes
+    ----------
+    block_tokens : int or None
+        H: each document block is cut to at most this many tokens [384 at evaluation; 160 in training].
+        None: no cut (the longest block sets the size).
+    scoring_layer : int or None
+        Decoder layer whose attention is read, 0-based; None = the middle layer (``num_layers // 2``).
+    final_offset : int
+        First position id of the last block [16384, the reference code's]. Clamped down so that the
+        last block ends inside the model's ``max_position_embeddings`` (8192 for SmolLM2: the
+        last block then starts at 8192 - its length).
+    max_words : int
+        Document content (title + text) cut to this many whitespace words before tokenization.
+    query_positions : int
+        How many final tokens score (2: the ``[`` token and the one before it).
+    impl : str
+        Kernel choice for the block-sparse attention and the segment mass: ``auto`` (Triton on CUDA,
+        else the PyTorch reference), ``reference``, ``triton``, ``flex`` or ``dense`` (quadratic oracle;
+        the segment mass then uses the reference).
+    ids : str
+        The ``ID: i`` written in each document: ``rank`` = 0..N-1 in the first-stage order (the
+        paper's prompt); ``hash`` = ranks of a hash of the doc ids, so the IDs, and therefore every
+        score, do not depend on the first-stage order at all.
+    """
+
+    block_tokens: int | None = 384
+    scoring_layer: int | None = None
+    final_offset: int = 16384
+    max_words: int = 300
+    query_positions: int = 2
+    impl: str = "auto"
+    ids: str = "rank"
+
+    def __post_init__(self) -> None:
+        if self.block_tokens is not None and (isinstance(self.block_tokens, bool) or not isinstance(self.block_tokens, int) or self.block_tokens < 16):
+            raise ValueError(f"block_tokens must be an integer >= 16 or None, got {self.block_tokens!r}")
+        if self.scoring_layer is not None and (isinstance(self.scoring_layer, bool) or not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
+            raise ValueError(
+                f"scoring_layer must be a 0-based layer index >= 0 or None (the middle layer), got {self.scoring_layer!r}"
+            )
+        for name in ("final_offset", "max_words", "query_positions"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.impl not in _IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(_IMPLS)}, got {self.impl!r}")
+        if self.ids not in _IDS:
+            raise ValueError(f"ids must be one of {', '.join(_IDS)}, got {self.ids!r}")
+
+
+def _text_config(model: Any) -> Any:
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+class BlockRankReranker(BaseReranker):
+    """Zero-shot BlockRank reranker.
+
+    Parameters
+    ----------
+    model : str or PreTrainedModel
+        An alias (``smollm2-135m``), a folder, a .gguf file, a hub id (loaded with
+        :func:`attnsift.rerank.llm.load_causal_lm`), or a loaded causal LM (then give ``tokenizer``).
+    tokenizer : optional
+        The model's fast tokenizer (required with a model object).
+    config : BlockRankConfig, optional
+    **options
+        Fields of :class:`BlockRankConfig`, possibly as strings (``scoring_layer="15"``); they override
+        ``config``.
+
+    Examples
+    --------
+    >>> reranker = BlockRankReranker("smollm2-135m", scoring_layer=15)   # doctest: +SKIP
+    >>> reranked = reranker.rerank(ranking, k=20)                          # doctest: +SKIP
+    """
+
+    name = "blockrank"
+
+    def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, config: BlockRankConfig | None = None,
+                 **options: Any) -> None:
+        if config is not None and not isinstance(config, BlockRankConfig):
+            raise TypeError(f"config must be a BlockRankConfig, got {type(config).__name__}")
+        base = config or BlockRankConfig()
+        self.config = config_from_options(BlockRankConfig, {**dataclasses.asdict(base), **options}) if options else base
+        if isinstance(model, str):
+            from attnsift.rerank.llm import load_causal_lm
+
+            loaded, tok = load_causal_lm(model)
+            self.model = loaded
+            self.tokenizer = tokenizer or tok
+        else:
+            if tokenizer is None:
+                raise TypeError("BlockRankReranker(model=<model object>) needs tokenizer=<its tokenizer>")
+            if not hasattr(model, "config") or not hasattr(model, "set_attn_implementation"):
+                raise TypeError(
+                    f"model must be a model name or a transformers causal LM, got {type(model).__name__}"
+                )
+            self.model, self.tokenizer = model, tokenizer
+        tcfg = _text_config(self.model)
+        self.num_layers = int(tcfg.num_hidden_layers)
+        layer = self.config.scoring_layer
+        if layer is None:
+            layer = self.num_layers // 2
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(
+                f"scoring_layer={layer} is out of range: this model has {self.num_layers} layers "
+                f"(0..{self.num_layers - 1}); leave it unset for the middle layer ({self.num_layers // 2})"
+            )
+        self.scoring_layer = int(layer)
+        self.max_positions = getattr(tcfg, "max_position_embeddings", None)
+        if self.max_positions is not None and self.config.final_offset > self.max_positions:
+            log.info("blockrank: final_offset %d is beyond the model's %d positions; the last block is placed "
+                     "at the end of the context instead", self.config.final_offset, self.max_positions)
+
+    @classmethod
+    def from_options(cls, model: Any = "smollm2-135m", options: Mapping[str, Any] | None = None) -> "BlockRankReranker":
+        return cls(model=model, **dict(options or {}))
+
+    def _labels(self, ranking: Ranking) -> list[int]:
+        if self.config.ids == "rank":
+            return list(range(len(ranking)))
+        keys = [hashlib.sha1(c.doc_id.encode()).hexdigest() + c.doc_id for c in ranking.candidates]
+        rank = {k: i for i, k in enumerate(sorted(keys))}
+        return [rank[k] for k in keys]
+
+    def prompt(self, ranking: Ranking, order: list[int] | None = None) -> Any:
+        """The :class:`~attnsift.rerank.blockrank_prompts.BlockPrompt` for ``ranking`` (documents placed
+        in ``order``, default the ranking's order)."""
+        from attnsift.rerank.blockrank_prompts import build_blockrank_prompt
+
+        docs = [(c.document.title, c.document.text) for c in ranking.candidates]
+        return build_blockrank_prompt(
+            self.tokenizer, ranking.query.text, docs, block_tokens=self.config.block_tokens,
+            max_words=self.config.max_words, final_offset=self.config.final_offset,
+            max_positions=self.max_positions, labels=self._labels(ranking), order=order,
+        )
+
+    def score(self, ranking: Ranking) -> list[float]:
+        """One score per candidate of ``ranking`` (in its order).
+
+        Raises
+        ------
+        ValueError
+            Empty ranking, candidates without text, a prompt that does not fit the model's positions.
+        """
+        if not isinstance(ranking, Ranking):
+            raise TypeError(f"score() takes a Ranking, got {type(ranking).__name__}")
+        if len(ranking) == 0:
+            raise ValueError(f"{self.name}: ranking of query {ranking.query.id!r} has no candidates to score")
+        self._check(ranking)
+        return self.score_prompt(self.prompt(ranking))
+
+    def score_prompt(self, prompt: Any, early_exit: bool = True) -> list[float]:
+        """Scores of a built prompt, in the caller's document order (``prompt.order`` undone)."""
+        import torch
+
+        from attnsift.attention_kernels.hf_blockrank import BlockRankCapture, document_scores, run_capture
+
+        T = prompt.num_tokens
+        P = min(self.config.query_positions, prompt.block_offsets[-1] - prompt.block_offsets[-2])
+        cap = BlockRankCapture(
+            block_offsets=torch.tensor(prompt.block_offsets, dtype=torch.int64),
+            scoring_layer=self.scoring_layer,
+            query_rows=torch.arange(T - P, T, dtype=torch.int64),
+            early_exit=early_exit,
+            impl=self.config.impl,
+        )
+        with torch.no_grad():
+            run_capture(self.model, torch.tensor(prompt.input_ids), torch.tensor(prompt.position_ids), cap)
+            seg_impl = self.config.impl if self.config.impl in ("auto", "reference", "triton") else "reference"
+            per_block = document_scores(cap, impl=seg_impl).tolist()  # prompt order
+        scores = [0.0] * len(per_block)
+        for j, idx in enumerate(prompt.order):
+            scores[idx] = float(per_block[j])
+        return scores
