@@ -22,6 +22,7 @@ windows, positions are). Every candidate is scored at least once, so the ranking
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -184,6 +185,16 @@ class ICRDetails:
     tokens: Any = None
 
 
+# Rerankers that differ only in calibration (a benchmark running `icr` and `icr[calibration=none]`)
+# share one forward pass per candidate list: score_details computes every calibration at once.
+_DETAILS_CACHE: "collections.OrderedDict[tuple, tuple[Any, ICRDetails]]" = collections.OrderedDict()
+_DETAILS_CACHE_SIZE = 256
+
+
+def _pick_scores(d: ICRDetails, calibration: str) -> list[float]:
+    return list({"none": d.raw, "na": d.calibrated, "masked_na": d.masked}[calibration])
+
+
 class ICRReranker(BaseReranker):
     """Zero-shot attention reranker (ICR) over any Hugging Face causal LM.
 
@@ -263,6 +274,12 @@ class ICRReranker(BaseReranker):
     def score(self, ranking: Ranking) -> list[float]:
         return self.score_details(ranking).scores
 
+    def _cache_key(self, ranking: Ranking) -> tuple:
+        # Everything that shapes the forward passes; the calibration only picks among computed scores.
+        cfg = dataclasses.replace(self.config, calibration="none")
+        docs = tuple((c.doc_id, c.document.title, c.document.text) for c in ranking.candidates)
+        return (id(self.model), cfg, ranking.query.text, docs)
+
     def score_details(self, ranking: Ranking) -> ICRDetails:
         """Score every candidate of ``ranking`` and return all intermediate quantities."""
         if not isinstance(ranking, Ranking):
@@ -270,12 +287,20 @@ class ICRReranker(BaseReranker):
         if len(ranking) == 0:
             raise ValueError("ICR needs at least one candidate; got an empty ranking")
         self._check(ranking)
+        key = self._cache_key(ranking)
+        hit = _DETAILS_CACHE.get(key)
+        if hit is not None and hit[0] is self.model:
+            _DETAILS_CACHE.move_to_end(key)
+            return dataclasses.replace(hit[1], scores=_pick_scores(hit[1], self.config.calibration))
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
         query = ranking.query.text
         fitted = self._fit_layout(query, docs)
-        if fitted is not None:
-            return self._score_window(query, docs, *fitted)
-        return self._score_windows(query, docs)
+        details = self._score_window(query, docs, *fitted) if fitted is not None else self._score_windows(query, docs)
+        if details.windows == 1:  # merged windows depend on the calibration: not shareable
+            _DETAILS_CACHE[key] = (self.model, details)
+        while len(_DETAILS_CACHE) > _DETAILS_CACHE_SIZE:
+            _DETAILS_CACHE.popitem(last=False)
+        return details
 
     def _layout(self, query: str, docs: Sequence[tuple[str | None, str]], max_doc_tokens: int | None):
         from attnsift.rerank.prompts import build_icr_prompt

@@ -120,3 +120,25 @@ def test_listwise_with_a_random_model_gives_a_well_formed_ranking():
     assert len(lw.last_outputs) == 3  # windows [3,7), [1,5), [0,4)
     with pytest.raises(ValueError, match="window"):
         ListwiseReranker(m, tokenizer=t, window=4, stride=4)
+
+
+def test_calibrations_share_one_forward_pass_and_match_uncached(monkeypatch):
+    from attnsift.rerank import icr as icr_mod
+
+    icr_mod._DETAILS_CACHE.clear()
+    calls = []
+    real = ICRReranker._span_masses
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ICRReranker, "_span_masses", counting)
+    rk = ranking(4)
+    masked = icr(calibration="masked_na").score_details(rk)
+    none = icr(calibration="none").score(rk)
+    assert len(calls) == 1  # the second calibration reused the first pass
+    assert none == masked.raw and masked.scores == masked.masked
+    icr_mod._DETAILS_CACHE.clear()
+    assert icr(calibration="none").score(rk) == none  # recomputed: same numbers
+    assert len(calls) == 2
