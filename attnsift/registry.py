@@ -113,6 +113,8 @@ def build_retriever(
     options = dict(options or {})
     if name == HYBRID:
         fusion_opts = {k: options.pop(k) for k in list(options) if k in ("method", "weights", "rrf_k", "depth", "normalization")}
+        if corpus is not None and not isinstance(corpus, (list, tuple)) and not hasattr(corpus, "iter_documents"):
+            corpus = list(corpus)  # both stages index it: a one-shot iterator would leave the second empty
         parts = [build_retriever("bm25", corpus, progress=progress),
                  build_retriever("dense", corpus, model=model, progress=progress, options=options)]
         fusion = _resolve("attnsift.retrieval.fusion:FusionRetriever")
