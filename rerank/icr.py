@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -183,6 +184,7 @@ class ICRDetails:
     num_tokens: int = 0
     windows: int = 1
     tokens: Any = None
+    seconds: float = 0.0  # wall-clock seconds the forward passes took (also when served from the cache)
 
 
 # Rerankers that differ only in calibration (a benchmark running `icr` and `icr[calibration=none]`)
@@ -291,11 +293,16 @@ class ICRReranker(BaseReranker):
         hit = _DETAILS_CACHE.get(key)
         if hit is not None and hit[0] is self.model:
             _DETAILS_CACHE.move_to_end(key)
-            return dataclasses.replace(hit[1], scores=_pick_scores(hit[1], self.config.calibration))
+            details = dataclasses.replace(hit[1], scores=_pick_scores(hit[1], self.config.calibration))
+            self.last_compute_seconds = details.seconds
+            return details
+        t0 = time.perf_counter()
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
         query = ranking.query.text
         fitted = self._fit_layout(query, docs)
         details = self._score_window(query, docs, *fitted) if fitted is not None else self._score_windows(query, docs)
+        details.seconds = time.perf_counter() - t0
+        self.last_compute_seconds = details.seconds
         if details.windows == 1:  # merged windows depend on the calibration: not shareable
             _DETAILS_CACHE[key] = (self.model, details)
         while len(_DETAILS_CACHE) > _DETAILS_CACHE_SIZE:

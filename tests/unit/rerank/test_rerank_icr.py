@@ -138,6 +138,9 @@ def test_calibrations_share_one_forward_pass_and_match_uncached(monkeypatch):
     masked = icr(calibration="masked_na").score_details(rk)
     none = icr(calibration="none").score(rk)
     assert len(calls) == 1  # the second calibration reused the first pass
+    second = icr(calibration="na")
+    second.score(rk)
+    assert second.last_compute_seconds == masked.seconds > 0  # a cache hit reports what the pass cost
     assert none == masked.raw and masked.scores == masked.masked
     icr_mod._DETAILS_CACHE.clear()
     assert icr(calibration="none").score(rk) == none  # recomputed: same numbers
