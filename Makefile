@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip "setuptools>=77" wheel
 	# torch first: an unpinned torch requirement resolved without torch pulls a multi-GB CUDA build.
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e '.[all,dev]'
