@@ -429,6 +429,10 @@ bench_app = typer.Typer(help="Benchmarks: quality over data sets x systems (resu
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
+from attnsift.cli.train import train_app  # noqa: E402  (typer only; the trainer loads torch when run)
+
+app.add_typer(train_app, name="train")
+
 
 @bench_app.command("quality")
 @_guard
