@@ -386,6 +386,16 @@ def _plt():
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Write a figure under a temporary name, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_quality_vs_cost(result: BenchResult, path: Path, metric: str = "nDCG@10") -> Path:
     """One panel per data set: ``metric`` against seconds per query (log scale), one point per system."""
     plt = _plt()
@@ -407,12 +417,7 @@ def plot_quality_vs_cost(result: BenchResult, path: Path, metric: str = "nDCG@10
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_per_query_delta(result: BenchResult, path: Path, metric: str = "nDCG@10") -> Path:
@@ -439,9 +444,4 @@ def plot_per_query_delta(result: BenchResult, path: Path, metric: str = "nDCG@10
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(plt, fig, path)

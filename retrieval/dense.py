@@ -89,6 +89,19 @@ def write_documents(path: Path, docs: Sequence[Document]) -> None:
             fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
 
+def read_indexed_documents(path: Path, doc_count: int, stored: int, what: str) -> list[Document]:
+    """The documents of an index folder, checked against ``doc_ids.json``, the manifest's count and the
+    number of ``stored`` entries (vectors, token offsets) of the index itself."""
+    try:
+        doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
+    docs = read_documents(path / "documents.jsonl")
+    if len(docs) != doc_count or [d.id for d in docs] != doc_ids or stored != doc_count:
+        raise IndexCorruptedError(f"{path}: documents, ids and {what} disagree in count or order; rebuild the index")
+    return docs
+
+
 def read_documents(path: Path) -> list[Document]:
     docs = []
     try:
@@ -296,13 +309,7 @@ class DenseRetriever:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = FaissIndex.load(path, info)
-        try:
-            doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
-        docs = read_documents(path / "documents.jsonl")
-        if len(docs) != doc_count or [d.id for d in docs] != doc_ids or index.ntotal != doc_count:
-            raise IndexCorruptedError(f"{path}: documents, ids and vectors disagree in count or order; rebuild the index")
+        docs = read_indexed_documents(path, doc_count, index.ntotal, "vectors")
         encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
         check_encoder(encoder, menc, manifest.get("probe"), path)
         return cls(encoder, index, docs, probe=manifest.get("probe"))

@@ -36,7 +36,7 @@ from attnsift.retrieval.dense import (
     check_encoder,
     collect_documents,
     load_encoder,
-    read_documents,
+    read_indexed_documents,
     write_documents,
 )
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
@@ -270,13 +270,7 @@ class LateInteractionRetriever:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = TokenIndex.load(path, info, mmap=mmap)
-        try:
-            doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
-        docs = read_documents(path / "documents.jsonl")
-        if len(docs) != doc_count or [d.id for d in docs] != doc_ids or index.num_docs != doc_count:
-            raise IndexCorruptedError(f"{path}: documents, ids and token offsets disagree; rebuild the index")
+        docs = read_indexed_documents(path, doc_count, index.num_docs, "token offsets")
         encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
         check_encoder(encoder, menc, manifest.get("probe"), path)
         opts = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none"), **options}
