@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     args = ap.parse_args()
 
-    from attnsift.eval.bench import _attach_texts, first_stage_run
+    from attnsift.eval.bench import attach_texts, first_stage_run
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate
     from attnsift.eval.specs import SystemSpec
@@ -53,6 +53,7 @@ def main() -> None:
 
     ds = load_dataset(args.dataset).subset(max_queries=args.queries)
     first, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={args.top_k}]"), {})
+    first = attach_texts(first.top(args.top_k), ds, args.top_k)
     icr = ICRReranker(args.model, max_words=args.max_words)
     variants = ("bm25", "raw", "na_only", "calibrated", "masked_na", "normalised")
     runs: dict[str, list[Ranking]] = {v: [] for v in variants}
@@ -60,7 +61,7 @@ def main() -> None:
     n_full = 0
     t0 = time.perf_counter()
     for q in ds.queries.values():
-        head = _attach_texts(first[q.id], ds, args.top_k).top(args.top_k)
+        head = first[q.id]
         d = icr.score_details(head)
         raw, na = np.array(d.raw), np.array(d.na)
         norm = raw / raw.sum() - na / na.sum()

@@ -311,17 +311,10 @@ def _rerank_impl(
         first = r.retrieve_batch(queries, k=first_stage_k)
         stage_name = retriever
     first_s = time.perf_counter() - t0
-    if reranker != "none" and any(c.document is None for rk in first.values() for c in rk.top(top_k)):
-        needed = {c.doc_id for rk in first.values() for c in rk.top(top_k) if c.document is None}
-        docs = ds.corpus.subset(needed)
-        missing = needed - set(docs)
-        if missing:
-            raise ValueError(f"{len(missing)} candidate documents (e.g. {sorted(missing)[:3]}) are not in the corpus of {ds.name}; "
-                             "the run does not belong to this data set")
-        from attnsift.types import Ranking, Run
+    if reranker != "none":
+        from attnsift.eval.bench import attach_texts
 
-        first = Run((Ranking(rk.query, tuple(c if c.document is not None or c.doc_id not in docs else type(c)(c.doc_id, c.score, docs[c.doc_id])
-                                             for c in rk.candidates)) for rk in first.values()), name=first.name)
+        first = attach_texts(first, ds, top_k)
     t1 = time.perf_counter()
     if reranker == "none":
         final = first
@@ -417,9 +410,9 @@ def explain(
     sub = ds.subset([query_id])
     spec = SystemSpec.parse(f"{retriever}[top_k={top_k}]")
     run, _ = first_stage_run(sub, spec, {}, progress=False)
-    from attnsift.eval.bench import _attach_texts
+    from attnsift.eval.bench import attach_texts
 
-    first = _attach_texts(run[query_id], sub, top_k)
+    first = attach_texts(run.top(top_k), sub, top_k)[query_id]
     ex = explain_icr(sub, query_id, first, rr, top_k=top_k)
     html_path, png_path = write_explanation(ex, out)
     typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}))

@@ -81,16 +81,23 @@ def first_stage_run(ds: Any, spec: SystemSpec, cache: dict, progress: bool = Fal
     return result
 
 
-def _attach_texts(ranking: Ranking, ds: Any, k: int) -> Ranking:
-    need = [c.doc_id for c in ranking.top(k) if c.document is None]
-    if not need:
-        return ranking
-    docs = ds.corpus.subset(need)
-    missing = set(need) - set(docs)
+def attach_texts(run: Run, ds: Any, k: int | None) -> Run:
+    """Attach document texts to the top ``k`` candidates of every ranking (all when ``k`` is None).
+
+    One streaming pass over the corpus for the whole run, so a provided run over a large collection
+    (MS MARCO: 8.8M passages) reads only the passages it names, once.
+    """
+    needed = {c.doc_id for rk in run.values() for c in rk.top(k) if c.document is None}
+    if not needed:
+        return run
+    docs = ds.corpus.subset(needed)
+    missing = needed - set(docs)
     if missing:
-        raise ValueError(f"documents {sorted(missing)[:3]} of query {ranking.query.id!r} are not in the corpus of {ds.name}")
-    return Ranking(ranking.query, tuple(Candidate(c.doc_id, c.score, docs.get(c.doc_id, c.document))
-                                       for c in ranking.candidates))
+        raise ValueError(f"{len(missing)} candidate documents (e.g. {sorted(missing)[:3]}) are not in the corpus of "
+                         f"{ds.name}; the run does not belong to this data set")
+    return Run((Ranking(rk.query, tuple(c if c.document is not None or c.doc_id not in docs
+                                        else Candidate(c.doc_id, c.score, docs[c.doc_id]) for c in rk.candidates))
+                for rk in run.values()), name=run.name)
 
 
 def _config_hash(config: dict) -> str:
@@ -191,6 +198,9 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
     done = _read_progress(progress_path)
     resumed = len(done)
     todo = [q for q in queries if q.id not in done]
+    if todo and spec.reranker is not None:
+        first_run = attach_texts(Run((first_run[q.id] for q in todo if q.id in first_run), name=first_run.name),
+                                 ds, spec.top_k)
     if todo:
         reranker = None
         if spec.reranker is not None:
@@ -213,7 +223,7 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
                 if reranker is not None and len(ranking):
                     if hasattr(reranker, "last_compute_seconds"):
                         reranker.last_compute_seconds = None
-                    ranking = reranker.rerank(_attach_texts(ranking, ds, spec.top_k), k=spec.top_k)
+                    ranking = reranker.rerank(ranking, k=spec.top_k)
                 secs = time.perf_counter() - t0
                 # A reranker that reused a pass shared with another system (ICR's calibrations) reports
                 # what that pass cost: the cost of the system run alone, not of a cache lookup.

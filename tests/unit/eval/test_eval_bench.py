@@ -87,3 +87,22 @@ def test_reports_and_plots_are_written(data_dir, tmp_path: Path):
     # different BM25 parameters really were used
     a, b = res.get("scifact", "bm25"), res.get("scifact", "bm25[k1=1.2;b=0.75]")
     assert a.report.per_query != b.report.per_query or a.report.aggregate != b.report.aggregate
+
+
+def test_attach_texts_one_pass_top_k_only_and_foreign_runs(data_dir):
+    from attnsift.eval.bench import attach_texts
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.types import Candidate, Ranking, Run
+
+    ds = load_dataset("dl19").subset(max_queries=3)
+    run = ds.load_run("bm25")
+    assert all(c.document is None for rk in run.values() for c in rk)  # a provided run carries no text
+    out = attach_texts(run, ds, 5)
+    for rk in out.values():
+        assert all(c.document is not None and c.document.id == c.doc_id for c in rk.top(5))
+        assert all(c.document is None for c in rk.candidates[5:])  # only what will be reranked is read
+        assert rk.doc_ids == run[rk.query.id].doc_ids  # order and scores untouched
+    q = next(iter(ds.queries.values()))
+    foreign = Run([Ranking(q, (Candidate("not-a-passage", 1.0),))])
+    with pytest.raises(ValueError, match="does not belong"):
+        attach_texts(foreign, ds, 5)
