@@ -426,6 +426,10 @@ from attnsift.cli.train import train_app  # noqa: E402  (typer only; the trainer
 
 app.add_typer(train_app, name="train")
 
+from attnsift.cli.analyze import analyze_app  # noqa: E402  (typer only)
+
+app.add_typer(analyze_app, name="analyze")
+
 
 @bench_app.command("quality")
 @_guard

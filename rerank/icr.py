@@ -36,6 +36,7 @@ from attnsift.types import Ranking
 log = logging.getLogger(__name__)
 
 CALIBRATIONS = ("masked_na", "na", "none")
+FUSION_OPTIONS = ("none", "interp", "rrf", "profile")
 SPANS = ("span_mean", "last_token")
 NA_QUERY = "N/A"
 
@@ -58,8 +59,16 @@ class ICRConfig:
         Negative values count from the end (-1 = last layer).
     span : "span_mean" | "last_token"
         Mean over all query-span rows, or the last prompt token only.
-    heads : tuple of (layer, head) or None
+    heads : tuple of (layer, head), "auto", a profile path, or None
         Sum only these heads (None: all heads of the selected layers). Overrides the layer range.
+        ``"auto"`` or a ``.json`` head profile (``attnsift analyze heads``): score from the profile's
+        heads, per-head calibration and combination, chosen on held-out queries; ``calibration`` is
+        then not used. Layers after the last selected one are not run.
+    fusion : "none" | "interp" | "rrf" | "profile"
+        Fuse the attention scores with the first-stage scores (min-max interpolation or reciprocal
+        rank fusion); ``"profile"`` takes method and weight from the head profile.
+    fusion_weight : float
+        The attention scores' share in the fusion, in [0, 1] [0.5].
     window, stride : int
         Sliding windows for lists that do not fit ``max_context_tokens``.
     max_context_tokens : int or None
@@ -75,11 +84,13 @@ class ICRConfig:
     start_layer: int | None = None
     end_layer: int | None = None
     span: str = "span_mean"
-    heads: tuple[tuple[int, int], ...] | None = None
+    heads: tuple[tuple[int, int], ...] | str | None = None
     window: int = 20
     stride: int = 10
     max_context_tokens: int | None = None
     reverse: bool = True
+    fusion: str = "none"
+    fusion_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -100,7 +111,17 @@ class ICRConfig:
             raise ValueError(f"window must be an integer >= 2, got {self.window!r}")
         if not (isinstance(self.stride, int) and 1 <= self.stride < self.window):
             raise ValueError(f"stride must be an integer in [1, window), got {self.stride!r} (window {self.window})")
-        if self.heads is not None:
+        if self.fusion not in FUSION_OPTIONS:
+            raise ValueError(f"fusion must be one of {FUSION_OPTIONS}, got {self.fusion!r}")
+        if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)) \
+                or not 0.0 <= float(self.fusion_weight) <= 1.0:
+            raise ValueError(f"fusion_weight must be a number in [0, 1], got {self.fusion_weight!r}")
+        if self.fusion == "profile" and not isinstance(self.heads, str):
+            raise ValueError("fusion=profile takes its weight from a head profile: also give heads=auto or heads=<profile.json>")
+        if isinstance(self.heads, str):
+            if self.heads != "auto" and not self.heads.endswith(".json"):
+                raise ValueError(f"heads must be (layer, head) pairs, 'auto' or a .json head profile, got {self.heads!r}")
+        elif self.heads is not None:
             try:
                 heads = tuple((int(l), int(h)) for l, h in self.heads)
             except (TypeError, ValueError):
@@ -113,7 +134,8 @@ class ICRConfig:
     def from_options(cls, options: Mapping[str, Any]) -> "ICRConfig":
         """Build from ``key=value`` options (CLI strings are parsed to the field types).
 
-        ``heads`` as a string: ``"10:3,12:0"`` (layer:head pairs). ``none`` / ``null`` -> None.
+        ``heads`` as a string: ``"10:3,12:0"`` (layer:head pairs), ``auto`` or a profile path.
+        ``none`` / ``null`` -> None.
         """
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - set(names))
@@ -143,11 +165,18 @@ def _parse_option(key: str, value: str) -> Any:
         if v.lower() in ("false", "0", "no"):
             return False
         raise ValueError(f"ICR option reverse expects true/false, got {value!r}")
+    if key == "fusion_weight":
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"ICR option fusion_weight expects a number in [0, 1], got {value!r}") from None
     if key == "heads":
+        if v == "auto" or v.endswith(".json"):
+            return v
         try:
             return tuple(tuple(int(x) for x in pair.split(":")) for pair in v.split(","))
         except ValueError:
-            raise ValueError(f"ICR option heads expects 'layer:head,layer:head', got {value!r}") from None
+            raise ValueError(f"ICR option heads expects 'layer:head,layer:head', 'auto' or a .json head profile, got {value!r}") from None
     return v
 
 
@@ -164,6 +193,9 @@ class ICRDetails:
     scores : list[float]         the scores of the configured calibration
     head_raw, head_na : Tensor (layers, heads, N) or None
         Per-(layer, head) document mass of the selected layers (for head analysis), float32.
+    head_masked : Tensor (layers, heads, N) or None
+        Per-(layer, head) 2-sigma-masked calibrated mass (the ``masked_na`` rule applied to each head
+        on its own), float32.
     layers : list[int]           the layers behind the first axis of ``head_raw``
     num_tokens : int             prompt length
     windows : int                number of windows used
@@ -181,6 +213,7 @@ class ICRDetails:
     head_raw: Any = None
     head_na: Any = None
     layers: list[int] = field(default_factory=list)
+    head_masked: Any = None
     num_tokens: int = 0
     windows: int = 1
     tokens: Any = None
@@ -235,21 +268,32 @@ class ICRReranker(BaseReranker):
         self.model, self.tokenizer = model, tokenizer
         self.attn_name = register()
         nl = model.config.get_text_config().num_hidden_layers
+        nh = model.config.get_text_config().num_attention_heads
         self.num_layers = nl
-        self.layers, self.head_mask = self._resolve_layers(nl, model.config.get_text_config().num_attention_heads)
+        self.profile, self.head_scorer = None, None
+        if isinstance(self.config.heads, str):
+            from attnsift.rerank.head_scoring import packaged_profile, read_profile, scorer_from_profile
+
+            path = packaged_profile(self.model_name) if self.config.heads == "auto" else self.config.heads
+            self.profile = read_profile(path)
+            self.head_scorer = scorer_from_profile(self.profile, nl, nh)
+            if self.config.fusion == "profile" and self.head_scorer.fusion is None:
+                raise ValueError(f"head profile {path} records no fusion weight; use fusion=interp with fusion_weight=")
+        self.layers, self.head_mask = self._resolve_layers(nl, nh)
 
     # ------------------------------------------------------------------ configuration
     def _resolve_layers(self, nl: int, nh: int) -> tuple[list[int], Any]:
         import torch
 
         cfg = self.config
-        if cfg.heads is not None:
-            for l, h in cfg.heads:
+        pairs = self.head_scorer.heads if self.head_scorer is not None else cfg.heads
+        if pairs is not None:
+            for l, h in pairs:
                 if not (0 <= l < nl and 0 <= h < nh):
                     raise ValueError(f"head ({l}, {h}) is outside this model ({nl} layers x {nh} heads)")
-            layers = sorted({l for l, _ in cfg.heads})
+            layers = sorted({l for l, _ in pairs})
             mask = torch.zeros(len(layers), nh)
-            for l, h in cfg.heads:
+            for l, h in pairs:
                 mask[layers.index(l), h] = 1.0
             return layers, mask
 
@@ -278,9 +322,12 @@ class ICRReranker(BaseReranker):
 
     def _cache_key(self, ranking: Ranking) -> tuple:
         # Everything that shapes the forward passes; the calibration only picks among computed scores.
-        cfg = dataclasses.replace(self.config, calibration="none")
+        # The recorded layers stand for the head selection (a profile path may change its content).
+        cfg = dataclasses.replace(self.config, calibration="none", fusion="none", fusion_weight=0.5, heads=None,
+                                  start_layer=None, end_layer=None)
         docs = tuple((c.doc_id, c.document.title, c.document.text) for c in ranking.candidates)
-        return (id(self.model), cfg, ranking.query.text, docs)
+        pairs = tuple(self.head_scorer.heads) if self.head_scorer is not None else self.config.heads
+        return (id(self.model), cfg, tuple(self.layers), pairs, ranking.query.text, docs)
 
     def score_details(self, ranking: Ranking) -> ICRDetails:
         """Score every candidate of ``ranking`` and return all intermediate quantities."""
@@ -289,18 +336,20 @@ class ICRReranker(BaseReranker):
         if len(ranking) == 0:
             raise ValueError("ICR needs at least one candidate; got an empty ranking")
         self._check(ranking)
+        first = [c.score for c in ranking.candidates]
         key = self._cache_key(ranking)
         hit = _DETAILS_CACHE.get(key)
         if hit is not None and hit[0] is self.model:
             _DETAILS_CACHE.move_to_end(key)
-            details = dataclasses.replace(hit[1], scores=_pick_scores(hit[1], self.config.calibration))
+            details = dataclasses.replace(hit[1], scores=self._final_scores(hit[1], first))
             self.last_compute_seconds = details.seconds
             return details
         t0 = time.perf_counter()
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
         query = ranking.query.text
         fitted = self._fit_layout(query, docs)
-        details = self._score_window(query, docs, *fitted) if fitted is not None else self._score_windows(query, docs)
+        details = (self._score_window(query, docs, *fitted, first=first) if fitted is not None
+                   else self._score_windows(query, docs, first))
         details.seconds = time.perf_counter() - t0
         self.last_compute_seconds = details.seconds
         if details.windows == 1:  # merged windows depend on the calibration: not shareable
@@ -340,7 +389,25 @@ class ICRReranker(BaseReranker):
             "raise max_context_tokens, lower window, or shorten the query"
         )
 
-    def _score_windows(self, query: str, docs: Sequence[tuple[str | None, str]]) -> ICRDetails:
+    def _final_scores(self, d: ICRDetails, first: Sequence[float]) -> list[float]:
+        """The configured scores of one window: the calibration's (or the head profile's), then the
+        optional fusion with the first-stage scores ``first`` (caller's order)."""
+        import numpy as np
+
+        from attnsift.rerank.head_scoring import fuse
+
+        hs = self.head_scorer
+        if hs is not None:
+            s = hs.attention_scores(d.head_raw.numpy(), d.head_na.numpy(), d.head_masked.numpy(), self.layers)
+        else:
+            s = np.asarray(_pick_scores(d, self.config.calibration), dtype=np.float64)
+        if self.config.fusion == "profile":
+            s = fuse(s, np.asarray(first, dtype=np.float64), hs.fusion_weight, hs.fusion)
+        elif self.config.fusion != "none":
+            s = fuse(s, np.asarray(first, dtype=np.float64), float(self.config.fusion_weight), self.config.fusion)
+        return [float(x) for x in s]
+
+    def _score_windows(self, query: str, docs: Sequence[tuple[str | None, str]], first: Sequence[float]) -> ICRDetails:
         n = len(docs)
         w, s = self.config.window, self.config.stride
         order = list(range(n))  # current permutation, best first
@@ -353,7 +420,7 @@ class ICRReranker(BaseReranker):
         while True:
             idx = order[start:start + w]
             sub = [docs[i] for i in idx]
-            d = self._score_window(query, sub, *self._fit_layout(query, sub, force=True))
+            d = self._score_window(query, sub, *self._fit_layout(query, sub, force=True), first=[first[i] for i in idx])
             windows += 1
             for j, i in enumerate(idx):
                 raw[i], na[i], cal[i], masked[i] = d.raw[j], d.na[j], d.calibrated[j], d.masked[j]
@@ -367,7 +434,8 @@ class ICRReranker(BaseReranker):
         scores = [float(n - pos[i]) for i in range(n)]
         return ICRDetails(raw, na, cal, masked, scores, windows=windows)
 
-    def _score_window(self, query: str, docs: Sequence[tuple[str | None, str]], layout: Any, cap: int | None) -> ICRDetails:
+    def _score_window(self, query: str, docs: Sequence[tuple[str | None, str]], layout: Any, cap: int | None,
+                      first: Sequence[float]) -> ICRDetails:
         import torch
 
         # The N/A prompt holds the very same (equally truncated) documents.
@@ -376,6 +444,7 @@ class ICRReranker(BaseReranker):
         heads = self.head_mask
         head_raw = _segment_sums(q_mass, layout.doc_spans)  # (L, H, N) prompt order
         head_na = _segment_sums(na_mass, layout.doc_spans)
+        head_masked = _masked_segment_sums(q_mass - na_mass, layout.doc_spans)
         if heads is not None:
             q_mass = q_mass * heads[:, :, None]
             na_mass = na_mass * heads[:, :, None]
@@ -399,7 +468,6 @@ class ICRReranker(BaseReranker):
             inv[i] = j
         pick = lambda xs: [xs[inv[i]] for i in range(len(docs))]  # noqa: E731
         raw, na, cal, masked = pick(raw), pick(na), pick(cal), pick(masked)
-        scores = {"none": raw, "na": cal, "masked_na": masked}[self.config.calibration]
         perm = torch.tensor(inv)
         pieces = []
         for s, e in layout.doc_spans:
@@ -407,8 +475,10 @@ class ICRReranker(BaseReranker):
             ends = [layout.offsets[t + 1][0] if t + 1 < e else layout.offsets[t][1] for t in range(s, e)]
             pieces.append([(layout.text[layout.offsets[t][0]:end], float(a_q[t]), float(a_na[t]))
                            for t, end in zip(range(s, e), ends)])
-        return ICRDetails(raw, na, cal, masked, list(scores), head_raw[:, :, perm], head_na[:, :, perm],
-                          list(self.layers), layout.num_tokens, tokens=pick(pieces))
+        d = ICRDetails(raw, na, cal, masked, [], head_raw[:, :, perm], head_na[:, :, perm],
+                       list(self.layers), head_masked[:, :, perm], layout.num_tokens, tokens=pick(pieces))
+        d.scores = self._final_scores(d, first)
+        return d
 
     def _span_masses(self, layout: Any, na_layout: Any) -> tuple[Any, Any]:
         """Per-(layer, head) span mass on the prefix tokens for the real and the N/A query.
@@ -474,6 +544,22 @@ def _segment_sums(mass: Any, spans: Sequence[tuple[int, int]]) -> Any:
     import torch
 
     return torch.stack([mass[:, :, s:e].sum(dim=-1) for s, e in spans], dim=-1)
+
+
+def _masked_segment_sums(c: Any, spans: Sequence[tuple[int, int]]) -> Any:
+    """(L, H, T) calibrated token mass -> (L, H, N): per head and document, the sum over tokens with
+    c > mean - 2 std (the ``masked_na`` rule, applied to each head separately)."""
+    import torch
+
+    out = []
+    for s, e in spans:
+        seg = c[:, :, s:e].double()
+        if e - s > 1:
+            keep = seg > (seg.mean(dim=-1, keepdim=True) - 2 * seg.std(dim=-1, keepdim=True))
+            out.append((seg * keep).sum(dim=-1))
+        else:
+            out.append(seg.sum(dim=-1))
+    return torch.stack(out, dim=-1).float()
 
 
 def _check_causal_lm(model: Any) -> None:

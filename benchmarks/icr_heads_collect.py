@@ -1,0 +1,51 @@
+"""Collect per-head ICR document masses (issue 7) for the held-out split and the test sets.
+
+    python benchmarks/icr_heads_collect.py nfcorpus:dev dl19:test scifact:test nfcorpus:test
+
+One ICR pass per query (SmolLM2-135M, all 30 layers x 9 heads, BM25 top-20, 100-word documents);
+what `attnsift analyze heads` does for one data set, here for several in a row. Resumable.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from attnsift.eval.bench import attach_texts, first_stage_run
+from attnsift.eval.datasets import load_dataset
+from attnsift.eval.heads import collect_head_masses, features_folder
+from attnsift.eval.specs import SystemSpec
+from attnsift.rerank.icr import ICRReranker
+
+ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sets", nargs="+", help="dataset:split[:max_queries] (max_queries: the first n queries)")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--top-k", type=int, default=20)
+    ap.add_argument("--max-words", type=int, default=100)
+    ap.add_argument("--root", default=str(ROOT))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    rr = ICRReranker(args.model, max_words=args.max_words, window=max(args.top_k, 20), stride=10)
+    for item in args.sets:
+        name, _, rest = item.partition(":")
+        split, _, limit = rest.partition(":")
+        ds = load_dataset(name, split=split or "test")
+        if limit:
+            ds = ds.subset(max_queries=int(limit))
+        spec = SystemSpec.parse(f"bm25[top_k={args.top_k}]")
+        run, _ = first_stage_run(ds, spec, {})
+        run = attach_texts(run, ds, args.top_k)
+        folder = features_folder(args.root, args.model, name, split or "test", "bm25", args.top_k, args.max_words)
+        print(f"{item}: {len(run)} queries -> {folder}", flush=True)
+        collect_head_masses(rr, run, folder, top_k=args.top_k, progress=True,
+                            meta={"dataset": name, "split": split or "test", "first_stage": "bm25"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

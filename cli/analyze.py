@@ -1,0 +1,105 @@
+"""``attnsift analyze ...``: analyses of the attention rerankers (typer sub-app ``analyze_app``).
+
+Only typer is imported at module level; torch and transformers load when a command runs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+analyze_app = typer.Typer(
+    help="Analyse attention rerankers: which heads and layers carry relevance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@analyze_app.callback()
+def _analyze() -> None:
+    """Analyse attention rerankers: which heads and layers carry relevance."""
+
+
+def _guard(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@analyze_app.command("heads")
+@_guard
+def heads(
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Alias, folder, .gguf file or hub id."),
+    dataset: str = typer.Option("nfcorpus", "--dataset", "-d", help="HELD-OUT data: alias, folder or ir_datasets id."),
+    split: str = typer.Option("dev", "--split", help="Qrels split to select on (never the one you report)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Profile JSON to write (PNG figures are written beside it)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries of the split."),
+    top_k: int = typer.Option(20, "--top-k", help="BM25 candidates per query."),
+    max_words: int = typer.Option(100, "--max-words", help="Words kept per document."),
+    features: Optional[Path] = typer.Option(None, "--features",
+                                            help="Folder of the per-query head masses (default: under $ATTNSIFT_CACHE/heads)."),
+) -> None:
+    """Per-(layer, head) nDCG@10 on held-out queries, the head selection, a heatmap and a layer curve.
+
+    One ICR pass per query stores every head's document masses (resumable); the selection of heads,
+    calibration variant, combination and fusion weight is then arithmetic on them. Use the profile with
+    `--reranker "icr[heads=<profile.json>]"`.
+    """
+    from attnsift.eval.bench import attach_texts, first_stage_run
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.eval.heads import collect_head_masses, features_folder, load_head_masses
+    from attnsift.eval.headsel import judge, make_profile, plot_head_heatmap, plot_layer_curve, select
+    from attnsift.eval.specs import SystemSpec
+    from attnsift.io import atomic_write_json
+    from attnsift.rerank.icr import ICRReranker
+
+    if out.suffix != ".json":
+        raise ValueError(f"--out must name a .json file, got {out}")
+    ds = load_dataset(dataset, split=split)
+    if max_queries is not None:
+        ds = ds.subset(max_queries=max_queries)
+    if split == "test":
+        typer.echo("warning: selecting on the test split; report figures on other queries", err=True)
+    rr = ICRReranker(model, max_words=max_words, window=max(top_k, 20))
+    run, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={top_k}]"), {})
+    run = attach_texts(run, ds, top_k)
+    root = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
+    folder = features or features_folder(root, model, ds.name, split, "bm25", top_k, max_words)
+    collect_head_masses(rr, run, folder, top_k=top_k, progress=True,
+                        meta={"dataset": ds.name, "split": split, "first_stage": "bm25"})
+    judged = judge(load_head_masses(folder, list(run)), ds.qrels)
+    if len(judged) < 5:
+        raise ValueError(f"only {len(judged)} queries with judgements in {dataset} {split}; select on more queries")
+    analysis = select(judged)
+    cfg = rr.model.config.get_text_config()
+    where = {"dataset": ds.name, "split": split, "queries": len(judged), "first_stage": "bm25", "top_k": top_k,
+             "max_words": max_words, "max_queries": max_queries}
+    profile = make_profile(analysis, model, cfg.num_hidden_layers, cfg.num_attention_heads, where)
+    profile["command"] = " ".join(["attnsift", *sys.argv[1:]])
+    atomic_write_json(out, profile)
+    heat = plot_head_heatmap(profile, out.with_suffix(".heads.png"))
+    curve = plot_layer_curve(profile, out.with_suffix(".layers.png"))
+    sel, fus = profile["selection"], profile["fusion"]
+    typer.echo(f"held-out: {ds.name} {split}, {len(judged)} queries, BM25 top-{top_k}, {max_words}-word documents")
+    typer.echo(f"first stage nDCG@10        {profile['first_stage']:.4f}")
+    for v, x in profile["all_heads"].items():
+        typer.echo(f"all heads, {v:<8}         {x:.4f}")
+    typer.echo(f"selected: {sel['k']} heads, {sel['variant']}/{sel['aggregate']}  {sel['heldout_ndcg']:.4f}  "
+               f"heads {[tuple(h) for h in sel['heads'][:8]]}{' ...' if sel['k'] > 8 else ''}")
+    typer.echo(f"fused ({fus['method']}, attention weight {fus['weight']:.2f})   {fus['heldout_ndcg']:.4f}")
+    typer.echo(f"wrote {out}, {heat}, {curve}")
+    typer.echo(json.dumps({"profile": str(out)}))

@@ -1,0 +1,127 @@
+"""Per-head analysis of attention reranking: which (layer, head) pairs carry relevance (issue 7).
+
+Two steps, kept apart so that the expensive one runs once:
+
+1. :func:`collect_head_masses` runs ICR once per query of a first-stage run and stores, for every
+   (layer, head), the document masses of the real query, of the content-free "N/A" query and the
+   per-head 2-sigma-masked calibrated mass (``ICRDetails.head_raw / head_na / head_masked``). One
+   ``.npz`` file per query, written atomically, so an interrupted collection resumes where it stopped.
+2. Everything else (per-head nDCG@10, the layer curve, head selection, calibration variants, position
+   debiasing, fusion with the first stage) is arithmetic on those arrays: :mod:`attnsift.eval.headsel`.
+
+Selection is made on held-out queries only (by default NFCorpus *dev*), never on the queries whose
+figures are reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from attnsift.io import atomic_file
+from attnsift.types import Run
+
+log = logging.getLogger(__name__)
+
+FEATURE_VERSION = 1
+
+
+def _safe(qid: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", qid)[:60]
+    return f"{slug}-{hashlib.sha1(qid.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class QueryFeatures:
+    """The stored arrays of one query (candidates in first-stage order)."""
+
+    qid: str
+    doc_ids: list[str]
+    first_stage: Any  # (N,) first-stage scores
+    raw: Any  # (L, H, N) real-query mass
+    na: Any  # (L, H, N) N/A mass
+    masked: Any  # (L, H, N) per-head masked calibrated mass
+    seconds: float = 0.0
+    icr_masked: Any = None  # (N,) ICR's masked_na score over all heads (the published recipe)
+
+
+def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int = 20, progress: bool = False,
+                        meta: Mapping[str, Any] | None = None) -> Path:
+    """Run ``reranker`` (an :class:`~attnsift.rerank.icr.ICRReranker` over all layers and heads) on the
+    top ``top_k`` candidates of every ranking of ``run`` and store the per-head masses under ``folder``.
+
+    Queries already stored (same ``meta``) are skipped, so the call resumes an interrupted collection.
+    Rankings must carry document texts (see :func:`attnsift.eval.bench.attach_texts`).
+    """
+    import numpy as np
+
+    from attnsift.rerank.icr import ICRReranker
+
+    if not isinstance(reranker, ICRReranker):
+        raise TypeError(f"collect_head_masses needs an ICRReranker, got {type(reranker).__name__}")
+    if reranker.config.heads is not None or len(reranker.layers) != reranker.num_layers:
+        raise ValueError("head analysis needs every layer and head: build the ICRReranker without heads / "
+                         "start_layer / end_layer")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"version": FEATURE_VERSION, "top_k": top_k, "model": reranker.model_name,
+            "config": {k: v for k, v in vars(reranker.config).items() if k != "calibration"}, **dict(meta or {})}
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old != json.loads(json.dumps(info)):
+            raise ValueError(f"{folder} holds features collected with other settings ({old}); use another folder "
+                             "or delete this one")
+    else:
+        with atomic_file(meta_path, "w") as fh:
+            json.dump(info, fh, indent=1)
+    todo = [rk for rk in run.values() if not (folder / f"{_safe(rk.query.id)}.npz").exists()]
+    it: Iterable = todo
+    if progress and todo:
+        from tqdm import tqdm
+
+        it = tqdm(todo, desc=f"head masses ({folder.name})", unit="q")
+    for rk in it:
+        top = rk.top(top_k)
+        if len(top) == 0:
+            continue
+        d = reranker.score_details(top)
+        if d.head_raw is None:
+            raise ValueError(f"query {rk.query.id}: the candidates did not fit one prompt; lower top_k or max_words")
+        path = folder / f"{_safe(rk.query.id)}.npz"
+        with atomic_file(path, "wb") as fh:
+            np.savez(fh, qid=np.array(rk.query.id), doc_ids=np.array([c.doc_id for c in top.candidates]),
+                     first_stage=np.array([c.score for c in top.candidates], dtype=np.float64),
+                     raw=d.head_raw.numpy(), na=d.head_na.numpy(), masked=d.head_masked.numpy(),
+                     icr_masked=np.array(d.masked, dtype=np.float64), seconds=np.array(d.seconds))
+    return folder
+
+
+def load_head_masses(folder: str | Path, qids: Sequence[str] | None = None) -> list[QueryFeatures]:
+    """Read what :func:`collect_head_masses` stored (all queries, or ``qids`` in that order)."""
+    import numpy as np
+
+    folder = Path(folder)
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder} holds no head masses (no meta.json); run `attnsift analyze heads` first")
+    paths = [folder / f"{_safe(q)}.npz" for q in qids] if qids is not None else sorted(folder.glob("*.npz"))
+    out = []
+    for p in paths:
+        if not p.exists():
+            continue
+        with np.load(p) as z:
+            out.append(QueryFeatures(str(z["qid"]), [str(x) for x in z["doc_ids"]], z["first_stage"], z["raw"],
+                                     z["na"], z["masked"], float(z["seconds"]),
+                                     z["icr_masked"] if "icr_masked" in z.files else None))
+    return out
+
+
+def features_folder(root: str | Path, model: str, dataset: str, split: str, first: str, top_k: int,
+                    max_words: int | None) -> Path:
+    """The conventional folder of one collection under ``root``."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}/{dataset}-{split}-{first}{top_k}-w{max_words}")
+    return Path(root) / slug
