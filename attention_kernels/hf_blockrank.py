@@ -54,6 +54,11 @@ class BlockRankCapture:
         Captured at the scoring layer: q [P, Hq, D] and k [T, Hk, D], post-RoPE, in the model dtype.
     scaling : float or None
         The layer's logit scale (``module.scaling``; 1/sqrt(D) for Llama, other values for Gemma).
+    extra_layers : tuple of int
+        Further layers whose scoring-row queries and keys are kept in ``per_layer`` (one pass reads a
+        whole layer curve); the early exit happens after the highest of them and ``scoring_layer``.
+    per_layer : dict
+        ``{layer: (q, k, scaling)}`` for ``scoring_layer`` and every extra layer.
     """
 
     block_offsets: "Tensor"
@@ -64,6 +69,16 @@ class BlockRankCapture:
     q: "Tensor | None" = None
     k: "Tensor | None" = None
     scaling: float | None = None
+    extra_layers: tuple = ()
+    per_layer: dict = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.per_layer is None:
+            self.per_layer = {}
+
+    @property
+    def last_layer(self) -> int:
+        return max((self.scoring_layer, *self.extra_layers))
 
 
 def register() -> str:
@@ -140,12 +155,15 @@ def blockrank_attention_forward(
     if scaling is None:
         scaling = getattr(module, "scaling", None)
     layer = getattr(module, "layer_idx", None)
-    if layer == cap.scoring_layer:
+    if layer == cap.scoring_layer or layer in cap.extra_layers:
         rows = cap.query_rows.to(query.device)
-        cap.q = query[0].index_select(1, rows).transpose(0, 1)  # [P, Hq, D]
-        cap.k = key[0].transpose(0, 1)  # [T, Hk, D]
-        cap.scaling = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
-        if cap.early_exit:
+        q = query[0].index_select(1, rows).transpose(0, 1)  # [P, Hq, D]
+        k = key[0].transpose(0, 1)  # [T, Hk, D]
+        sc = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+        cap.per_layer[layer] = (q, k, sc)
+        if layer == cap.scoring_layer:
+            cap.q, cap.k, cap.scaling = q, k, sc
+        if cap.early_exit and layer == cap.last_layer:
             raise ScoringExit()
     from attnsift.attention_kernels.block_sparse.api import block_sparse_attention
 
@@ -201,3 +219,18 @@ def document_scores(capture: BlockRankCapture, impl: str = "auto") -> "Tensor":
     off = capture.block_offsets[1:-1]  # document blocks are contiguous: segment s = block s+1
     res = segment_mass(capture.q, capture.k, off, scale=capture.scaling, softmax_over="segments", impl=impl)
     return res.segment_mass.mean(dim=(0, 1))  # [S]
+
+
+def head_document_scores(capture: BlockRankCapture, impl: str = "auto") -> dict[int, "Tensor"]:
+    """Per captured layer, the BlockRank score per head and document: ``{layer: [Hq, S]}`` (prompt
+    order; rows averaged). The mean over heads is :func:`document_scores` of that layer."""
+    from attnsift.attention_kernels.segment_mass.api import segment_mass
+
+    if not capture.per_layer:
+        raise RuntimeError("head_document_scores: the capture is empty; run run_capture first")
+    off = capture.block_offsets[1:-1]
+    out = {}
+    for layer, (q, k, sc) in sorted(capture.per_layer.items()):
+        res = segment_mass(q, k, off, scale=sc, softmax_over="segments", impl=impl)
+        out[layer] = res.segment_mass.mean(dim=0).float()  # [Hq, S]
+    return out

@@ -44,12 +44,14 @@ def _guard(fn):
 @_guard
 def heads(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Alias, folder, .gguf file or hub id."),
+    reranker: str = typer.Option("icr", "--reranker", help="icr (query and N/A masses) or blockrank (per-head block scores)."),
     dataset: str = typer.Option("nfcorpus", "--dataset", "-d", help="HELD-OUT data: alias, folder or ir_datasets id."),
     split: str = typer.Option("dev", "--split", help="Qrels split to select on (never the one you report)."),
     out: Path = typer.Option(..., "--out", "-o", help="Profile JSON to write (PNG figures are written beside it)."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries of the split."),
     top_k: int = typer.Option(20, "--top-k", help="BM25 candidates per query."),
     max_words: int = typer.Option(100, "--max-words", help="Words kept per document."),
+    block_tokens: int = typer.Option(384, "--block-tokens", help="BlockRank: tokens per document block."),
     features: Optional[Path] = typer.Option(None, "--features",
                                             help="Folder of the per-query head masses (default: under $ATTNSIFT_CACHE/heads)."),
 ) -> None:
@@ -69,35 +71,52 @@ def heads(
 
     if out.suffix != ".json":
         raise ValueError(f"--out must name a .json file, got {out}")
+    if reranker not in ("icr", "blockrank"):
+        raise ValueError(f"--reranker must be icr or blockrank, got {reranker!r}")
     ds = load_dataset(dataset, split=split)
     if max_queries is not None:
         ds = ds.subset(max_queries=max_queries)
     if split == "test":
         typer.echo("warning: selecting on the test split; report figures on other queries", err=True)
-    rr = ICRReranker(model, max_words=max_words, window=max(top_k, 20))
+    if reranker == "icr":
+        rr = ICRReranker(model, max_words=max_words, window=max(top_k, 20))
+    else:
+        from attnsift.rerank.blockrank import BlockRankReranker
+
+        rr = BlockRankReranker(model, max_words=max_words, block_tokens=block_tokens)
     run, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={top_k}]"), {})
     run = attach_texts(run, ds, top_k)
     root = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
-    folder = features or features_folder(root, model, ds.name, split, "bm25", top_k, max_words)
+    folder = features or features_folder(root, model if reranker == "icr" else f"blockrank-{model}", ds.name, split,
+                                         "bm25", top_k, max_words)
     collect_head_masses(rr, run, folder, top_k=top_k, progress=True,
                         meta={"dataset": ds.name, "split": split, "first_stage": "bm25"})
     judged = judge(load_head_masses(folder, list(run)), ds.qrels)
     if len(judged) < 5:
         raise ValueError(f"only {len(judged)} queries with judgements in {dataset} {split}; select on more queries")
-    analysis = select(judged)
+    analysis = select(judged) if reranker == "icr" else select(judged, variants=("raw",))
     cfg = rr.model.config.get_text_config()
     where = {"dataset": ds.name, "split": split, "queries": len(judged), "first_stage": "bm25", "top_k": top_k,
              "max_words": max_words, "max_queries": max_queries}
     profile = make_profile(analysis, model, cfg.num_hidden_layers, cfg.num_attention_heads, where)
+    profile["reranker"] = reranker
+    if reranker == "blockrank":
+        curve = profile["per_layer"]["raw"]
+        profile["scoring_layer"] = int(max(range(len(curve)), key=lambda l: (curve[l], -l)))
+        profile["block_tokens"] = block_tokens
     profile["command"] = " ".join(["attnsift", *sys.argv[1:]])
     atomic_write_json(out, profile)
-    heat = plot_head_heatmap(profile, out.with_suffix(".heads.png"))
+    heat = plot_head_heatmap(profile, out.with_suffix(".heads.png"),
+                             variants=("raw", "norm", "masked") if reranker == "icr" else ("raw",))
     curve = plot_layer_curve(profile, out.with_suffix(".layers.png"))
     sel, fus = profile["selection"], profile["fusion"]
     typer.echo(f"held-out: {ds.name} {split}, {len(judged)} queries, BM25 top-{top_k}, {max_words}-word documents")
     typer.echo(f"first stage nDCG@10        {profile['first_stage']:.4f}")
     for v, x in profile["all_heads"].items():
         typer.echo(f"all heads, {v:<8}         {x:.4f}")
+    if reranker == "blockrank":
+        typer.echo(f"scoring layer (best on held-out): {profile['scoring_layer']}  "
+                   f"{profile['per_layer']['raw'][profile['scoring_layer']]:.4f}")
     typer.echo(f"selected: {sel['k']} heads, {sel['variant']}/{sel['aggregate']}  {sel['heldout_ndcg']:.4f}  "
                f"heads {[tuple(h) for h in sel['heads'][:8]]}{' ...' if sel['k'] > 8 else ''}")
     typer.echo(f"fused ({fus['method']}, attention weight {fus['weight']:.2f})   {fus['heldout_ndcg']:.4f}")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -28,6 +29,8 @@ from attnsift.types import Run
 log = logging.getLogger(__name__)
 
 FEATURE_VERSION = 1
+# ICR options that only pick among stored quantities: they do not change the masses.
+_SCORING_ONLY = ("calibration", "fusion", "fusion_weight", "scoring_layer")
 
 
 def _safe(qid: str) -> str:
@@ -59,17 +62,25 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
     """
     import numpy as np
 
+    from attnsift.rerank.blockrank import BlockRankReranker
     from attnsift.rerank.icr import ICRReranker
 
-    if not isinstance(reranker, ICRReranker):
-        raise TypeError(f"collect_head_masses needs an ICRReranker, got {type(reranker).__name__}")
-    if reranker.config.heads is not None or len(reranker.layers) != reranker.num_layers:
-        raise ValueError("head analysis needs every layer and head: build the ICRReranker without heads / "
-                         "start_layer / end_layer")
+    if isinstance(reranker, BlockRankReranker):
+        kind = "blockrank"
+        if reranker.config.heads is not None:
+            raise ValueError("head analysis needs every head: build the BlockRankReranker without heads")
+    elif isinstance(reranker, ICRReranker):
+        kind = "icr"
+        if reranker.config.heads is not None or len(reranker.layers) != reranker.num_layers:
+            raise ValueError("head analysis needs every layer and head: build the ICRReranker without heads / "
+                             "start_layer / end_layer")
+    else:
+        raise TypeError(f"collect_head_masses needs an ICRReranker or a BlockRankReranker, got {type(reranker).__name__}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    info = {"version": FEATURE_VERSION, "top_k": top_k, "model": reranker.model_name,
-            "config": {k: v for k, v in vars(reranker.config).items() if k != "calibration"}, **dict(meta or {})}
+    name = getattr(reranker, "model_name", None) or getattr(getattr(reranker.model, "config", None), "_name_or_path", "")
+    info = {"version": FEATURE_VERSION, "top_k": top_k, "model": name, **({"reranker": kind} if kind != "icr" else {}),
+            "config": {k: v for k, v in vars(reranker.config).items() if k not in _SCORING_ONLY}, **dict(meta or {})}
     meta_path = folder / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -89,15 +100,23 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
         top = rk.top(top_k)
         if len(top) == 0:
             continue
-        d = reranker.score_details(top)
-        if d.head_raw is None:
-            raise ValueError(f"query {rk.query.id}: the candidates did not fit one prompt; lower top_k or max_words")
         path = folder / f"{_safe(rk.query.id)}.npz"
+        common = dict(qid=np.array(rk.query.id), doc_ids=np.array([c.doc_id for c in top.candidates]),
+                      first_stage=np.array([c.score for c in top.candidates], dtype=np.float64))
+        if kind == "blockrank":
+            # BlockRank has no content-free pass: na is zero and "raw" holds the per-head scores.
+            t0 = time.perf_counter()
+            _, per_head = reranker.score_heads(top)
+            arrays = dict(raw=per_head, na=np.zeros_like(per_head), masked=per_head,
+                          seconds=np.array(time.perf_counter() - t0))
+        else:
+            d = reranker.score_details(top)
+            if d.head_raw is None:
+                raise ValueError(f"query {rk.query.id}: the candidates did not fit one prompt; lower top_k or max_words")
+            arrays = dict(raw=d.head_raw.numpy(), na=d.head_na.numpy(), masked=d.head_masked.numpy(),
+                          icr_masked=np.array(d.masked, dtype=np.float64), seconds=np.array(d.seconds))
         with atomic_file(path, "wb") as fh:
-            np.savez(fh, qid=np.array(rk.query.id), doc_ids=np.array([c.doc_id for c in top.candidates]),
-                     first_stage=np.array([c.score for c in top.candidates], dtype=np.float64),
-                     raw=d.head_raw.numpy(), na=d.head_na.numpy(), masked=d.head_masked.numpy(),
-                     icr_masked=np.array(d.masked, dtype=np.float64), seconds=np.array(d.seconds))
+            np.savez(fh, **common, **arrays)
     return folder
 
 

@@ -140,8 +140,9 @@ def select(judged: Sequence[Judged], variants: Sequence[str] = SELECTABLE, aggre
     """
     L, H = judged[0].f.raw.shape[:2]
     prior = position_prior(judged)
-    grids = {v: per_head_ndcg(judged, v, prior) for v in ("raw", "na", "cal", "masked", "norm", "prior")}
-    layers = {v: per_layer_ndcg(judged, v, prior).tolist() for v in ("raw", "cal", "masked", "norm")}
+    shown = [v for v in ("raw", "na", "cal", "masked", "norm", "prior") if v in variants or (v == "na" and "cal" in variants)]
+    grids = {v: per_head_ndcg(judged, v, prior) for v in shown}
+    layers = {v: per_layer_ndcg(judged, v, prior).tolist() for v in ("raw", "cal", "masked", "norm") if v in variants}
     all_heads = [(l, h) for l in range(L) for h in range(H)]
     table = []
     for v in variants:
@@ -153,7 +154,8 @@ def select(judged: Sequence[Judged], variants: Sequence[str] = SELECTABLE, aggre
                 table.append({"variant": v, "aggregate": how, "k": k,
                               "ndcg": evaluate_selection(judged, order[:k], v, how, prior)})
     # All heads of all layers (the published recipe's sum), for reference.
-    reference = {v: evaluate_selection(judged, all_heads, v, "sum", prior) for v in ("raw", "cal", "masked", "norm")}
+    reference = {v: evaluate_selection(judged, all_heads, v, "sum", prior) for v in ("raw", "cal", "masked", "norm")
+                 if v in variants}
     best = max(table, key=lambda r: (round(r["ndcg"], 10), -r["k"]))
     heads = ranked_heads(grids[best["variant"]])[: best["k"]]
     fusion_table = []

@@ -36,8 +36,15 @@ class BlockRankConfig:
     block_tokens : int or None
         H: each document block is cut to at most this many tokens [384 at evaluation; 160 in training].
         None: no cut (the longest block sets the size).
-    scoring_layer : int or None
-        Decoder layer whose attention is read, 0-based; None = the middle layer (``num_layers // 2``).
+    scoring_layer : int, "auto", a profile path, or None
+        Decoder layer whose attention is read, 0-based; None = the middle layer (``num_layers // 2``);
+        ``"auto"`` = the layer chosen on held-out queries in the profile shipped for the model
+        (``rerank/profiles/blockrank-<model>.json``), or that of a profile file written by
+        ``attnsift analyze heads --reranker blockrank``.
+    heads : "auto", a profile path, "layer:head,..." or None
+        Score from these (layer, head) pairs instead of all heads of one layer: per-head BlockRank
+        scores, combined as the profile says (``sum``: mean; ``z``: standardised mean). The pass stops
+        after the last selected layer. ``"auto"``: the shipped profile's selection.
     final_offset : int
         First position id of the last block [16384, the reference code's]. Clamped down so that the
         last block ends inside the model's ``max_position_embeddings`` (8192 for SmolLM2: the
@@ -57,17 +64,22 @@ class BlockRankConfig:
     """
 
     block_tokens: int | None = 384
-    scoring_layer: int | None = None
+    scoring_layer: int | str | None = None
     final_offset: int = 16384
     max_words: int = 300
     query_positions: int = 2
     impl: str = "auto"
     ids: str = "rank"
+    heads: Any = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.scoring_layer, str) and self.scoring_layer != "auto" and not self.scoring_layer.endswith(".json"):
+            raise ValueError(f"scoring_layer must be a layer index, 'auto' or a .json profile, got {self.scoring_layer!r}")
+        if self.heads is not None:
+            object.__setattr__(self, "heads", _parse_heads(self.heads))
         if self.block_tokens is not None and (isinstance(self.block_tokens, bool) or not isinstance(self.block_tokens, int) or self.block_tokens < 16):
             raise ValueError(f"block_tokens must be an integer >= 16 or None, got {self.block_tokens!r}")
-        if self.scoring_layer is not None and (isinstance(self.scoring_layer, bool) or not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
+        if self.scoring_layer is not None and not isinstance(self.scoring_layer, str) and (isinstance(self.scoring_layer, bool) or not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
             raise ValueError(
                 f"scoring_layer must be a 0-based layer index >= 0 or None (the middle layer), got {self.scoring_layer!r}"
             )
@@ -79,6 +91,27 @@ class BlockRankConfig:
             raise ValueError(f"impl must be one of {', '.join(_IMPLS)}, got {self.impl!r}")
         if self.ids not in _IDS:
             raise ValueError(f"ids must be one of {', '.join(_IDS)}, got {self.ids!r}")
+
+
+def _parse_heads(v: Any) -> Any:
+    if isinstance(v, str):
+        t = v.strip()
+        if t == "auto" or t.endswith(".json"):
+            return t
+        try:
+            pairs = tuple(tuple(int(x) for x in p.split(":")) for p in t.split(",") if p.strip())
+        except ValueError:
+            pairs = ()
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"heads must be 'auto', a .json profile or 'layer:head,layer:head', got {v!r}")
+        return pairs
+    try:
+        pairs = tuple((int(l), int(h)) for l, h in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"heads must be 'auto', a .json profile or (layer, head) pairs, got {v!r}") from None
+    if not pairs:
+        raise ValueError("heads must name at least one (layer, head) pair")
+    return pairs
 
 
 def _text_config(model: Any) -> Any:
@@ -130,8 +163,36 @@ class BlockRankReranker(BaseReranker):
                 )
             self.model, self.tokenizer = model, tokenizer
         tcfg = _text_config(self.model)
+        self.model_name = model if isinstance(model, str) else getattr(self.model.config, "_name_or_path", "")
         self.num_layers = int(tcfg.num_hidden_layers)
+        self.num_heads = int(tcfg.num_attention_heads)
+        model_name = self.model_name
+        self.profile = None
+        self.head_pairs, self.head_aggregate = None, "sum"
         layer = self.config.scoring_layer
+        if isinstance(layer, str) or isinstance(self.config.heads, str):
+            from attnsift.rerank.head_scoring import packaged_profile, read_profile
+
+            ref = layer if isinstance(layer, str) else self.config.heads
+            path = packaged_profile(model_name, reranker="blockrank") if ref == "auto" else ref
+            self.profile = read_profile(path)
+            if self.profile.get("reranker", "icr") != "blockrank":
+                raise ValueError(f"{path} is a profile for {self.profile.get('reranker', 'icr')}, not BlockRank")
+            if (self.profile.get("num_layers"), self.profile.get("num_heads")) != (self.num_layers, self.num_heads):
+                raise ValueError(f"profile {path} is for a {self.profile.get('num_layers')}x{self.profile.get('num_heads')} "
+                                 f"model, not this {self.num_layers}x{self.num_heads} one")
+            if isinstance(layer, str):
+                layer = int(self.profile["scoring_layer"])
+        if self.config.heads is not None:
+            if isinstance(self.config.heads, str):
+                sel = self.profile["selection"]
+                self.head_pairs = [tuple(h) for h in sel["heads"]]
+                self.head_aggregate = sel["aggregate"]
+            else:
+                self.head_pairs = list(self.config.heads)
+            bad = [p for p in self.head_pairs if not (0 <= p[0] < self.num_layers and 0 <= p[1] < self.num_heads)]
+            if bad:
+                raise ValueError(f"heads {bad} are outside this model ({self.num_layers} layers x {self.num_heads} heads)")
         if layer is None:
             layer = self.num_layers // 2
         if not 0 <= layer < self.num_layers:
@@ -181,7 +242,51 @@ class BlockRankReranker(BaseReranker):
         if len(ranking) == 0:
             raise ValueError(f"{self.name}: ranking of query {ranking.query.id!r} has no candidates to score")
         self._check(ranking)
+        if self.head_pairs is not None:
+            import numpy as np
+
+            from attnsift.rerank.head_scoring import aggregate
+
+            layers, per_head = self.score_heads(ranking, sorted({l for l, _ in self.head_pairs}))
+            li = {l: i for i, l in enumerate(layers)}
+            vals = np.stack([per_head[li[l], h] for l, h in self.head_pairs]).astype(np.float64)
+            return [float(x) for x in aggregate(vals, self.head_aggregate)]
         return self.score_prompt(self.prompt(ranking))
+
+    def score_heads(self, ranking: Ranking, layers: Any = None) -> tuple[list[int], Any]:
+        """Per-(layer, head) BlockRank scores of every candidate, from ONE forward pass.
+
+        Returns ``(layers, array [len(layers), heads, N])`` in the ranking's order (default: every
+        layer). The mean over heads of a layer is the BlockRank score read at that layer.
+        """
+        import numpy as np
+        import torch
+
+        from attnsift.attention_kernels.hf_blockrank import BlockRankCapture, head_document_scores, run_capture
+
+        if len(ranking) == 0:
+            raise ValueError(f"{self.name}: ranking of query {ranking.query.id!r} has no candidates to score")
+        self._check(ranking)
+        layers = list(range(self.num_layers)) if layers is None else sorted(int(l) for l in layers)
+        if not layers or not all(0 <= l < self.num_layers for l in layers):
+            raise ValueError(f"layers must be within 0..{self.num_layers - 1}, got {layers}")
+        prompt = self.prompt(ranking)
+        T = prompt.num_tokens
+        P = min(self.config.query_positions, prompt.block_offsets[-1] - prompt.block_offsets[-2])
+        cap = BlockRankCapture(
+            block_offsets=torch.tensor(prompt.block_offsets, dtype=torch.int64), scoring_layer=layers[0],
+            query_rows=torch.arange(T - P, T, dtype=torch.int64), early_exit=True, impl=self.config.impl,
+            extra_layers=tuple(layers[1:]),
+        )
+        with torch.no_grad():
+            run_capture(self.model, torch.tensor(prompt.input_ids), torch.tensor(prompt.position_ids), cap)
+            seg_impl = self.config.impl if self.config.impl in ("auto", "reference", "triton") else "reference"
+            per = head_document_scores(cap, impl=seg_impl)
+        arr = np.stack([per[l].cpu().numpy() for l in layers])  # [L, H, S] prompt order
+        out = np.empty_like(arr)
+        for j, idx in enumerate(prompt.order):
+            out[:, :, idx] = arr[:, :, j]
+        return layers, out
 
     def score_prompt(self, prompt: Any, early_exit: bool = True) -> list[float]:
         """Scores of a built prompt, in the caller's document order (``prompt.order`` undone)."""

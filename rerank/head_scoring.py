@@ -160,18 +160,20 @@ class HeadScorer:
 
 
 # ---------------------------------------------------------------------------------------- profiles
-def packaged_profile(model_name: str) -> Path:
-    """The profile shipped for ``model_name`` (an alias such as ``smollm2-135m``)."""
+def packaged_profile(model_name: str, reranker: str = "icr") -> Path:
+    """The profile shipped for ``model_name`` (an alias such as ``smollm2-135m``) and ``reranker``
+    (``icr`` or ``blockrank``): ``rerank/profiles/<reranker>-<model>.json``."""
     import re
 
     here = Path(__file__).resolve().parent / "profiles"
     slug = re.sub(r"[^A-Za-z0-9_.-]", "_", str(model_name))
-    path = here / f"{slug}.json"
+    path = here / f"{reranker}-{slug}.json"
     if not path.exists():
         shipped = sorted(p.stem for p in here.glob("*.json"))
         raise ValueError(
-            f"heads=auto: no head profile ships for model {model_name!r} (shipped: {shipped}). Make one with "
-            f"`attnsift analyze heads --model {model_name} --dataset nfcorpus --split dev` and pass heads=<profile.json>"
+            f"{reranker}: no head profile ships for model {model_name!r} (shipped: {shipped}), so 'auto' cannot be "
+            f"resolved. Make one with `attnsift analyze heads --reranker {reranker} --model {model_name} --dataset "
+            "nfcorpus --split dev --out profile.json` and pass its path instead of auto"
         )
     return path
 

@@ -276,6 +276,8 @@ class ICRReranker(BaseReranker):
 
             path = packaged_profile(self.model_name) if self.config.heads == "auto" else self.config.heads
             self.profile = read_profile(path)
+            if self.profile.get("reranker", "icr") != "icr":
+                raise ValueError(f"{path} is a head profile for {self.profile['reranker']}, not ICR")
             self.head_scorer = scorer_from_profile(self.profile, nl, nh)
             if self.config.fusion == "profile" and self.head_scorer.fusion is None:
                 raise ValueError(f"head profile {path} records no fusion weight; use fusion=interp with fusion_weight=")

@@ -18,8 +18,12 @@ def test_blockrank_config_from_strings_and_unknown_keys():
     assert cfg.scoring_layer == 15 and cfg.block_tokens is None and cfg.impl == "reference"
     with pytest.raises(ValueError, match="unknown option"):
         config_from_options(BlockRankConfig, {"scoring_layr": "3"})
-    with pytest.raises(ValueError, match="expected an integer"):
+    with pytest.raises(ValueError, match="layer index, 'auto' or a .json profile"):
         config_from_options(BlockRankConfig, {"scoring_layer": "middle"})
+    assert config_from_options(BlockRankConfig, {"scoring_layer": "auto"}).scoring_layer == "auto"
+    assert config_from_options(BlockRankConfig, {"heads": "3:1,4:0"}).heads == ((3, 1), (4, 0))
+    with pytest.raises(ValueError, match="heads must be"):
+        config_from_options(BlockRankConfig, {"heads": "3-1"})
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -216,3 +216,38 @@ def test_blockrank_smollm2_matches_dense_eager_oracle():
     got = rr.score(ranking)
     want = eager_dense_scores(model, prompt, 15, rows=2)
     assert_close(got, want)
+
+
+def test_blockrank_one_pass_layer_curve_equals_per_layer_runs(tokenizer, tmp_path):
+    """score_heads reads every layer in one pass: each layer's head mean equals a run at that layer."""
+    import json
+
+    import numpy as np
+
+    model = tiny_llama(tokenizer, layers=4, seed=8)
+    ranking = make_ranking(5, seed=8)
+    rr = BlockRankReranker(model, tokenizer, scoring_layer=1)
+    layers, per_head = rr.score_heads(ranking)
+    assert layers == [0, 1, 2, 3] and per_head.shape == (4, 4, 5)
+    for layer in layers:
+        want = BlockRankReranker(model, tokenizer, scoring_layer=layer).score(ranking)
+        assert_close(per_head[layer].mean(axis=0).tolist(), want, rel=1e-5)
+    assert not np.allclose(per_head[0], per_head[3])
+    # Selected heads: their per-head scores, summed; the pass stops after the last selected layer.
+    sel = BlockRankReranker(model, tokenizer, heads="2:1,0:3")
+    np.testing.assert_allclose(sel.score(ranking), per_head[2, 1] + per_head[0, 3], rtol=1e-5)
+    # A profile picks the scoring layer (scoring_layer=<profile>) and the heads (heads=<profile>).
+    prof = {"format": "attnsift-head-profile", "reranker": "blockrank", "num_layers": 4, "num_heads": 4,
+            "scoring_layer": 2, "selection": {"variant": "raw", "aggregate": "sum", "heads": [[3, 0]]}}
+    p = tmp_path / "br.json"
+    p.write_text(json.dumps(prof))
+    assert BlockRankReranker(model, tokenizer, scoring_layer=str(p)).scoring_layer == 2
+    np.testing.assert_allclose(BlockRankReranker(model, tokenizer, heads=str(p)).score(ranking), per_head[3, 0], rtol=1e-5)
+    prof["reranker"] = "icr"
+    p.write_text(json.dumps(prof))
+    with pytest.raises(ValueError, match="not BlockRank"):
+        BlockRankReranker(model, tokenizer, scoring_layer=str(p))
+    with pytest.raises(ValueError, match="outside this model"):
+        BlockRankReranker(model, tokenizer, heads="9:0")
+    with pytest.raises(ValueError, match="no head profile ships"):
+        BlockRankReranker(model, tokenizer, scoring_layer="auto")

@@ -1,0 +1,191 @@
+"""Issue 7's table: every head-selection / calibration / fusion variant on the test sets, chosen on held-out queries.
+
+    # 1. one ICR pass per query, every head's masses stored (resumable; the expensive part)
+    python benchmarks/icr_heads_collect.py dl19:test nfcorpus:dev:160 scifact:test nfcorpus:test
+    # 2. the selection on held-out queries (NFCorpus dev), written as the model's profile
+    attnsift analyze heads --model smollm2-135m --dataset nfcorpus --split dev --max-queries 160 \
+        --out rerank/profiles/smollm2-135m.json
+    # 3. this script: apply every variant (settings from the held-out queries only) to the test sets
+    python benchmarks/icr_heads.py --profile rerank/profiles/smollm2-135m.json \
+        --tests scifact:test nfcorpus:test dl19:test --out benchmarks/results/icr_heads
+
+Nothing here looks at test judgements before the settings are fixed: each variant's k, combination and
+fusion weight come from the held-out split recorded in the profile.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from attnsift.eval.datasets import load_dataset
+from attnsift.eval.heads import features_folder, load_head_masses
+from attnsift.eval.headsel import (W_GRID, Judged, first_stage_as_run, judge, ndcg10, position_prior, ranked_heads,
+                                   selection_scores)
+from attnsift.eval.metrics import evaluate
+from attnsift.rerank.head_scoring import fuse
+from attnsift.types import Candidate, Ranking, Run, Query
+
+ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
+METRICS = ("nDCG@10", "MRR@10")
+
+Scorer = Callable[[list[Judged]], list[np.ndarray]]
+
+
+def load(name: str, split: str, model: str, top_k: int, max_words: int, max_queries: int | None = None):
+    ds = load_dataset(name, split=split)
+    if max_queries:
+        ds = ds.subset(max_queries=max_queries)
+    folder = features_folder(ROOT, model, name, split, "bm25", top_k, max_words)
+    feats = load_head_masses(folder, list(ds.queries))
+    missing = len(ds.queries) - len(feats)
+    if missing:
+        raise SystemExit(f"{name} {split}: {missing} queries have no stored masses yet ({folder}); run icr_heads_collect.py")
+    return ds, judge(feats, ds.qrels)
+
+
+def mean_ndcg(scores: list[np.ndarray], judged: list[Judged]) -> float:
+    return float(np.mean([ndcg10(s, j) for s, j in zip(scores, judged)]))
+
+
+def fused(base: Scorer, method: str, weight: float) -> Scorer:
+    def f(judged: list[Judged]) -> list[np.ndarray]:
+        return [fuse(s, np.asarray(j.f.first_stage, dtype=np.float64), weight, method) for s, j in zip(base(judged), judged)]
+
+    return f
+
+
+def tune_fusion(base: Scorer, dev: list[Judged], method: str) -> tuple[float, float]:
+    rows = [(mean_ndcg(fused(base, method, w)(dev), dev), w) for w in W_GRID]
+    best = max(rows, key=lambda r: (round(r[0], 10), r[1]))
+    return best[1], best[0]
+
+
+def as_run(judged: list[Judged], scores: list[np.ndarray], name: str) -> Run:
+    rankings = []
+    for j, s in zip(judged, scores):
+        order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
+        rank_score = np.empty(len(order))
+        rank_score[order] = np.arange(len(order), 0, -1)
+        rankings.append(Ranking(Query(j.f.qid, j.f.qid), tuple(Candidate(d, float(r)) for d, r in zip(j.f.doc_ids, rank_score))))
+    return Run(rankings, name=name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--tests", nargs="+", default=["scifact:test", "nfcorpus:test", "dl19:test"])
+    ap.add_argument("--out", default="benchmarks/results/icr_heads")
+    args = ap.parse_args()
+    prof = json.loads(Path(args.profile).read_text())
+    where = prof["selected_on"]
+    model, top_k, max_words = prof["model"], where["top_k"], where["max_words"]
+    _, dev = load(where["dataset"], where["split"], model, top_k, max_words, where.get("max_queries"))
+    L, H = prof["num_layers"], prof["num_heads"]
+    prior = position_prior(dev)
+    all_heads = [(l, h) for l in range(L) for h in range(H)]
+
+    def heads_scorer(heads, variant, how) -> Scorer:
+        return lambda judged: selection_scores(judged, heads, variant, how, prior)
+
+    systems: list[tuple[str, Scorer, str]] = []  # (label, scorer, how it was chosen)
+    systems.append(("ICR, all heads, no calibration (raw)", heads_scorer(all_heads, "raw", "sum"), "published recipe"))
+    systems.append(("ICR, all heads, N/A calibration", heads_scorer(all_heads, "cal", "sum"), "published recipe"))
+    systems.append(("ICR, all heads, masked N/A (paper default)",
+                    lambda judged: [np.asarray(j.f.icr_masked, dtype=np.float64) for j in judged], "published recipe"))
+    systems.append(("ICR, all heads, normalised then subtracted", heads_scorer(all_heads, "norm", "sum"),
+                    "calibration variant"))
+    systems.append(("ICR, all heads, position prior subtracted", heads_scorer(all_heads, "prior", "sum"),
+                    "prior estimated on held-out queries"))
+    # The best single layer (its heads summed), per the held-out layer curve.
+    best_layer = max(((v, l, x) for v, ys in prof["per_layer"].items() for l, x in enumerate(ys)), key=lambda t: t[2])
+    systems.append((f"one layer: layer {best_layer[1]} ({best_layer[0]})",
+                    heads_scorer([(best_layer[1], h) for h in range(H)], best_layer[0], "sum"),
+                    f"best layer on held-out ({best_layer[2]:.4f})"))
+    # Per variant: its best k heads and combination on the held-out split.
+    for v in sorted({r["variant"] for r in prof["table"]}):
+        rows = [r for r in prof["table"] if r["variant"] == v]
+        r = max(rows, key=lambda r: (round(r["ndcg"], 10), -r["k"]))
+        heads = ranked_heads(np.asarray(prof["per_head"][v]))[: r["k"]]
+        systems.append((f"top-{r['k']} heads, {v}/{r['aggregate']}", heads_scorer(heads, v, r["aggregate"]),
+                        f"held-out {r['ndcg']:.4f}"))
+    sel = prof["selection"]
+    chosen = heads_scorer([tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"])
+    systems.append((f"**profile (heads=auto)**: {sel['k']} heads, {sel['variant']}/{sel['aggregate']}", chosen,
+                    f"held-out {sel['heldout_ndcg']:.4f}"))
+    for method in ("interp", "rrf"):
+        w, x = tune_fusion(chosen, dev, method)
+        systems.append((f"**profile + BM25 fusion ({method}, w={w:.2f})**", fused(chosen, method, w), f"held-out {x:.4f}"))
+    masked = systems[2][1]
+    w, x = tune_fusion(masked, dev, "interp")
+    systems.append((f"ICR masked N/A + BM25 fusion (interp, w={w:.2f})", fused(masked, "interp", w), f"held-out {x:.4f}"))
+
+    results: dict[str, Any] = {"profile": args.profile, "selected_on": where, "sets": {}}
+    table_sets = []
+    for item in args.tests:
+        name, _, split = item.partition(":")
+        ds, judged = load(name, split or "test", model, top_k, max_words)
+        base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25")
+        rows = [{"system": "BM25 (first stage order)", "chosen": "-", **{m: base[m] for m in METRICS}}]
+        for label, scorer, how in systems:
+            rep = evaluate(as_run(judged, scorer(judged), label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label)
+            c = base.compare(rep)
+            rows.append({"system": label, "chosen": how, **{m: rep[m] for m in METRICS},
+                         "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
+        results["sets"][item] = {"queries": len(judged), "rows": rows}
+        table_sets.append(item)
+        print(item, len(judged), "queries", flush=True)
+        for r in rows:
+            print(f"  {r['nDCG@10']:.4f}  {r.get('diff', 0):+.4f}  {r['system']}")
+    results["machine"] = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
+    results["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(markdown(results, table_sets, systems))
+    print((out / "results.md").read_text())
+
+
+def markdown(results: dict, sets: list[str], systems: list) -> str:
+    where = results["selected_on"]
+    lines = [
+        "# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {results['machine']}; {results['date']}  ",
+        f"Settings chosen on held-out queries only: **{where['dataset']} {where['split']}** "
+        f"({where['queries']} queries{', the first ' + str(where['max_queries']) if where.get('max_queries') else ''}), "
+        f"BM25 top-{where['top_k']}, {where['max_words']}-word documents. Test sets: full query sets, BM25 top-{where['top_k']} "
+        "reranked (documents below 20 keep BM25 order, so nDCG@10 of BM25 equals its full-run value).",
+        "",
+        "nDCG@10 (difference to BM25; * paired t-test p < 0.05):",
+        "",
+        "| system | chosen on held-out | " + " | ".join(f"{s} ({results['sets'][s]['queries']} q)" for s in sets) + " |",
+        "|---|---|" + "---|" * len(sets),
+    ]
+    labels = [r["system"] for r in results["sets"][sets[0]]["rows"]]
+    for i, label in enumerate(labels):
+        cells = []
+        for s in sets:
+            r = results["sets"][s]["rows"][i]
+            if "diff" in r:
+                cells.append(f"{r['nDCG@10']:.4f} ({r['diff']:+.4f}{'*' if r['p'] < 0.05 else ''})")
+            else:
+                cells.append(f"{r['nDCG@10']:.4f}")
+        lines.append(f"| {label} | {results['sets'][sets[0]]['rows'][i]['chosen']} | " + " | ".join(cells) + " |")
+    lines += ["", "MRR@10:", "", "| system | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for i, label in enumerate(labels):
+        lines.append(f"| {label} | " + " | ".join(f"{results['sets'][s]['rows'][i]['MRR@10']:.4f}" for s in sets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`attnsift analyze heads` end to end on a tiny model folder and a tiny BEIR folder, then the profile in
+`attnsift rerank` (ICR and BlockRank)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from attnsift.cli.main import app  # noqa: E402
+
+runner = CliRunner()
+WORDS = ("vitamin cancer risk sleep memory insulin sugar blood heart diet fat fibre iron zinc protein "
+         "muscle bone brain liver kidney gut bacteria virus vaccine").split()
+
+
+def write_beir(root: Path) -> Path:
+    rng = random.Random(0)
+    root.mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"D{i}", "title": "", "text": " ".join(rng.choices(WORDS, k=12))}) + "\n" for i in range(30)))
+    queries = [" ".join(rng.choices(WORDS, k=3)) for _ in range(8)]
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"Q{i}", "text": q}) + "\n" for i, q in enumerate(queries)))
+    (root / "qrels").mkdir()
+    rows = ["query-id\tcorpus-id\tscore"] + [f"Q{i}\tD{(3 * i + j) % 30}\t{1 + j % 2}" for i in range(8) for j in range(3)]
+    for split in ("dev", "test"):
+        (root / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from attnsift.rerank.llm import load_tokenizer
+
+    try:
+        tok = load_tokenizer("smollm2-135m")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    d = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_analyze_heads_then_rerank_with_the_profile(tmp_path: Path, tiny_model_dir: Path):
+    data = write_beir(tmp_path / "toy")
+    out = tmp_path / "prof" / "icr-tiny.json"
+    res = runner.invoke(app, ["analyze", "heads", "--model", str(tiny_model_dir), "--dataset", str(data), "--split", "dev",
+                              "--top-k", "5", "--max-words", "8", "--out", str(out), "--features", str(tmp_path / "feat")])
+    assert res.exit_code == 0, res.output
+    prof = json.loads(out.read_text())
+    assert prof["reranker"] == "icr" and prof["num_layers"] == 3 and prof["num_heads"] == 2
+    assert prof["selected_on"]["split"] == "dev" and prof["selected_on"]["queries"] == 8
+    assert len(prof["per_head"]["raw"]) == 3 and len(prof["per_layer"]["norm"]) == 3
+    assert out.with_suffix(".heads.png").stat().st_size > 1000 and out.with_suffix(".layers.png").exists()
+    assert len(list((tmp_path / "feat").glob("*.npz"))) == 8
+    # The selection's held-out nDCG is what ranking by those heads gives on the same queries.
+    assert 0.0 <= prof["selection"]["heldout_ndcg"] <= 1.0
+    res = runner.invoke(app, ["rerank", "--dataset", str(data), "--split", "test", "--reranker", "icr",
+                              "--model", str(tiny_model_dir), "--top-k", "5", "--option", f"heads={out}",
+                              "--option", "max_words=8", "--option", "fusion=profile", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["num_queries"] == 8
+
+
+def test_analyze_heads_blockrank_picks_a_scoring_layer(tmp_path: Path, tiny_model_dir: Path):
+    data = write_beir(tmp_path / "toy")
+    out = tmp_path / "br.json"
+    res = runner.invoke(app, ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir),
+                              "--dataset", str(data), "--split", "dev", "--top-k", "5", "--max-words", "8",
+                              "--block-tokens", "48", "--out", str(out), "--features", str(tmp_path / "feat")])
+    assert res.exit_code == 0, res.output
+    prof = json.loads(out.read_text())
+    curve = prof["per_layer"]["raw"]
+    assert prof["reranker"] == "blockrank" and len(curve) == 3
+    assert curve[prof["scoring_layer"]] == max(curve)
+    res = runner.invoke(app, ["rerank", "--dataset", str(data), "--reranker", "blockrank", "--model", str(tiny_model_dir),
+                              "--top-k", "5", "--option", f"scoring_layer={out}", "--option", "block_tokens=48", "--json"])
+    assert res.exit_code == 0, res.output
+
+
+def test_analyze_heads_bad_input(tmp_path: Path, tiny_model_dir: Path):
+    res = runner.invoke(app, ["analyze", "heads", "--model", str(tiny_model_dir), "--dataset", "nosuchset",
+                              "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 2 and "error:" in res.output
+    res = runner.invoke(app, ["analyze", "heads", "--model", str(tiny_model_dir), "--dataset", str(tmp_path),
+                              "--out", str(tmp_path / "p.txt")])
+    assert res.exit_code == 2 and ".json" in res.output
+    res = runner.invoke(app, ["analyze", "heads", "--reranker", "colbert", "--out", str(tmp_path / "p.json")])
+    assert res.exit_code == 2 and "icr or blockrank" in res.output
