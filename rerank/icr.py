@@ -69,6 +69,10 @@ class ICRConfig:
         rank fusion); ``"profile"`` takes method and weight from the head profile.
     fusion_weight : float
         The attention scores' share in the fusion, in [0, 1] [0.5].
+    orders : 1 or 2
+        Position debiasing by permutation: 2 scores the list a second time in the opposite prompt
+        order and averages the two (standardised) score vectors, so each document is seen near and
+        far from the query. Costs a second pass.
     window, stride : int
         Sliding windows for lists that do not fit ``max_context_tokens``.
     max_context_tokens : int or None
@@ -91,6 +95,7 @@ class ICRConfig:
     reverse: bool = True
     fusion: str = "none"
     fusion_weight: float = 0.5
+    orders: int = 1
 
     def __post_init__(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -111,6 +116,8 @@ class ICRConfig:
             raise ValueError(f"window must be an integer >= 2, got {self.window!r}")
         if not (isinstance(self.stride, int) and 1 <= self.stride < self.window):
             raise ValueError(f"stride must be an integer in [1, window), got {self.stride!r} (window {self.window})")
+        if self.orders not in (1, 2) or isinstance(self.orders, bool):
+            raise ValueError(f"orders must be 1 or 2, got {self.orders!r}")
         if self.fusion not in FUSION_OPTIONS:
             raise ValueError(f"fusion must be one of {FUSION_OPTIONS}, got {self.fusion!r}")
         if isinstance(self.fusion_weight, bool) or not isinstance(self.fusion_weight, (int, float)) \
@@ -147,7 +154,7 @@ class ICRConfig:
         return cls(**kwargs)
 
 
-_INT_FIELDS = {"max_words", "max_doc_tokens", "start_layer", "end_layer", "window", "stride", "max_context_tokens"}
+_INT_FIELDS = {"max_words", "max_doc_tokens", "start_layer", "end_layer", "window", "stride", "max_context_tokens", "orders"}
 
 
 def _parse_option(key: str, value: str) -> Any:
@@ -279,6 +286,8 @@ class ICRReranker(BaseReranker):
             if self.profile.get("reranker", "icr") != "icr":
                 raise ValueError(f"{path} is a head profile for {self.profile['reranker']}, not ICR")
             self.head_scorer = scorer_from_profile(self.profile, nl, nh)
+            if self.config.orders == 2 and self.head_scorer.variant == "prior":
+                raise ValueError("orders=2 cannot be combined with a 'prior' head profile (its prior is tied to one order)")
             if self.config.fusion == "profile" and self.head_scorer.fusion is None:
                 raise ValueError(f"head profile {path} records no fusion weight; use fusion=interp with fusion_weight=")
         self.layers, self.head_mask = self._resolve_layers(nl, nh)
@@ -322,6 +331,9 @@ class ICRReranker(BaseReranker):
     def score(self, ranking: Ranking) -> list[float]:
         return self.score_details(ranking).scores
 
+    def _opposite_order(self) -> "ICRReranker":
+        return copy_with_config(self, dataclasses.replace(self.config, reverse=not self.config.reverse, orders=1))
+
     def _cache_key(self, ranking: Ranking) -> tuple:
         # Everything that shapes the forward passes; the calibration only picks among computed scores.
         # The recorded layers stand for the head selection (a profile path may change its content).
@@ -338,6 +350,16 @@ class ICRReranker(BaseReranker):
         if len(ranking) == 0:
             raise ValueError("ICR needs at least one candidate; got an empty ranking")
         self._check(ranking)
+        if self.config.orders == 2:
+            import numpy as np
+
+            from attnsift.rerank.head_scoring import aggregate
+
+            one = dataclasses.replace(self.config, orders=1)
+            base = copy_with_config(self, one).score_details(ranking)
+            flip = self._opposite_order().score_details(ranking)
+            both = aggregate(np.array([base.scores, flip.scores], dtype=np.float64), "z")
+            return dataclasses.replace(base, scores=[float(x) for x in both], seconds=base.seconds + flip.seconds)
         first = [c.score for c in ranking.candidates]
         key = self._cache_key(ranking)
         hit = _DETAILS_CACHE.get(key)
@@ -525,6 +547,14 @@ class ICRReranker(BaseReranker):
         finally:
             model.set_attn_implementation(prev)
         return out[0], out[1]
+
+
+def copy_with_config(rr: "ICRReranker", config: ICRConfig) -> "ICRReranker":
+    import copy
+
+    other = copy.copy(rr)
+    other.config = config
+    return other
 
 
 def _snapshot(cache: Any) -> list[tuple[Any, Any, Any]]:

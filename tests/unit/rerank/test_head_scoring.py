@@ -176,3 +176,15 @@ def test_packaged_profile_fits_smollm2():
     s = scorer_from_profile(prof, 30, 9)
     assert prof["selected_on"]["split"] != "test"
     assert all(0 <= l < 30 and 0 <= h < 9 for l, h in s.heads)
+
+
+def test_icr_two_orders_average_both_prompt_orders():
+    from attnsift.rerank.head_scoring import aggregate
+
+    a = np.asarray(icr(calibration="na").score(ranking()))
+    b = np.asarray(icr(calibration="na", reverse=False).score(ranking()))
+    assert not np.allclose(a, b)
+    both = icr(calibration="na", orders=2).score(ranking())
+    np.testing.assert_allclose(both, aggregate(np.stack([a, b]), "z"), rtol=1e-6)
+    with pytest.raises(ValueError, match="orders"):
+        icr(orders=3)
