@@ -4,7 +4,6 @@ Only typer is imported at module level; torch and transformers load when a comma
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from attnsift.cli.common import guard
 
 analyze_app = typer.Typer(
     help="Analyse attention rerankers: which heads and layers carry relevance.",
@@ -26,18 +27,7 @@ def _analyze() -> None:
     """Analyse attention rerankers: which heads and layers carry relevance."""
 
 
-def _guard(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+_guard = guard
 
 
 @analyze_app.command("heads")

@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from attnsift.cli.common import fail, guard
+
 app = typer.Typer(
     name="attnsift",
     help="Search and reranking that reads a language model's attention.",
@@ -34,26 +36,7 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _fail(message: str, code: int = 2) -> "typer.Exit":
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _guard(fn):
-    """Turn user errors (ValueError, TypeError, ImportError, FileNotFoundError) into a one-line message and exit 2."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, KeyError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            raise _fail(str(msg)) from None
-
-    return wrapper
+_fail, _guard = fail, guard
 
 
 def _metrics(metrics: str) -> list[str]:

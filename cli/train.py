@@ -5,7 +5,6 @@ imported at module level; torch and transformers load when a command runs.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from attnsift.cli.common import guard
 
 train_app = typer.Typer(
     help="Fine-tune models for the attention rerankers (BlockRank).",
@@ -28,21 +29,7 @@ def _train() -> None:
     # A callback keeps `train` a command group even while it has a single command.
 
 
-def _guard(fn):
-    """User errors (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) become a
-    one-line ``error: ...`` on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+_guard = guard
 
 
 @train_app.command("blockrank")

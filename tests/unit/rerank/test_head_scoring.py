@@ -1,7 +1,6 @@
 """Head selection (issue 7): per-head scoring arithmetic, profiles in ICR, the offline analysis."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -83,6 +82,8 @@ def test_profile_reading_errors(tmp_path: Path):
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from helpers import tiny_llama_and_tokenizer  # noqa: E402
+
 from attnsift.rerank.icr import ICRReranker  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking  # noqa: E402
 
@@ -93,20 +94,8 @@ def ranking(n: int = 5) -> Ranking:
         for i in range(n)))
 
 
-@functools.lru_cache(maxsize=None)
 def model_and_tok():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from attnsift.rerank.llm import load_tokenizer
-
-    try:
-        tok = load_tokenizer("smollm2-135m")
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
-    return LlamaForCausalLM(cfg).eval(), tok
+    return tiny_llama_and_tokenizer(layers=3, heads=2, seed=1)
 
 
 def icr(**options) -> ICRReranker:

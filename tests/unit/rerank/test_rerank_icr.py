@@ -1,12 +1,13 @@
 """ICRReranker behaviour: options, windows, determinism, bad input; listwise parsing and fallback."""
 from __future__ import annotations
 
-import functools
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+from helpers import tiny_llama_and_tokenizer  # noqa: E402
 
 from attnsift.rerank.icr import ICRConfig, ICRReranker  # noqa: E402
 from attnsift.rerank.listwise import ListwiseReranker, parse_permutation  # noqa: E402
@@ -19,20 +20,8 @@ def ranking(n: int, words: int = 8, qid: str = "q1") -> Ranking:
         for i in range(n)))
 
 
-@functools.lru_cache(maxsize=None)
 def model_and_tok():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from attnsift.rerank.llm import load_tokenizer
-
-    try:
-        tok = load_tokenizer("smollm2-135m")
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
-    return LlamaForCausalLM(cfg).eval(), tok
+    return tiny_llama_and_tokenizer(layers=2, heads=2, seed=0)
 
 
 def icr(**options) -> ICRReranker:
