@@ -45,9 +45,17 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
         ds = ds.subset(max_queries=max_queries)
     folder = features_folder(ROOT, model, name, split, "bm25", top_k, max_words)
     feats = load_head_masses(folder, list(ds.queries))
-    missing = len(ds.queries) - len(feats)
-    if missing:
-        raise SystemExit(f"{name} {split}: {missing} queries have no stored masses yet ({folder}); run icr_heads_collect.py")
+    stored = {f.qid for f in feats}
+    if not (folder / "meta.json").exists() or len(stored) < len(ds.queries):
+        # Queries whose BM25 list is empty are never stored; anything else missing is unfinished work.
+        from attnsift.eval.bench import first_stage_run
+        from attnsift.eval.specs import SystemSpec
+
+        run, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={top_k}]"), {})
+        unfinished = [q for q in ds.queries if q not in stored and q in run and len(run[q]) > 0]
+        if unfinished:
+            raise SystemExit(f"{name} {split}: {len(unfinished)} queries have no stored masses yet ({folder}); "
+                             "run icr_heads_collect.py")
     return ds, judge(feats, ds.qrels)
 
 
@@ -66,6 +74,36 @@ def tune_fusion(base: Scorer, dev: list[Judged], method: str) -> tuple[float, fl
     rows = [(mean_ndcg(fused(base, method, w)(dev), dev), w) for w in W_GRID]
     best = max(rows, key=lambda r: (round(r[0], 10), r[1]))
     return best[1], best[0]
+
+
+def cv_systems(judged: list[Judged], top_k: int, folds: int = 5) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+    """K-fold cross-validation on one query set: each fold's scores come from heads, variant, combination
+    and fusion weight selected on the OTHER folds only (full lists, as for the profile). Returns the
+    attention scores, the fused scores (both in ``judged`` order) and what each fold chose."""
+    import hashlib
+
+    from attnsift.eval.headsel import select
+
+    fold_of = [int(hashlib.sha1(j.f.qid.encode()).hexdigest(), 16) % folds for j in judged]
+    attn: list = [None] * len(judged)
+    fusedv: list = [None] * len(judged)
+    chosen = []
+    for k in range(folds):
+        train = [j for j, f in zip(judged, fold_of) if f != k and len(j.f.doc_ids) >= top_k]
+        test_idx = [i for i, f in enumerate(fold_of) if f == k]
+        a = select(train)
+        sel, fus = a["selection"], a["fusion"]
+        heads = [tuple(h) for h in sel["heads"]]
+        prior = position_prior(train)
+        part = [judged[i] for i in test_idx]
+        sa = selection_scores(part, heads, sel["variant"], sel["aggregate"], prior)
+        sf = selection_scores(part, heads, sel["variant"], sel["aggregate"], prior, fus["method"], fus["weight"])
+        for i, x, y in zip(test_idx, sa, sf):
+            attn[i], fusedv[i] = x, y
+        chosen.append({"fold": k, "train_queries": len(train), "test_queries": len(test_idx), "k": sel["k"],
+                       "variant": sel["variant"], "aggregate": sel["aggregate"], "fusion": fus["method"],
+                       "weight": fus["weight"], "train_ndcg": sel["heldout_ndcg"]})
+    return attn, fusedv, chosen
 
 
 def as_run(judged: list[Judged], scores: list[np.ndarray], name: str) -> Run:
@@ -88,6 +126,10 @@ def main() -> None:
     where = prof["selected_on"]
     model, top_k, max_words = prof["model"], where["top_k"], where["max_words"]
     _, dev = load(where["dataset"], where["split"], model, top_k, max_words, where.get("max_queries"))
+    if where.get("full_lists_only"):
+        dev = [j for j in dev if len(j.f.doc_ids) >= top_k]
+    if len(dev) != where["queries"]:
+        raise SystemExit(f"held-out queries: {len(dev)} here, {where['queries']} in the profile; features changed?")
     L, H = prof["num_layers"], prof["num_heads"]
     prior = position_prior(dev)
     all_heads = [(l, h) for l in range(L) for h in range(H)]
@@ -132,14 +174,25 @@ def main() -> None:
     for item in args.tests:
         name, _, split = item.partition(":")
         ds, judged = load(name, split or "test", model, top_k, max_words)
-        base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25")
+        judged_ids = [q for q in ds.queries if ds.qrels.get(q)]  # queries without candidates count as 0
+        base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
+                        queries=judged_ids)
         rows = [{"system": "BM25 (first stage order)", "chosen": "-", **{m: base[m] for m in METRICS}}]
         for label, scorer, how in systems:
-            rep = evaluate(as_run(judged, scorer(judged), label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label)
+            rep = evaluate(as_run(judged, scorer(judged), label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
+                           queries=judged_ids)
             c = base.compare(rep)
             rows.append({"system": label, "chosen": how, **{m: rep[m] for m in METRICS},
                          "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
-        results["sets"][item] = {"queries": len(judged), "rows": rows}
+        attn, fusedv, chosen = cv_systems(judged, top_k)
+        for label, scores in (("**5-fold CV on this set**: selected heads", attn),
+                              ("**5-fold CV on this set**: selected heads + BM25 fusion", fusedv)):
+            rep = evaluate(as_run(judged, scores, label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
+                           queries=judged_ids)
+            c = base.compare(rep)
+            rows.append({"system": label, "chosen": "other folds of the same set", **{m: rep[m] for m in METRICS},
+                         "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
+        results["sets"][item] = {"queries": len(judged_ids), "rows": rows, "cv_folds": chosen}
         table_sets.append(item)
         print(item, len(judged), "queries", flush=True)
         for r in rows:
@@ -181,6 +234,11 @@ def markdown(results: dict, sets: list[str], systems: list) -> str:
             else:
                 cells.append(f"{r['nDCG@10']:.4f}")
         lines.append(f"| {label} | {results['sets'][sets[0]]['rows'][i]['chosen']} | " + " | ".join(cells) + " |")
+    lines += ["", "What each cross-validation fold chose (on the other four folds):", ""]
+    for s in sets:
+        folds = results["sets"][s].get("cv_folds", [])
+        lines.append(f"- {s}: " + "; ".join(f"{f['k']} heads {f['variant']}/{f['aggregate']}, {f['fusion']} w={f['weight']:.2f}"
+                                            for f in folds))
     lines += ["", "MRR@10:", "", "| system | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
     for i, label in enumerate(labels):
         lines.append(f"| {label} | " + " | ".join(f"{results['sets'][s]['rows'][i]['MRR@10']:.4f}" for s in sets) + " |")

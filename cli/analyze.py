@@ -42,6 +42,8 @@ def heads(
     top_k: int = typer.Option(20, "--top-k", help="BM25 candidates per query."),
     max_words: int = typer.Option(100, "--max-words", help="Words kept per document."),
     block_tokens: int = typer.Option(384, "--block-tokens", help="BlockRank: tokens per document block."),
+    all_lists: bool = typer.Option(False, "--all-lists",
+                                   help="Select on every held-out list, also those shorter than --top-k (default: full lists only)."),
     features: Optional[Path] = typer.Option(None, "--features",
                                             help="Folder of the per-query head masses (default: under $ATTNSIFT_CACHE/heads)."),
 ) -> None:
@@ -84,10 +86,19 @@ def heads(
     judged = judge(load_head_masses(folder, list(run)), ds.qrels)
     if len(judged) < 5:
         raise ValueError(f"only {len(judged)} queries with judgements in {dataset} {split}; select on more queries")
-    analysis = select(judged) if reranker == "icr" else select(judged, variants=("raw",))
+    if all_lists:
+        picked = judged
+    else:
+        # Lists shorter than top_k (queries BM25 finds few documents for) carry little ranking signal and
+        # another position structure than the full lists rerankers see in use: select on full lists.
+        picked = [j for j in judged if len(j.f.doc_ids) >= top_k]
+        if len(picked) < 5:
+            raise ValueError(f"only {len(picked)} held-out queries have {top_k} candidates; use --all-lists or more queries")
+    analysis = select(picked) if reranker == "icr" else select(picked, variants=("raw",))
     cfg = rr.model.config.get_text_config()
-    where = {"dataset": ds.name, "split": split, "queries": len(judged), "first_stage": "bm25", "top_k": top_k,
-             "max_words": max_words, "max_queries": max_queries}
+    where = {"dataset": ds.name, "split": split, "queries": len(picked), "judged_queries": len(judged),
+             "full_lists_only": not all_lists, "first_stage": "bm25", "top_k": top_k, "max_words": max_words,
+             "max_queries": max_queries}
     profile = make_profile(analysis, model, cfg.num_hidden_layers, cfg.num_attention_heads, where)
     profile["reranker"] = reranker
     if reranker == "blockrank":
@@ -100,7 +111,8 @@ def heads(
                              variants=("raw", "norm", "masked") if reranker == "icr" else ("raw",))
     curve = plot_layer_curve(profile, out.with_suffix(".layers.png"))
     sel, fus = profile["selection"], profile["fusion"]
-    typer.echo(f"held-out: {ds.name} {split}, {len(judged)} queries, BM25 top-{top_k}, {max_words}-word documents")
+    typer.echo(f"held-out: {ds.name} {split}, {len(picked)} queries ({'full' if not all_lists else 'all'} lists of "
+               f"{len(judged)} judged), BM25 top-{top_k}, {max_words}-word documents")
     typer.echo(f"first stage nDCG@10        {profile['first_stage']:.4f}")
     for v, x in profile["all_heads"].items():
         typer.echo(f"all heads, {v:<8}         {x:.4f}")

@@ -14,6 +14,7 @@ figures are reported.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -84,7 +85,13 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
     meta_path = folder / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old != json.loads(json.dumps(info)):
+        new = json.loads(json.dumps(info))
+        # Options added to the reranker after a collection are the same settings when at their defaults.
+        defaults = {f.name: f.default for f in dataclasses.fields(reranker.config)}
+        for k in set(new.get("config", {})) - set(old.get("config", {})):
+            if new["config"][k] == json.loads(json.dumps(defaults.get(k))):
+                del new["config"][k]
+        if old != new:
             raise ValueError(f"{folder} holds features collected with other settings ({old}); use another folder "
                              "or delete this one")
     else:

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnsift.eval.heads import QueryFeatures
-from attnsift.rerank.head_scoring import (AGGREGATES, FUSIONS, PROFILE_FORMAT, HeadScorer, head_values)
+from attnsift.rerank.head_scoring import (AGGREGATES, FUSIONS, PROFILE_FORMAT, HeadScorer, head_values,
+                                          resample_prior)
 from attnsift.types import Candidate, Query, Ranking, Run
 
 # Variants compared in the analysis (``na`` is a diagnostic, never selected).
@@ -81,9 +82,10 @@ def per_head_ndcg(judged: Sequence[Judged], variant: str, prior: np.ndarray | No
     total = None
     for j in judged:
         f = j.f
-        p = prior[..., : f.raw.shape[-1]] if prior is not None and prior.shape[-1] == f.raw.shape[-1] else None
-        if variant == "prior" and p is None:
-            raise ValueError("the prior variant needs lists of the prior's length")
+        p = None
+        if prior is not None:
+            L, H, n0 = prior.shape
+            p = resample_prior(prior.reshape(L * H, n0), f.raw.shape[-1]).reshape(L, H, -1)
         v = head_values(f.raw.astype(np.float64), f.na.astype(np.float64), f.masked.astype(np.float64), variant, p)
         n = ndcg10(v, j)
         total = n if total is None else total + n

@@ -158,10 +158,7 @@ def test_icr_profile_bad_input(tmp_path: Path):
 def test_packaged_profile_fits_smollm2():
     from attnsift.rerank.head_scoring import packaged_profile
 
-    try:
-        prof = read_profile(packaged_profile("smollm2-135m"))
-    except ValueError:
-        pytest.skip("no SmolLM2 profile shipped yet")
+    prof = read_profile(packaged_profile("smollm2-135m"))
     s = scorer_from_profile(prof, 30, 9)
     assert prof["selected_on"]["split"] != "test"
     assert all(0 <= l < 30 and 0 <= h < 9 for l, h in s.heads)
