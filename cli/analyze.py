@@ -42,6 +42,7 @@ def heads(
     top_k: int = typer.Option(20, "--top-k", help="BM25 candidates per query."),
     max_words: int = typer.Option(100, "--max-words", help="Words kept per document."),
     block_tokens: int = typer.Option(384, "--block-tokens", help="BlockRank: tokens per document block."),
+    figures: Optional[Path] = typer.Option(None, "--figures", help="Folder for the PNG heatmap and layer curve (default: beside --out)."),
     all_lists: bool = typer.Option(False, "--all-lists",
                                    help="Select on every held-out list, also those shorter than --top-k (default: full lists only)."),
     features: Optional[Path] = typer.Option(None, "--features",
@@ -107,9 +108,11 @@ def heads(
         profile["block_tokens"] = block_tokens
     profile["command"] = " ".join(["attnsift", *sys.argv[1:]])
     atomic_write_json(out, profile)
-    heat = plot_head_heatmap(profile, out.with_suffix(".heads.png"),
+    fig_dir = figures or out.parent
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    heat = plot_head_heatmap(profile, fig_dir / f"{out.stem}.heads.png",
                              variants=("raw", "norm", "masked") if reranker == "icr" else ("raw",))
-    curve = plot_layer_curve(profile, out.with_suffix(".layers.png"))
+    curve = plot_layer_curve(profile, fig_dir / f"{out.stem}.layers.png")
     sel, fus = profile["selection"], profile["fusion"]
     typer.echo(f"held-out: {ds.name} {split}, {len(picked)} queries ({'full' if not all_lists else 'all'} lists of "
                f"{len(judged)} judged), BM25 top-{top_k}, {max_words}-word documents")
