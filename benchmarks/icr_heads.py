@@ -40,6 +40,7 @@ Scorer = Callable[[list[Judged]], list[np.ndarray]]
 
 
 def load(name: str, split: str, model: str, top_k: int, max_words: int, max_queries: int | None = None):
+    """``model``: the features' model slug (``smollm2-135m``, or ``blockrank-smollm2-135m``)."""
     ds = load_dataset(name, split=split)
     if max_queries:
         ds = ds.subset(max_queries=max_queries)
@@ -76,7 +77,7 @@ def tune_fusion(base: Scorer, dev: list[Judged], method: str) -> tuple[float, fl
     return best[1], best[0]
 
 
-def cv_systems(judged: list[Judged], top_k: int, folds: int = 5) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+def cv_systems(judged: list[Judged], top_k: int, folds: int = 5, variants: tuple = ("raw", "cal", "masked", "norm", "prior")) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
     """K-fold cross-validation on one query set: each fold's scores come from heads, variant, combination
     and fusion weight selected on the OTHER folds only (full lists, as for the profile). Returns the
     attention scores, the fused scores (both in ``judged`` order) and what each fold chose."""
@@ -91,7 +92,7 @@ def cv_systems(judged: list[Judged], top_k: int, folds: int = 5) -> tuple[list[n
     for k in range(folds):
         train = [j for j, f in zip(judged, fold_of) if f != k and len(j.f.doc_ids) >= top_k]
         test_idx = [i for i, f in enumerate(fold_of) if f == k]
-        a = select(train)
+        a = select(train, variants=variants)
         sel, fus = a["selection"], a["fusion"]
         heads = [tuple(h) for h in sel["heads"]]
         prior = position_prior(train)
@@ -106,38 +107,9 @@ def cv_systems(judged: list[Judged], top_k: int, folds: int = 5) -> tuple[list[n
     return attn, fusedv, chosen
 
 
-def as_run(judged: list[Judged], scores: list[np.ndarray], name: str) -> Run:
-    rankings = []
-    for j, s in zip(judged, scores):
-        order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
-        rank_score = np.empty(len(order))
-        rank_score[order] = np.arange(len(order), 0, -1)
-        rankings.append(Ranking(Query(j.f.qid, j.f.qid), tuple(Candidate(d, float(r)) for d, r in zip(j.f.doc_ids, rank_score))))
-    return Run(rankings, name=name)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", required=True)
-    ap.add_argument("--tests", nargs="+", default=["scifact:test", "nfcorpus:test", "dl19:test"])
-    ap.add_argument("--out", default="benchmarks/results/icr_heads")
-    args = ap.parse_args()
-    prof = json.loads(Path(args.profile).read_text())
-    where = prof["selected_on"]
-    model, top_k, max_words = prof["model"], where["top_k"], where["max_words"]
-    _, dev = load(where["dataset"], where["split"], model, top_k, max_words, where.get("max_queries"))
-    if where.get("full_lists_only"):
-        dev = [j for j in dev if len(j.f.doc_ids) >= top_k]
-    if len(dev) != where["queries"]:
-        raise SystemExit(f"held-out queries: {len(dev)} here, {where['queries']} in the profile; features changed?")
-    L, H = prof["num_layers"], prof["num_heads"]
-    prior = position_prior(dev)
-    all_heads = [(l, h) for l in range(L) for h in range(H)]
-
-    def heads_scorer(heads, variant, how) -> Scorer:
-        return lambda judged: selection_scores(judged, heads, variant, how, prior)
-
-    systems: list[tuple[str, Scorer, str]] = []  # (label, scorer, how it was chosen)
+def icr_systems(prof: dict, dev: list[Judged], heads_scorer, all_heads) -> list[tuple[str, Scorer, str]]:
+    H = prof["num_heads"]
+    systems: list[tuple[str, Scorer, str]] = []
     systems.append(("ICR, all heads, no calibration (raw)", heads_scorer(all_heads, "raw", "sum"), "published recipe"))
     systems.append(("ICR, all heads, N/A calibration", heads_scorer(all_heads, "cal", "sum"), "published recipe"))
     systems.append(("ICR, all heads, masked N/A (paper default)",
@@ -169,11 +141,74 @@ def main() -> None:
     w, x = tune_fusion(masked, dev, "interp")
     systems.append((f"ICR masked N/A + BM25 fusion (interp, w={w:.2f})", fused(masked, "interp", w), f"held-out {x:.4f}"))
 
-    results: dict[str, Any] = {"profile": args.profile, "selected_on": where, "sets": {}}
+    return systems
+
+
+def blockrank_systems(prof: dict, dev: list[Judged], heads_scorer) -> list[tuple[str, Scorer, str]]:
+    L, H = prof["num_layers"], prof["num_heads"]
+    mid, auto = L // 2, prof["scoring_layer"]
+    curve = prof["per_layer"]["raw"]
+    systems: list[tuple[str, Scorer, str]] = [
+        (f"BlockRank zero-shot, middle layer {mid} (the default)", heads_scorer([(mid, h) for h in range(H)], "raw", "sum"),
+         f"held-out {curve[mid]:.4f}"),
+        (f"BlockRank zero-shot, scoring_layer=auto: layer {auto}", heads_scorer([(auto, h) for h in range(H)], "raw", "sum"),
+         f"held-out {curve[auto]:.4f}"),
+    ]
+    sel = prof["selection"]
+    chosen = heads_scorer([tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"])
+    systems.append((f"**BlockRank heads=auto**: {sel['k']} heads, {sel['aggregate']}", chosen,
+                    f"held-out {sel['heldout_ndcg']:.4f}"))
+    for method in ("interp", "rrf"):
+        w, x = tune_fusion(chosen, dev, method)
+        systems.append((f"BlockRank heads=auto + BM25 fusion ({method}, w={w:.2f})", fused(chosen, method, w),
+                        f"held-out {x:.4f}"))
+    return systems
+
+
+def as_run(judged: list[Judged], scores: list[np.ndarray], name: str) -> Run:
+    rankings = []
+    for j, s in zip(judged, scores):
+        order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
+        rank_score = np.empty(len(order))
+        rank_score[order] = np.arange(len(order), 0, -1)
+        rankings.append(Ranking(Query(j.f.qid, j.f.qid), tuple(Candidate(d, float(r)) for d, r in zip(j.f.doc_ids, rank_score))))
+    return Run(rankings, name=name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--tests", nargs="+", default=["scifact:test", "nfcorpus:test", "dl19:test"])
+    ap.add_argument("--out", default="benchmarks/results/icr_heads")
+    args = ap.parse_args()
+    prof = json.loads(Path(args.profile).read_text())
+    where = prof["selected_on"]
+    kind = prof.get("reranker", "icr")
+    top_k, max_words = where["top_k"], where["max_words"]
+    model = prof["model"] if kind == "icr" else f"blockrank-{prof['model']}"
+    _, dev = load(where["dataset"], where["split"], model, top_k, max_words, where.get("max_queries"))
+    if where.get("full_lists_only"):
+        dev = [j for j in dev if len(j.f.doc_ids) >= top_k]
+    if len(dev) != where["queries"]:
+        raise SystemExit(f"held-out queries: {len(dev)} here, {where['queries']} in the profile; features changed?")
+    L, H = prof["num_layers"], prof["num_heads"]
+    prior = position_prior(dev)
+    all_heads = [(l, h) for l in range(L) for h in range(H)]
+
+    def heads_scorer(heads, variant, how) -> Scorer:
+        return lambda judged: selection_scores(judged, heads, variant, how, prior)
+
+    systems: list[tuple[str, Scorer, str]] = []  # (label, scorer, how it was chosen)
+    if kind == "blockrank":
+        systems = blockrank_systems(prof, dev, heads_scorer)
+    else:
+        systems = icr_systems(prof, dev, heads_scorer, all_heads)
+    results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "sets": {}}
     table_sets = []
     for item in args.tests:
-        name, _, split = item.partition(":")
-        ds, judged = load(name, split or "test", model, top_k, max_words)
+        name, _, rest = item.partition(":")
+        split, _, limit = rest.partition(":")
+        ds, judged = load(name, split or "test", model, top_k, max_words, int(limit) if limit else None)
         judged_ids = [q for q in ds.queries if ds.qrels.get(q)]  # queries without candidates count as 0
         base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
                         queries=judged_ids)
@@ -184,7 +219,8 @@ def main() -> None:
             c = base.compare(rep)
             rows.append({"system": label, "chosen": how, **{m: rep[m] for m in METRICS},
                          "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
-        attn, fusedv, chosen = cv_systems(judged, top_k)
+        attn, fusedv, chosen = cv_systems(judged, top_k, variants=("raw",) if kind == "blockrank" else
+                                          ("raw", "cal", "masked", "norm", "prior"))
         for label, scores in (("**5-fold CV on this set**: selected heads", attn),
                               ("**5-fold CV on this set**: selected heads + BM25 fusion", fusedv)):
             rep = evaluate(as_run(judged, scores, label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
@@ -210,7 +246,8 @@ def main() -> None:
 def markdown(results: dict, sets: list[str], systems: list) -> str:
     where = results["selected_on"]
     lines = [
-        "# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)",
+        ("# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)" if results.get("reranker") != "blockrank"
+         else "# BlockRank zero-shot with SmolLM2-135M: scoring layer and heads chosen on held-out queries (issues 5, 7)"),
         "",
         f"Command: `{results['command']}`  ",
         f"Machine: {results['machine']}; {results['date']}  ",

@@ -26,12 +26,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("sets", nargs="+", help="dataset:split[:max_queries] (max_queries: the first n queries)")
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--reranker", default="icr", choices=("icr", "blockrank"))
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--max-words", type=int, default=100)
     ap.add_argument("--root", default=str(ROOT))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    rr = ICRReranker(args.model, max_words=args.max_words, window=max(args.top_k, 20), stride=10)
+    if args.reranker == "icr":
+        rr = ICRReranker(args.model, max_words=args.max_words, window=max(args.top_k, 20), stride=10)
+    else:
+        from attnsift.rerank.blockrank import BlockRankReranker
+
+        rr = BlockRankReranker(args.model, max_words=args.max_words)
     for item in args.sets:
         name, _, rest = item.partition(":")
         split, _, limit = rest.partition(":")
@@ -41,7 +47,8 @@ def main() -> None:
         spec = SystemSpec.parse(f"bm25[top_k={args.top_k}]")
         run, _ = first_stage_run(ds, spec, {})
         run = attach_texts(run, ds, args.top_k)
-        folder = features_folder(args.root, args.model, name, split or "test", "bm25", args.top_k, args.max_words)
+        model_slug = args.model if args.reranker == "icr" else f"blockrank-{args.model}"
+        folder = features_folder(args.root, model_slug, name, split or "test", "bm25", args.top_k, args.max_words)
         print(f"{item}: {len(run)} queries -> {folder}", flush=True)
         collect_head_masses(rr, run, folder, top_k=args.top_k, progress=True,
                             meta={"dataset": name, "split": split or "test", "first_stage": "bm25"})
