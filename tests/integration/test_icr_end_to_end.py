@@ -50,3 +50,22 @@ def test_listwise_smollm2_end_to_end():
     r = _ranking(4)
     out = ListwiseReranker("smollm2-135m", max_words=30, device="cpu").rerank(r)
     assert sorted(out.doc_ids) == sorted(r.doc_ids)
+
+
+@pytest.mark.model  # real SmolLM2 in CI: one short list (~30 s with the GGUF conversion on a clean cache)
+def test_icr_heads_auto_smollm2_equals_the_profile_applied_to_all_heads():
+    """The shipped profile on the real model: the early-exit pass over the selected layers gives the
+    scores the offline analysis computes from a full all-heads pass (the analysis and the reranker
+    agree, so the profile's held-out figures are what users get)."""
+    import numpy as np
+
+    from attnsift.rerank.head_scoring import packaged_profile, read_profile, scorer_from_profile
+    from attnsift.rerank.icr import ICRReranker
+
+    r = _ranking(4)
+    full = ICRReranker("smollm2-135m", max_words=30, device="cpu").score_details(r)
+    auto = ICRReranker("smollm2-135m", max_words=30, device="cpu", heads="auto")
+    assert max(auto.layers) < auto.num_layers - 1  # early exit: the last layers never run
+    want = scorer_from_profile(read_profile(packaged_profile("smollm2-135m")), 30, 9).attention_scores(
+        full.head_raw.numpy(), full.head_na.numpy(), full.head_masked.numpy(), full.layers)
+    np.testing.assert_allclose(auto.score(r), want, rtol=1e-4, atol=1e-7)
