@@ -1,5 +1,4 @@
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal, Optional
 
