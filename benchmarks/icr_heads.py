@@ -266,6 +266,9 @@ def markdown(results: dict, sets: list[str], systems: list) -> str:
          else "# BlockRank zero-shot with SmolLM2-135M: scoring layer and heads chosen on held-out queries (issues 5, 7)"),
         "",
         f"Command: `{results['command']}`  ",
+        "Inputs: the per-query head masses (`python benchmarks/icr_heads_collect.py [--reranker blockrank] "
+        "<dataset:split[:n]> ...`) and the profile (`attnsift analyze heads ... --out <profile>`); the full "
+        "sequence is in this script's docstring.  ",
         f"Machine: {results['machine']}; {results['date']}  ",
         f"Settings chosen on held-out queries only: **{where['dataset']} {where['split']}** "
         f"({where['queries']} queries{', the first ' + str(where['max_queries']) if where.get('max_queries') else ''}), "
