@@ -28,10 +28,10 @@ import numpy as np
 from attnsift.eval.datasets import load_dataset
 from attnsift.eval.heads import features_folder, load_head_masses
 from attnsift.eval.headsel import (W_GRID, Judged, first_stage_as_run, judge, ndcg10, position_prior, ranked_heads,
-                                   selection_scores)
+                                   scores_run, select, selection_scores)
 from attnsift.eval.metrics import evaluate
 from attnsift.rerank.head_scoring import fuse
-from attnsift.types import Candidate, Ranking, Run, Query
+from attnsift.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
 METRICS = ("nDCG@10", "MRR@10")
@@ -83,8 +83,6 @@ def cv_systems(judged: list[Judged], top_k: int, folds: int = 5, variants: tuple
     attention scores, the fused scores (both in ``judged`` order) and what each fold chose."""
     import hashlib
 
-    from attnsift.eval.headsel import select
-
     fold_of = [int(hashlib.sha1(j.f.qid.encode()).hexdigest(), 16) % folds for j in judged]
     attn: list = [None] * len(judged)
     fusedv: list = [None] * len(judged)
@@ -131,12 +129,9 @@ def icr_systems(prof: dict, dev: list[Judged], heads_scorer, all_heads) -> list[
         systems.append((f"top-{r['k']} heads, {v}/{r['aggregate']}", heads_scorer(heads, v, r["aggregate"]),
                         f"held-out {r['ndcg']:.4f}"))
     sel = prof["selection"]
-    chosen = heads_scorer([tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"])
-    systems.append((f"**profile (heads=auto)**: {sel['k']} heads, {sel['variant']}/{sel['aggregate']}", chosen,
-                    f"held-out {sel['heldout_ndcg']:.4f}"))
-    for method in ("interp", "rrf"):
-        w, x = tune_fusion(chosen, dev, method)
-        systems.append((f"**profile + BM25 fusion ({method}, w={w:.2f})**", fused(chosen, method, w), f"held-out {x:.4f}"))
+    systems += profile_systems(prof, dev, heads_scorer,
+                               f"**profile (heads=auto)**: {sel['k']} heads, {sel['variant']}/{sel['aggregate']}",
+                               "**profile + BM25 fusion ({method}, w={w:.2f})**")
     masked = systems[2][1]
     w, x = tune_fusion(masked, dev, "interp")
     systems.append((f"ICR masked N/A + BM25 fusion (interp, w={w:.2f})", fused(masked, "interp", w), f"held-out {x:.4f}"))
@@ -155,24 +150,19 @@ def blockrank_systems(prof: dict, dev: list[Judged], heads_scorer) -> list[tuple
          f"held-out {curve[auto]:.4f}"),
     ]
     sel = prof["selection"]
+    return systems + profile_systems(prof, dev, heads_scorer, f"**BlockRank heads=auto**: {sel['k']} heads, {sel['aggregate']}",
+                                     "BlockRank heads=auto + BM25 fusion ({method}, w={w:.2f})")
+
+
+def profile_systems(prof: dict, dev: list[Judged], heads_scorer, label: str, fused_label: str) -> list[tuple[str, Scorer, str]]:
+    """The profile's selection, then fused with BM25 by each method at its held-out weight."""
+    sel = prof["selection"]
     chosen = heads_scorer([tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"])
-    systems.append((f"**BlockRank heads=auto**: {sel['k']} heads, {sel['aggregate']}", chosen,
-                    f"held-out {sel['heldout_ndcg']:.4f}"))
+    out = [(label, chosen, f"held-out {sel['heldout_ndcg']:.4f}")]
     for method in ("interp", "rrf"):
         w, x = tune_fusion(chosen, dev, method)
-        systems.append((f"BlockRank heads=auto + BM25 fusion ({method}, w={w:.2f})", fused(chosen, method, w),
-                        f"held-out {x:.4f}"))
-    return systems
-
-
-def as_run(judged: list[Judged], scores: list[np.ndarray], name: str) -> Run:
-    rankings = []
-    for j, s in zip(judged, scores):
-        order = np.argsort(-np.asarray(s, dtype=np.float64), kind="stable")
-        rank_score = np.empty(len(order))
-        rank_score[order] = np.arange(len(order), 0, -1)
-        rankings.append(Ranking(Query(j.f.qid, j.f.qid), tuple(Candidate(d, float(r)) for d, r in zip(j.f.doc_ids, rank_score))))
-    return Run(rankings, name=name)
+        out.append((fused_label.format(method=method, w=w), fused(chosen, method, w), f"held-out {x:.4f}"))
+    return out
 
 
 def main() -> None:
@@ -213,37 +203,29 @@ def main() -> None:
         base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
                         queries=judged_ids)
         rows = [{"system": "BM25 (first stage order)", "chosen": "-", **{m: base[m] for m in METRICS}}]
-        for label, scorer, how in systems:
-            rep = evaluate(as_run(judged, scorer(judged), label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
+
+        def row(label: str, chosen_how: str, scores: list[np.ndarray], **extra: Any) -> None:
+            rep = evaluate(scores_run(judged, scores, label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
                            queries=judged_ids)
-            c = base.compare(rep)
-            rows.append({"system": label, "chosen": how, **{m: rep[m] for m in METRICS},
-                         "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
+            c = base.compare(rep)["nDCG@10"]
+            rows.append({"system": label, "chosen": chosen_how, **{m: rep[m] for m in METRICS}, "diff": c.diff,
+                         "p": c.p, **extra})
+
+        for label, scorer, how in systems:
+            row(label, how, scorer(judged))
         attn, fusedv, chosen = cv_systems(judged, top_k, variants=("raw",) if kind == "blockrank" else
                                           ("raw", "cal", "masked", "norm", "prior"))
-        for label, scores in (("**5-fold CV on this set**: selected heads", attn),
-                              ("**5-fold CV on this set**: selected heads + BM25 fusion", fusedv)):
-            rep = evaluate(as_run(judged, scores, label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
-                           queries=judged_ids)
-            c = base.compare(rep)
-            rows.append({"system": label, "chosen": "other folds of the same set", **{m: rep[m] for m in METRICS},
-                         "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p})
+        row("**5-fold CV on this set**: selected heads", "other folds of the same set", attn)
+        row("**5-fold CV on this set**: selected heads + BM25 fusion", "other folds of the same set", fusedv)
         # Diagnostic, not a result: the same selection made on this test set itself (in-sample). It bounds
         # what choosing heads can reach with this model here; the gap to the CV row is selection noise.
-        from attnsift.eval.headsel import select
-
         full = [j for j in judged if len(j.f.doc_ids) >= top_k]
         oracle = select(full, variants=("raw",) if kind == "blockrank" else ("raw", "cal", "masked", "norm", "prior"))
         osel = oracle["selection"]
         oscores = selection_scores(judged, [tuple(h) for h in osel["heads"]], osel["variant"], osel["aggregate"],
                                    position_prior(full))
-        label = "(diagnostic) heads selected on this test set itself"
-        rep = evaluate(as_run(judged, oscores, label), ds.qrels, METRICS, rel_level=ds.rel_level, name=label,
-                       queries=judged_ids)
-        c = base.compare(rep)
-        rows.append({"system": label, "chosen": "in-sample upper bound, not a result", **{m: rep[m] for m in METRICS},
-                     "diff": c["nDCG@10"].diff, "p": c["nDCG@10"].p,
-                     "selection": f"{osel['k']} heads {osel['variant']}/{osel['aggregate']}"})
+        row("(diagnostic) heads selected on this test set itself", "in-sample upper bound, not a result", oscores,
+            selection=f"{osel['k']} heads {osel['variant']}/{osel['aggregate']}")
         results["sets"][item] = {"queries": len(judged_ids), "rows": rows, "cv_folds": chosen}
         table_sets.append(item)
         print(item, len(judged), "queries", flush=True)
@@ -254,8 +236,8 @@ def main() -> None:
     results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results, table_sets, systems))
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", markdown(results, table_sets, systems))
     print((out / "results.md").read_text())
 
 

@@ -396,11 +396,11 @@ def _plt():
     return plt
 
 
-def _save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+def _save_figure(plt: Any, fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Write a figure under a temporary name, then rename it into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
     return path

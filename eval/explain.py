@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -200,12 +199,9 @@ def render_png(ex: Explanation, path: str | Path) -> Path:
             x += min(0.16, 0.02 + 0.012 * len(w))
     fig.suptitle(f"{ex.dataset} · “{ex.query[:90]}”", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from attnsift.eval.bench import _save_figure
+
+    return _save_figure(plt, fig, path, dpi=110)
 
 
 def _top_words(tokens: list[tuple[str, float, float]], k: int) -> list[tuple[str, float]]:

@@ -204,7 +204,11 @@ def selection_run(judged: Sequence[Judged], heads: Sequence[tuple[int, int]], va
                   prior: np.ndarray | None = None, fusion: str | None = None, weight: float | None = None,
                   name: str = "heads") -> Run:
     """A Run (for :func:`attnsift.eval.metrics.evaluate`) of a selection over ``judged``'s queries."""
-    scores = selection_scores(judged, heads, variant, how, prior, fusion, weight)
+    return scores_run(judged, selection_scores(judged, heads, variant, how, prior, fusion, weight), name)
+
+
+def scores_run(judged: Sequence[Judged], scores: Sequence[np.ndarray], name: str) -> Run:
+    """A Run of any per-query document scores (``judged`` order); ties keep the first-stage order."""
     return Run((_ranking(j.f, s) for j, s in zip(judged, scores)), name=name)
 
 
