@@ -170,12 +170,14 @@ def main() -> None:
     ap.add_argument("--profile", required=True)
     ap.add_argument("--tests", nargs="+", default=["scifact:test", "nfcorpus:test", "dl19:test"])
     ap.add_argument("--out", default="benchmarks/results/icr_heads")
+    ap.add_argument("--features-model", default=None,
+                    help="the features' model name (icr_heads_collect.py --name) when the profile's model is a folder")
     args = ap.parse_args()
     prof = json.loads(Path(args.profile).read_text())
     where = prof["selected_on"]
     kind = prof.get("reranker", "icr")
     top_k, max_words = where["top_k"], where["max_words"]
-    model = prof["model"] if kind == "icr" else f"blockrank-{prof['model']}"
+    model = args.features_model or (prof["model"] if kind == "icr" else f"blockrank-{prof['model']}")
     _, dev = load(where["dataset"], where["split"], model, top_k, max_words, where.get("max_queries"))
     if where.get("full_lists_only"):
         dev = [j for j in dev if len(j.f.doc_ids) >= top_k]

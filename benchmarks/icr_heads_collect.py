@@ -1,6 +1,7 @@
 """Collect per-head ICR document masses (issue 7) for the held-out split and the test sets.
 
     python benchmarks/icr_heads_collect.py nfcorpus:dev dl19:test scifact:test nfcorpus:test
+    python benchmarks/icr_heads_collect.py --reranker blockrank --model runs/br/model --name blockrank-ft nfcorpus:dev:160
 
 One ICR pass per query (SmolLM2-135M, all 30 layers x 9 heads, BM25 top-20, 100-word documents);
 what `attnsift analyze heads` does for one data set, here for several in a row. Resumable.
@@ -30,6 +31,9 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--max-words", type=int, default=100)
     ap.add_argument("--root", default=str(ROOT))
+    ap.add_argument("--name", default=None,
+                    help="the features' model name in the folder (default: the model, with 'blockrank-' in front for "
+                         "BlockRank); give one when --model is a folder, e.g. a fine-tuned model")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     if args.reranker == "icr":
@@ -47,7 +51,7 @@ def main() -> None:
         spec = SystemSpec.parse(f"bm25[top_k={args.top_k}]")
         run, _ = first_stage_run(ds, spec, {})
         run = attach_texts(run, ds, args.top_k)
-        model_slug = args.model if args.reranker == "icr" else f"blockrank-{args.model}"
+        model_slug = args.name or (args.model if args.reranker == "icr" else f"blockrank-{args.model}")
         folder = features_folder(args.root, model_slug, name, split or "test", "bm25", args.top_k, args.max_words)
         print(f"{item}: {len(run)} queries -> {folder}", flush=True)
         collect_head_masses(rr, run, folder, top_k=args.top_k, progress=True,
