@@ -19,9 +19,6 @@ held-out split, and fused with BM25 (weight chosen on the held-out split). Which
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,11 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from icr_heads import METRICS, fused, load, mean_ndcg, tune_fusion  # noqa: E402
+from icr_heads import METRICS, fused, load, mean_ndcg, stamp, tune_fusion, write_results  # noqa: E402
 
 from attnsift.eval.headsel import first_stage_as_run, first_stage_ndcg, ndcg10, scores_run, selection_scores  # noqa: E402
 from attnsift.eval.metrics import evaluate  # noqa: E402
-from attnsift.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
 def layer_scorer(layer: int, num_heads: int):
@@ -142,14 +138,8 @@ def main() -> None:
         for r in rows:
             print(f"  {r['nDCG@10']:.4f}  {r.get('diff', 0):+.4f}  {r['system']}")
         print(f"  fine-tuned {chosen} - zero-shot: {c.diff:+.4f} (p={c.p:.3g})")
-    results["machine"] = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
-    results["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", markdown(results, args))
-    print((out / "results.md").read_text())
+    stamp(results)
+    write_results(args.out, results, lambda: markdown(results, args))
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:

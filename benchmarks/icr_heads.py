@@ -233,13 +233,23 @@ def main() -> None:
         print(item, len(judged), "queries", flush=True)
         for r in rows:
             print(f"  {r['nDCG@10']:.4f}  {r.get('diff', 0):+.4f}  {r['system']}")
+    stamp(results)
+    write_results(args.out, results, lambda: markdown(results, table_sets, systems))
+
+
+def stamp(results: dict) -> None:
+    """Record the machine, the date and the exact command in ``results``."""
     results["machine"] = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
     results["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    out = Path(args.out)
+
+
+def write_results(folder: str | Path, results: dict, markdown_text: Callable[[], str]) -> None:
+    """results.json and results.md in ``folder``, each written atomically; the table is printed."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", markdown(results, table_sets, systems))
+    atomic_write_text(out / "results.md", markdown_text())
     print((out / "results.md").read_text())
 
 

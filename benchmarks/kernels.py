@@ -223,7 +223,8 @@ def gpu_bench(args) -> dict:  # pragma: no cover - needs CUDA
                "layer_attention_s": row["sdpa_causal_s"], "fraction_of_layer": t_seg / row["sdpa_causal_s"]}
         print(seg, file=sys.stderr)
         res["segment_mass"].append(seg)
-        del q, k, v, kk
+        q = k = v = kk = None  # free before the next size (no `del`: the timed lambdas close over them)
+        torch.cuda.empty_cache()
     for n_docs in (1000, 10_000):
         lengths = torch.randint(40, 180, (n_docs,))
         doff = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
