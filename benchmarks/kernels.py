@@ -5,6 +5,7 @@ and BlockRank's blockwise reference against dense masked SDPA at 16/32/64 docume
 
     python benchmarks/kernels.py                 # CPU, writes benchmarks/results/kernels_cpu.{md,json}
     python benchmarks/kernels.py --gpu           # GPU (Mistral-7B shapes), writes kernels_gpu.{md,json}
+    TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke --out /tmp/k   # the GPU code at toy shapes on CPU
 
 GPU part (needs CUDA + triton; run with TRITON_INTERPRET unset): Mistral-7B attention shapes
 (32 query heads, 8 kv heads, D=128, bf16). Op 2 (block-sparse prefill) TFLOP/s at 16K/50K/100K tokens
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -168,19 +168,22 @@ def cpu_markdown(res: dict, cmd: str, when: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gpu_bench(args) -> dict:  # pragma: no cover - needs CUDA
-    """Mistral-7B shapes, bf16. Times with CUDA events, median of ``args.repeats``."""
-    from attnsift.attention_kernels.block_sparse.flex import block_sparse_flex, blockrank_block_mask
+GPU_SHAPES = {"q_heads": 32, "kv_heads": 8, "head_dim": 128, "doc_len": 160, "dtype": "bfloat16",
+              "sizes": (16_384, 50_000, 100_000), "maxsim_docs": (1000, 10_000), "maxsim_queries": 32,
+              "maxsim_query_len": 32, "maxsim_dim": 128, "segment_rows": 32}
+# --smoke: the same code on CPU under TRITON_INTERPRET=1 at toy shapes (checks the plumbing, not speed)
+SMOKE_SHAPES = {"q_heads": 4, "kv_heads": 1, "head_dim": 16, "doc_len": 24, "dtype": "float32",
+                "sizes": (160,), "maxsim_docs": (6,), "maxsim_queries": 2, "maxsim_query_len": 3,
+                "maxsim_dim": 16, "segment_rows": 2}
 
-    dev = torch.device("cuda")
-    Hq, Hk, D, DOC = 32, 8, 128, 160
-    dt = torch.bfloat16
 
+def _timer(device: torch.device, repeats: int):
+    """Median seconds of ``fn`` after one warm-up: CUDA events on a GPU, perf_counter elsewhere."""
     def cuda_time(fn) -> float:
         fn()
         torch.cuda.synchronize()
         ts = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             fn()
@@ -189,10 +192,39 @@ def gpu_bench(args) -> dict:  # pragma: no cover - needs CUDA
             ts.append(a.elapsed_time(b) / 1e3)
         return statistics.median(ts)
 
-    res: dict = {"device": torch.cuda.get_device_name(), "block_sparse": [], "segment_mass": [], "maxsim": []}
-    for n in (16_384, 50_000, 100_000):
-        n_docs = (n - 200) // DOC
-        boff = doc_offsets(n_docs, DOC, 100, n - 100 - n_docs * DOC)
+    def cpu_time(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    return cuda_time if device.type == "cuda" else cpu_time
+
+
+def gpu_bench(args, device: str = "cuda", shapes: dict | None = None) -> dict:
+    """Op 2 (block-sparse prefill) against FlexAttention and dense causal SDPA, op 1 against one layer's
+    attention, MaxSim against einsum + max; every timed Triton output is first checked against a second
+    implementation on the same inputs (a fast wrong kernel is no result). Mistral-7B shapes, bf16, CUDA
+    events, median of ``args.repeats``; ``device="cpu"`` with SMOKE_SHAPES runs the same code under the
+    Triton interpreter (``--smoke``)."""
+    from attnsift.attention_kernels.block_sparse.flex import block_sparse_flex, blockrank_block_mask
+
+    sh = dict(shapes or GPU_SHAPES)
+    dev = torch.device(device)
+    Hq, Hk, D, DOC = sh["q_heads"], sh["kv_heads"], sh["head_dim"], sh["doc_len"]
+    dt = getattr(torch, sh["dtype"])
+    timeit = _timer(dev, args.repeats)
+    torch.manual_seed(0)
+    res: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else f"{device} (smoke test, interpreter)",
+                 "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in sh.items()},
+                 "block_sparse": [], "segment_mass": [], "maxsim": []}
+    for n in sh["sizes"]:
+        prefix = min(100, n // 8)
+        n_docs = (n - 2 * prefix) // DOC
+        boff = doc_offsets(n_docs, DOC, prefix, n - prefix - n_docs * DOC)
         T = int(boff[-1])
         q = torch.randn(Hq, T, D, device=dev, dtype=dt)
         k = torch.randn(Hk, T, D, device=dev, dtype=dt)
@@ -202,54 +234,107 @@ def gpu_bench(args) -> dict:  # pragma: no cover - needs CUDA
         pairs = L[0] * (L[0] + 1) // 2 + sum(l * L[0] + l * (l + 1) // 2 for l in L[1:-1]) \
             + L[-1] * (T - L[-1]) + L[-1] * (L[-1] + 1) // 2
         flops = 4 * D * Hq * pairs
-        row = {"tokens": T, "docs": n_docs, "useful_tflop": flops / 1e12}
-        t = cuda_time(lambda: block_sparse_attention(q, k, v, boff, impl="triton"))
-        row.update(triton_s=t, triton_tflops=flops / t / 1e12)
-        bm = blockrank_block_mask(boff, T, dev)
-        t = cuda_time(lambda: block_sparse_flex(q, k, v, boff, 1 / D ** 0.5, block_mask=bm))
-        row.update(flex_s=t, flex_tflops=flops / t / 1e12)
-        t = cuda_time(lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True))
-        row.update(sdpa_causal_s=t, sdpa_causal_tflops=(4 * D * Hq * T * (T + 1) / 2) / t / 1e12)
+        row: dict = {"tokens": T, "docs": n_docs, "useful_tflop": flops / 1e12,
+                     "dense_causal_tflop": 4 * D * Hq * T * (T + 1) / 2 / 1e12}
+        out_t, _ = block_sparse_attention(q, k, v, boff, impl="triton")
+        try:
+            bm = blockrank_block_mask(boff, T, dev)
+            out_f, _ = block_sparse_flex(q, k, v, boff, 1 / D ** 0.5, block_mask=bm)
+            row["max_abs_diff_triton_vs_flex"] = float((out_t.float() - out_f.float()).abs().max())
+            row["flex_s"] = timeit(lambda: block_sparse_flex(q, k, v, boff, 1 / D ** 0.5, block_mask=bm))
+            row["flex_tflops"] = flops / row["flex_s"] / 1e12
+        except Exception as e:  # recorded, not hidden: the other rows still mean something
+            row["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        if T <= 20_000:  # the blockwise reference as a second check where it is affordable
+            out_r, _ = block_sparse_attention(q, k, v, boff, impl="reference")
+            row["max_abs_diff_triton_vs_reference"] = float((out_t.float() - out_r.float()).abs().max())
+        del out_t
+        row["triton_s"] = timeit(lambda: block_sparse_attention(q, k, v, boff, impl="triton"))
+        row["triton_tflops"] = flops / row["triton_s"] / 1e12
+        row["sdpa_causal_s"] = timeit(lambda: F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True,
+                                                                             enable_gqa=True))
+        row["sdpa_causal_tflops"] = row["dense_causal_tflop"] / row["sdpa_causal_s"]
+        row["triton_vs_sdpa_per_tile"] = row["triton_tflops"] / row["sdpa_causal_tflops"]
         row["speedup_vs_sdpa_causal"] = row["sdpa_causal_s"] / row["triton_s"]
-        print(row, file=sys.stderr)
+        print(row, file=sys.stderr, flush=True)
         res["block_sparse"].append(row)
-        # op 1: 32 query-span rows against the whole context, vs one layer's causal prefill attention
-        qs = torch.randn(32, Hq, D, device=dev, dtype=dt)
+        # op 1: the query-span rows against the whole context, vs one layer's causal prefill attention
+        qs = torch.randn(sh["segment_rows"], Hq, D, device=dev, dtype=dt)
         kk = k.transpose(0, 1).contiguous()  # [T, Hk, D]
         soff = boff[1:-1].clone()
-        t_seg = cuda_time(lambda: segment_mass(qs, kk, soff, impl="triton"))
-        t_tok = cuda_time(lambda: segment_mass(qs, kk, soff, return_token_mass=True, impl="triton"))
-        seg = {"tokens": T, "segment_mass_s": t_seg, "segment_and_token_mass_s": t_tok,
-               "layer_attention_s": row["sdpa_causal_s"], "fraction_of_layer": t_seg / row["sdpa_causal_s"]}
-        print(seg, file=sys.stderr)
+        got = segment_mass(qs, kk, soff, impl="triton").segment_mass.float()
+        ref = segment_mass(qs, kk, soff, impl="reference").segment_mass.float()
+        t_seg = timeit(lambda: segment_mass(qs, kk, soff, impl="triton"))
+        t_tok = timeit(lambda: segment_mass(qs, kk, soff, return_token_mass=True, impl="triton"))
+        seg = {"tokens": T, "rows": sh["segment_rows"], "segment_mass_s": t_seg, "segment_and_token_mass_s": t_tok,
+               "layer_attention_s": row["sdpa_causal_s"], "fraction_of_layer": t_seg / row["sdpa_causal_s"],
+               "max_abs_diff_vs_reference": float((got - ref).abs().max())}
+        print(seg, file=sys.stderr, flush=True)
         res["segment_mass"].append(seg)
         q = k = v = kk = None  # free before the next size (no `del`: the timed lambdas close over them)
-        torch.cuda.empty_cache()
-    for n_docs in (1000, 10_000):
-        lengths = torch.randint(40, 180, (n_docs,))
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    Dm, nq, lq = sh["maxsim_dim"], sh["maxsim_queries"], sh["maxsim_query_len"]
+    mdt = torch.float16 if dev.type == "cuda" else torch.float32
+    for n_docs in sh["maxsim_docs"]:
+        lengths = torch.randint(max(1, DOC // 4), DOC + 20, (n_docs,))
         doff = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        docs = torch.randn(int(doff[-1]), 128, device=dev, dtype=torch.float16)
-        qs = torch.randn(32, 32, 128, device=dev, dtype=torch.float16)
-        t_tri = cuda_time(lambda: maxsim(qs, docs, doff, impl="triton"))
-        pad = torch.zeros(n_docs, int(lengths.max()), 128, device=dev, dtype=torch.float16)
+        docs = torch.randn(int(doff[-1]), Dm, device=dev, dtype=mdt)
+        qv = torch.randn(nq, lq, Dm, device=dev, dtype=mdt)
+        pad = torch.zeros(n_docs, int(lengths.max()), Dm, device=dev, dtype=mdt)
         idx = torch.arange(int(lengths.max()), device=dev)[None] < lengths.to(dev)[:, None]
         pad[idx] = docs
 
         def einsum_max():
-            s = torch.einsum("bqd,ntd->bnqt", qs, pad).masked_fill(~idx[None, :, None, :], float("-inf"))
+            s = torch.einsum("bqd,ntd->bnqt", qv, pad).masked_fill(~idx[None, :, None, :], float("-inf"))
             return s.amax(-1).float().sum(-1)
 
-        t_ein = cuda_time(einsum_max)
-        row = {"docs": n_docs, "doc_tokens": int(doff[-1]), "queries": 32, "triton_s": t_tri, "einsum_max_s": t_ein,
-               "triton_docs_per_s": 32 * n_docs / t_tri, "speedup": t_ein / t_tri}
-        print(row, file=sys.stderr)
+        diff = float((maxsim(qv, docs, doff, impl="triton").float() - einsum_max()).abs().max())
+        t_tri = timeit(lambda: maxsim(qv, docs, doff, impl="triton"))
+        t_ein = timeit(einsum_max)
+        row = {"docs": n_docs, "doc_tokens": int(doff[-1]), "queries": nq, "triton_s": t_tri, "einsum_max_s": t_ein,
+               "triton_docs_per_s": nq * n_docs / t_tri, "speedup": t_ein / t_tri, "max_abs_diff_vs_einsum": diff}
+        print(row, file=sys.stderr, flush=True)
         res["maxsim"].append(row)
     return res
+
+
+def gpu_markdown(res: dict) -> str:
+    sh = res["shapes"]
+    lines = [f"# attnsift kernels on {res['device']}", "",
+             f"- command: `{res['command']}`", f"- date: {res['date']}; torch {res['torch']}",
+             f"- shapes: {sh['q_heads']} query heads, {sh['kv_heads']} kv heads, head dim {sh['head_dim']}, "
+             f"{sh['dtype']}, {sh['doc_len']}-token documents (random inputs)", "",
+             "## Op 2: block-sparse prefill (BlockRank mask)", "",
+             "TFLOP/s count each kernel's own work: the useful (unmasked) pairs for Triton and Flex, the full causal "
+             "triangle for dense SDPA. `per tile` = Triton TFLOP/s / dense SDPA TFLOP/s (target >= 0.6).", "",
+             "| tokens | docs | Triton s | Triton TFLOP/s | Flex s | Flex TFLOP/s | SDPA causal s | SDPA TFLOP/s | "
+             "per tile | speed-up vs SDPA | max diff vs Flex |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["block_sparse"]:
+        flex = (f"{r['flex_s']:.4f} | {r['flex_tflops']:.1f}" if "flex_s" in r else f"error | {r.get('flex_error', '')[:60]}")
+        lines.append(f"| {r['tokens']} | {r['docs']} | {r['triton_s']:.4f} | {r['triton_tflops']:.1f} | {flex} | "
+                     f"{r['sdpa_causal_s']:.4f} | {r['sdpa_causal_tflops']:.1f} | {r['triton_vs_sdpa_per_tile']:.2f} | "
+                     f"{r['speedup_vs_sdpa_causal']:.1f}x | {r.get('max_abs_diff_triton_vs_flex', float('nan')):.1e} |")
+    lines += ["", "## Op 1: segment attention mass (target: under 10% of one layer's attention)", "",
+              "| tokens | rows | segment mass s | + token mass s | layer attention s | fraction | max diff vs reference |",
+              "|---|---|---|---|---|---|---|"]
+    for r in res["segment_mass"]:
+        lines.append(f"| {r['tokens']} | {r['rows']} | {r['segment_mass_s']:.5f} | {r['segment_and_token_mass_s']:.5f} | "
+                     f"{r['layer_attention_s']:.4f} | {r['fraction_of_layer']:.1%} | {r['max_abs_diff_vs_reference']:.1e} |")
+    lines += ["", "## MaxSim (target: 3x einsum + max)", "",
+              "| docs | doc tokens | queries | Triton s | einsum+max s | docs/s (Triton) | speed-up | max diff |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res["maxsim"]:
+        lines.append(f"| {r['docs']} | {r['doc_tokens']} | {r['queries']} | {r['triton_s']:.5f} | {r['einsum_max_s']:.5f} | "
+                     f"{r['triton_docs_per_s']:.3g} | {r['speedup']:.1f}x | {r['max_abs_diff_vs_einsum']:.1e} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", action="store_true", help="run the GPU part (CUDA, triton) instead of the CPU part")
+    p.add_argument("--smoke", action="store_true",
+                   help="run the GPU part's code on CPU at toy shapes under TRITON_INTERPRET=1 (a plumbing check)")
     p.add_argument("--tokens", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
     p.add_argument("--docs", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--threads", type=int, default=1,
@@ -261,6 +346,17 @@ def main() -> None:
 
     cmd = "python benchmarks/kernels.py " + " ".join(sys.argv[1:])
     when = _dt.datetime.now().isoformat(timespec="seconds")
+    if args.smoke:
+        if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+            raise SystemExit("--smoke runs the GPU code on CPU under the Triton interpreter: set TRITON_INTERPRET=1.")
+        args.repeats = 1
+        res = gpu_bench(args, device="cpu", shapes=SMOKE_SHAPES)
+        res.update(command=cmd, date=when, torch=torch.__version__)
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out / "kernels_gpu_smoke.json", res)
+        atomic_write_text(args.out / "kernels_gpu_smoke.md", gpu_markdown(res))
+        print(gpu_markdown(res))
+        return
     if args.gpu:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu needs CUDA; run the CPU part without --gpu.")
@@ -268,8 +364,10 @@ def main() -> None:
             raise SystemExit("unset TRITON_INTERPRET for the GPU benchmark (the interpreter is for tests).")
         res = gpu_bench(args)
         res.update(command=cmd, date=when, torch=torch.__version__)
+        args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "kernels_gpu.json", res)
-        print(json.dumps(res, indent=1))
+        atomic_write_text(args.out / "kernels_gpu.md", gpu_markdown(res))
+        print(gpu_markdown(res))
         return
     res = cpu_bench(args)
     res.update(command=cmd, date=when, threads=args.threads, torch=torch.__version__,
