@@ -84,10 +84,14 @@ def main() -> None:
     def system_runs(item: str) -> tuple[Any, list, dict[str, Run]]:
         name, split, limit = parse_set(item)
         ds, judged = load(name, split, args.icr, args.top_k, args.max_words, limit)
-        _, zj = load(name, split, args.zero_shot, args.top_k, args.max_words, limit)
-        if [j.f.qid for j in zj] != [j.f.qid for j in judged] or any(a.f.doc_ids != b.f.doc_ids for a, b in zip(zj, judged)):
-            raise SystemExit(f"{item}: the zero-shot BlockRank features hold other queries or candidates than ICR's")
-        runs = {"zero-shot": run_file(args.runs, "zero-shot", item, ds, judged) or layer_run(zj, args.layer, "zero-shot")}
+        zero = run_file(args.runs, "zero-shot", item, ds, judged)
+        if zero is None:
+            _, zj = load(name, split, args.zero_shot, args.top_k, args.max_words, limit)
+            if [j.f.qid for j in zj] != [j.f.qid for j in judged] or any(a.f.doc_ids != b.f.doc_ids
+                                                                         for a, b in zip(zj, judged)):
+                raise SystemExit(f"{item}: the zero-shot BlockRank features hold other queries or candidates than ICR's")
+            zero = layer_run(zj, args.layer, "zero-shot")
+        runs = {"zero-shot": zero}
         for label in args.finetuned:
             r = run_file(args.runs, label, item, ds, judged)
             if r is not None:

@@ -39,7 +39,9 @@ def blockrank(
     split: str = typer.Option("train", "--split", help="Qrels split to train on (nfcorpus: train)."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Starting model: alias, folder, .gguf or hub id."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: checkpoints/, loss.jsonl, model/ (the result)."),
-    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="First N training queries with relevant documents."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="N training queries with relevant documents."),
+    query_sample: str = typer.Option("random", "--query-sample",
+                                     help="How --max-queries picks them: random (seeded sample) or first (file order)."),
     candidates: int = typer.Option(30, "--candidates", help="Documents per prompt (relevant + BM25 negatives)."),
     max_positives: int = typer.Option(5, "--max-positives", help="Relevant documents per prompt, at most."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: one epoch)."),
@@ -82,7 +84,8 @@ def blockrank(
         torch.set_num_threads(threads)
 
     config = TrainConfig(
-        dataset=dataset, split=split, model=model, max_queries=max_queries, candidates=candidates,
+        dataset=dataset, split=split, model=model, max_queries=max_queries, query_sample=query_sample,
+        candidates=candidates,
         max_positives=max_positives, steps=steps, lr=lr, warmup_steps=warmup_steps, lambda_aux=lambda_aux,
         tau=tau, block_tokens=block_tokens, max_words=max_words, scoring_layer=scoring_layer,
         batch_size=batch_size, grad_accum=grad_accum, weight_decay=weight_decay, max_grad_norm=max_grad_norm,

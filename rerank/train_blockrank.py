@@ -67,6 +67,9 @@ _ATTN_IMPLS = ("auto", "reference", "flex", "dense")
 _RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "progress")
 
 
+QUERY_SAMPLES = ("random", "first")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of :func:`train_blockrank` (unknown keys are rejected by :func:`config_from_options`).
@@ -78,7 +81,12 @@ class TrainConfig:
     model : str
         Starting model: alias (``smollm2-135m``), folder, .gguf file or hub id.
     max_queries : int or None
-        Use the first N queries (file order) that have relevant documents; None = all.
+        Use N of the queries that have relevant documents (see ``query_sample``); None = all.
+    query_sample : str
+        How ``max_queries`` picks them: ``random`` (a seeded sample, kept in file order; the default) or
+        ``first`` (file order). NFCorpus train lists queries in clusters that share relevant documents
+        (98% of the first 200 share a top-grade document with an earlier one; 84% of a random 200),
+        so the first N teach the model those few documents rather than relevance.
     candidates : int
         Documents per prompt (relevant + BM25 negatives) [30 in the paper].
     max_positives : int
@@ -131,6 +139,7 @@ class TrainConfig:
     split: str = "train"
     model: str = "smollm2-135m"
     max_queries: int | None = None
+    query_sample: str = "random"
     candidates: int = 30
     max_positives: int = 5
     steps: int | None = None
@@ -194,6 +203,8 @@ class TrainConfig:
         if self.max_grad_norm is not None and (not isinstance(self.max_grad_norm, (int, float))
                                                or isinstance(self.max_grad_norm, bool) or not self.max_grad_norm > 0):
             raise ValueError(f"max_grad_norm must be a positive number or None, got {self.max_grad_norm!r}")
+        if self.query_sample not in QUERY_SAMPLES:
+            raise ValueError(f"query_sample must be one of {', '.join(QUERY_SAMPLES)}, got {self.query_sample!r}")
         if self.attn_impl not in _ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {', '.join(_ATTN_IMPLS)}, got {self.attn_impl!r}")
         if self.block_tokens < 16:
@@ -312,7 +323,7 @@ class TrainExample:
 
 def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed: int = 0,
                    max_queries: int | None = None, bm25_depth: int = 100,
-                   progress: bool = False) -> list[TrainExample]:
+                   progress: bool = False, sample: str = "random") -> list[TrainExample]:
     """Sample the training prompts of ``dataset`` (relevant documents + BM25 negatives, shuffled).
 
     Parameters
@@ -325,7 +336,8 @@ def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed
         Relevant documents per prompt, at most (highest grade first; seeded random within a grade).
     seed : int
     max_queries : int, optional
-        Keep the first N usable queries (file order).
+        Keep N usable queries: a sample seeded by ``seed`` (``sample="random"``, kept in file order) or
+        the first N (``sample="first"``).
     bm25_depth : int
         BM25 is asked for ``candidates + bm25_depth`` documents; negatives are its top non-relevant ones.
 
@@ -347,8 +359,13 @@ def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed
         judged = dataset.qrels.get(qid, {})
         if any(g >= rel and d in corpus for d, g in judged.items()):
             usable.append(query)
-        if max_queries is not None and len(usable) >= max_queries:
+        if sample == "first" and max_queries is not None and len(usable) >= max_queries:
             break
+    if sample not in QUERY_SAMPLES:
+        raise ValueError(f"sample must be one of {', '.join(QUERY_SAMPLES)}, got {sample!r}")
+    if sample == "random" and max_queries is not None and len(usable) > max_queries:
+        keep = set(random.Random(f"{seed}|queries").sample(range(len(usable)), max_queries))
+        usable = [q for i, q in enumerate(usable) if i in keep]
     if not usable:
         raise ValueError(
             f"data set {dataset.name!r} (split {dataset.split!r}) has no query with a relevant document "
@@ -629,6 +646,7 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, out: Path) -> None:
     now = _config_dict(cfg)
+    saved = {"query_sample": "first", **saved}  # runs saved before the option took the first N queries
     diff = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
     if diff:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
@@ -776,7 +794,7 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
             dataset = load_dataset(config.dataset, split=config.split)
         examples = build_examples(dataset, config.candidates, config.max_positives, seed=config.seed,
                                   max_queries=config.max_queries, bm25_depth=config.bm25_depth,
-                                  progress=config.progress)
+                                  progress=config.progress, sample=config.query_sample)
     examples = list(examples)
     if not examples:
         raise ValueError("no training examples")

@@ -334,6 +334,9 @@ def test_build_examples_samples_relevant_plus_bm25_negatives(tmp_path):
               for s in range(6)}
     assert len(orders) > 1  # the seed shuffles
     assert len(build_examples(ds, candidates=5, max_positives=2, max_queries=1)) == 1
+    assert [e.query.id for e in build_examples(ds, candidates=5, max_positives=2, max_queries=1, sample="first")] == ["Q0"]
+    with pytest.raises(ValueError, match="sample must be one of"):
+        build_examples(ds, candidates=5, max_positives=2, sample="last")
     none = load_dataset(str(write_beir(tmp_path / "none", [("Q2", "D7", 0)])), split="train")
     with pytest.raises(ValueError, match="no query with a relevant document"):
         build_examples(none, candidates=5, max_positives=2)
@@ -384,3 +387,19 @@ def test_cli_train_blockrank(model_dir, tmp_path):
     res = runner.invoke(app, ["train", "blockrank", "--dataset", str(none), "--model", str(model_dir), "--out",
                                     str(tmp_path / "run2"), "--no-progress"])
     assert res.exit_code == 2 and "no query with a relevant document" in res.output
+
+
+def test_max_queries_takes_a_seeded_random_sample_in_file_order(tmp_path):
+    from attnsift.eval.datasets import load_dataset
+
+    rows = [(f"Q{i}", f"D{i}", 1) for i in range(3)]
+    ds = load_dataset(str(write_beir(tmp_path / "beir", rows)), split="train")
+    picks = {s: [e.query.id for e in build_examples(ds, candidates=4, max_positives=1, seed=s, max_queries=2)]
+             for s in range(8)}
+    assert all(len(p) == 2 and p == sorted(p) for p in picks.values())  # two queries, file order
+    assert len({tuple(p) for p in picks.values()}) > 1  # the seed chooses which
+    assert picks[3] == [e.query.id for e in build_examples(ds, candidates=4, max_positives=1, seed=3, max_queries=2)]
+    first = [e.query.id for e in build_examples(ds, candidates=4, max_positives=1, seed=5, max_queries=2, sample="first")]
+    assert first == ["Q0", "Q1"]
+    with pytest.raises(ValueError, match="query_sample must be one of"):
+        TrainConfig(query_sample="best")
