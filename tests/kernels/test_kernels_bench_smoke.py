@@ -3,27 +3,16 @@
 A lent GPU session is short; this keeps `benchmarks/kernels.py --gpu` from failing there on plumbing
 (shapes, signatures, the correctness checks it makes before timing).
 """
-import importlib.util
 import types
-from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("attnsift_bench_kernels", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_gpu_benchmark_code_runs_at_toy_shapes_and_checks_outputs():
-    bench = _bench_module()
+    bench = load_benchmark("kernels")
     res = bench.gpu_bench(types.SimpleNamespace(repeats=1), device="cpu", shapes=bench.SMOKE_SHAPES)
     (bs,) = res["block_sparse"]
     assert bs["docs"] == (160 - 2 * 20) // 24 and bs["tokens"] == 160

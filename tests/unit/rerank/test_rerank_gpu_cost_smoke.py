@@ -1,20 +1,13 @@
 """benchmarks/rerank_gpu_cost.py at toy shapes on CPU: the code a lent GPU runs at Mistral-7B shapes."""
-import importlib.util
-from pathlib import Path
-
 import pytest
+from helpers import load_benchmark
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "rerank_gpu_cost.py"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("attnsift_bench_rerank_gpu_cost", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("rerank_gpu_cost")
 
 
 def test_synthetic_tokenizer_has_a_chat_template_and_one_token_per_word():
