@@ -163,6 +163,10 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
              f"Training: {results['trained'] or '(see the script docstring)'}  ",
              f"Test sets: BM25 top-{args.top_k} reranked, {args.max_words}-word documents, BlockRank read at layer {layer} "
              "(early exit); SciFact and DL19 are out of domain (training saw NFCorpus train only).  ",
+             "Run files (one per model and set): `attnsift rerank --dataset D [--split S --max-queries N] "
+             "--retriever bm25 (DL19: --run bm25) --reranker blockrank --model <train --out>/model --top-k 20 "
+             f"--option max_words={args.max_words} --option scoring_layer={layer} --save-run RUNS/<label>.<set>.trec` "
+             "(zero-shot: --model smollm2-135m).  ",
              f"Held-out split for the choice of fine-tuned run: {held['split']} ({held['queries']} queries with full "
              f"top-{args.top_k} lists); chosen there: **{results['chosen']}**.", "",
              "Held-out nDCG@10: " + ", ".join(f"{k} {v:.4f}" for k, v in held["ndcg10"].items()), "",

@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -241,7 +242,7 @@ def stamp(results: dict) -> None:
     """Record the machine, the date and the exact command in ``results``."""
     results["machine"] = f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
     results["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    results["command"] = shlex.join([Path(sys.executable).name, *sys.argv])
 
 
 def write_results(folder: str | Path, results: dict, markdown_text: Callable[[], str]) -> None:
