@@ -30,18 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from icr_heads import METRICS, load, stamp, write_results  # noqa: E402
+from icr_heads import METRICS, load, parse_set, stamp, write_results  # noqa: E402
 
 from attnsift.eval.headsel import first_stage_as_run, ndcg10, scores_run, selection_scores  # noqa: E402
 from attnsift.eval.metrics import evaluate  # noqa: E402
 from attnsift.eval.trec import read_run  # noqa: E402
 from attnsift.types import Run  # noqa: E402
-
-
-def parse_set(item: str) -> tuple[str, str, int | None]:
-    name, _, rest = item.partition(":")
-    split, _, limit = rest.partition(":")
-    return name, split or "test", int(limit) if limit else None
 
 
 def set_slug(item: str) -> str:

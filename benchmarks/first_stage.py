@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from attnsift.eval.datasets import load_dataset
 from attnsift.eval.metrics import evaluate
 from attnsift.retrieval.dense import DenseRetriever

@@ -128,7 +128,6 @@ def _child(cfg: dict) -> dict:
     """One cost configuration, run in this (fresh) process; returns seconds and peak RSS."""
     import resource
 
-
     from attnsift.rerank.icr import ICRConfig, ICRReranker, reference_scores
     from attnsift.rerank.llm import load_causal_lm
     from attnsift.types import Candidate, Document, Query, Ranking

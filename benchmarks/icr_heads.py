@@ -40,6 +40,15 @@ METRICS = ("nDCG@10", "MRR@10")
 Scorer = Callable[[list[Judged]], list[np.ndarray]]
 
 
+def parse_set(item: str) -> tuple[str, str, int | None]:
+    """``dataset[:split[:first n]]`` -> (dataset, split (default test), n or None)."""
+    name, _, rest = item.partition(":")
+    split, _, limit = rest.partition(":")
+    if limit and not limit.isdigit():
+        raise SystemExit(f"{item!r}: expected dataset:split[:number of queries], e.g. scifact:test:100")
+    return name, split or "test", int(limit) if limit else None
+
+
 def load(name: str, split: str, model: str, top_k: int, max_words: int, max_queries: int | None = None):
     """``model``: the features' model slug (``smollm2-135m``, or ``blockrank-smollm2-135m``)."""
     ds = load_dataset(name, split=split)
@@ -199,9 +208,8 @@ def main() -> None:
     results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "sets": {}}
     table_sets = []
     for item in args.tests:
-        name, _, rest = item.partition(":")
-        split, _, limit = rest.partition(":")
-        ds, judged = load(name, split or "test", model, top_k, max_words, int(limit) if limit else None)
+        name, split, limit = parse_set(item)
+        ds, judged = load(name, split, model, top_k, max_words, limit)
         judged_ids = [q for q in ds.queries if ds.qrels.get(q)]  # queries without candidates count as 0
         base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
                         queries=judged_ids)

@@ -19,6 +19,7 @@ from attnsift.eval.datasets import load_dataset
 from attnsift.eval.heads import collect_head_masses, features_folder
 from attnsift.eval.specs import SystemSpec
 from attnsift.rerank.icr import ICRReranker
+from icr_heads import parse_set
 
 ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
 
@@ -43,19 +44,18 @@ def main() -> None:
 
         rr = BlockRankReranker(args.model, max_words=args.max_words)
     for item in args.sets:
-        name, _, rest = item.partition(":")
-        split, _, limit = rest.partition(":")
-        ds = load_dataset(name, split=split or "test")
+        name, split, limit = parse_set(item)
+        ds = load_dataset(name, split=split)
         if limit:
-            ds = ds.subset(max_queries=int(limit))
+            ds = ds.subset(max_queries=limit)
         spec = SystemSpec.parse(f"bm25[top_k={args.top_k}]")
         run, _ = first_stage_run(ds, spec, {})
         run = attach_texts(run, ds, args.top_k)
         model_slug = args.name or (args.model if args.reranker == "icr" else f"blockrank-{args.model}")
-        folder = features_folder(args.root, model_slug, name, split or "test", "bm25", args.top_k, args.max_words)
+        folder = features_folder(args.root, model_slug, name, split, "bm25", args.top_k, args.max_words)
         print(f"{item}: {len(run)} queries -> {folder}", flush=True)
         collect_head_masses(rr, run, folder, top_k=args.top_k, progress=True,
-                            meta={"dataset": name, "split": split or "test", "first_stage": "bm25"})
+                            meta={"dataset": name, "split": split, "first_stage": "bm25"})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from icr_heads import load, mean_ndcg  # noqa: E402
+from icr_heads import load, mean_ndcg, parse_set  # noqa: E402
 
 from attnsift.io import atomic_write_text  # noqa: E402
 
@@ -105,8 +105,8 @@ def main() -> None:
     trained = {kind: fit_tuned(dev, kind) for kind in KINDS}
     sets = {}
     for item in args.tests:
-        name, _, split = item.partition(":")
-        _, judged = load(name, split or "test", args.model, 20, 100)
+        name, split, limit = parse_set(item)
+        _, judged = load(name, split, args.model, 20, 100, limit)
         bm = mean_ndcg([np.asarray(j.f.first_stage, float) for j in judged], judged)
         rows = []
         for kind in KINDS:

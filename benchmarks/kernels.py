@@ -192,16 +192,7 @@ def _timer(device: torch.device, repeats: int):
             ts.append(a.elapsed_time(b) / 1e3)
         return statistics.median(ts)
 
-    def cpu_time(fn) -> float:
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-
-    return cuda_time if device.type == "cuda" else cpu_time
+    return cuda_time if device.type == "cuda" else (lambda fn: timed(fn, repeats)[0])
 
 
 def gpu_bench(args, device: str = "cuda", shapes: dict | None = None) -> dict:

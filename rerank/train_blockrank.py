@@ -84,9 +84,10 @@ class TrainConfig:
         Use N of the queries that have relevant documents (see ``query_sample``); None = all.
     query_sample : str
         How ``max_queries`` picks them: ``random`` (a seeded sample, kept in file order; the default) or
-        ``first`` (file order). NFCorpus train lists queries in clusters that share relevant documents
-        (98% of the first 200 share a top-grade document with an earlier one; 84% of a random 200),
-        so the first N teach the model those few documents rather than relevance.
+        ``first`` (file order). NFCorpus train lists related queries together: 94% of its first 200
+        share a relevant document with one of the 5 queries before them (a random 200: 32%), so in file
+        order a prompt's positives were mostly seen a few steps earlier and the attention loss falls
+        by recognising them, not by learning relevance (``benchmarks/results/blockrank_train.md``).
     candidates : int
         Documents per prompt (relevant + BM25 negatives) [30 in the paper].
     max_positives : int
@@ -352,6 +353,8 @@ def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed
     """
     from attnsift.retrieval.bm25 import BM25Retriever
 
+    if sample not in QUERY_SAMPLES:
+        raise ValueError(f"sample must be one of {', '.join(QUERY_SAMPLES)}, got {sample!r}")
     corpus = dataset.corpus
     rel = dataset.rel_level
     usable: list[Query] = []
@@ -361,8 +364,6 @@ def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed
             usable.append(query)
         if sample == "first" and max_queries is not None and len(usable) >= max_queries:
             break
-    if sample not in QUERY_SAMPLES:
-        raise ValueError(f"sample must be one of {', '.join(QUERY_SAMPLES)}, got {sample!r}")
     if sample == "random" and max_queries is not None and len(usable) > max_queries:
         keep = set(random.Random(f"{seed}|queries").sample(range(len(usable)), max_queries))
         usable = [q for i, q in enumerate(usable) if i in keep]

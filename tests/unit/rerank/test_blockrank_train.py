@@ -403,3 +403,15 @@ def test_max_queries_takes_a_seeded_random_sample_in_file_order(tmp_path):
     assert first == ["Q0", "Q1"]
     with pytest.raises(ValueError, match="query_sample must be one of"):
         TrainConfig(query_sample="best")
+
+
+def test_runs_saved_before_query_sample_resume_as_first_n(tmp_path):
+    import dataclasses
+
+    from attnsift.rerank.train_blockrank import _check_resume_config
+
+    old = dataclasses.asdict(TrainConfig(max_queries=5, query_sample="first"))
+    del old["query_sample"]  # a train_config.json written before the option existed
+    _check_resume_config(old, TrainConfig(max_queries=5, query_sample="first"), tmp_path)
+    with pytest.raises(ValueError, match="query_sample: 'first' -> 'random'"):
+        _check_resume_config(old, TrainConfig(max_queries=5), tmp_path)
