@@ -11,6 +11,12 @@
 
 Nothing here looks at test judgements before the settings are fixed: each variant's k, combination and
 fusion weight come from the held-out split recorded in the profile.
+
+``--orders 2`` is ICR's ``orders=2`` (position debiasing by permutation) for every row: it also needs the
+collection in first-stage prompt order (``icr_heads_collect.py --forward``, held-out split included), and
+each system's scores from the two prompt orders are standardised and averaged, as the reranker does. The
+settings stay those of the profile (chosen on the held-out split in the default order); the CV and in-sample
+rows select on per-head masses averaged over the two orders.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from attnsift.eval.heads import features_folder, load_head_masses
 from attnsift.eval.headsel import (W_GRID, Judged, first_stage_as_run, judge, ndcg10, position_prior, ranked_heads,
                                    scores_run, select, selection_scores)
 from attnsift.eval.metrics import evaluate
-from attnsift.rerank.head_scoring import fuse
+from attnsift.rerank.head_scoring import aggregate, fuse
 from attnsift.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
@@ -50,7 +56,8 @@ def parse_set(item: str) -> tuple[str, str, int | None]:
 
 
 def load(name: str, split: str, model: str, top_k: int, max_words: int, max_queries: int | None = None):
-    """``model``: the features' model slug (``smollm2-135m``, or ``blockrank-smollm2-135m``)."""
+    """``model``: the features' model slug (``smollm2-135m``, or ``blockrank-smollm2-135m``; ``-fwd`` at the end
+    for a collection in first-stage prompt order)."""
     ds = load_dataset(name, split=split)
     if max_queries:
         ds = ds.subset(max_queries=max_queries)
@@ -68,6 +75,37 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
             raise SystemExit(f"{name} {split}: {len(unfinished)} queries have no stored masses yet ({folder}); "
                              "run icr_heads_collect.py")
     return ds, judge(feats, ds.qrels)
+
+
+def both_orders(rev: list[Judged], fwd: list[Judged]) -> tuple[list[Judged], list[Judged]]:
+    """Pair the default-order and first-stage-order collections of the same queries. Returns the
+    forward-order list aligned with ``rev`` and the per-head masses averaged over the two orders (ICR's
+    masked score: the two orders' scores standardised and averaged, as ``orders=2`` does)."""
+    import dataclasses
+
+    by_qid = {j.f.qid: j for j in fwd}
+    pairs, avg = [], []
+    for j in rev:
+        k = by_qid.get(j.f.qid)
+        if k is None or k.f.doc_ids != j.f.doc_ids:
+            raise SystemExit(f"query {j.f.qid}: the forward-order collection lacks it or holds other candidates; "
+                             "run icr_heads_collect.py --forward on the same sets")
+        pairs.append(k)
+        f = dataclasses.replace(j.f, raw=(j.f.raw + k.f.raw) / 2, na=(j.f.na + k.f.na) / 2,
+                                masked=(j.f.masked + k.f.masked) / 2, seconds=j.f.seconds + k.f.seconds,
+                                icr_masked=None if j.f.icr_masked is None else
+                                aggregate(np.stack([j.f.icr_masked, k.f.icr_masked]).astype(np.float64), "z"))
+        avg.append(dataclasses.replace(j, f=f))
+    return pairs, avg
+
+
+def two_orders(scorer: Scorer, partner: dict[int, Judged]) -> Scorer:
+    """``orders=2`` for any scorer: its scores in both prompt orders, standardised and averaged."""
+    def f(judged: list[Judged]) -> list[np.ndarray]:
+        other = scorer([partner[id(j)] for j in judged])
+        return [aggregate(np.stack([a, b]).astype(np.float64), "z") for a, b in zip(scorer(judged), other)]
+
+    return f
 
 
 def mean_ndcg(scores: list[np.ndarray], judged: list[Judged]) -> float:
@@ -182,6 +220,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/icr_heads")
     ap.add_argument("--features-model", default=None,
                     help="the features' model name (icr_heads_collect.py --name) when the profile's model is a folder")
+    ap.add_argument("--orders", type=int, choices=(1, 2), default=1,
+                    help="2: every ICR row with orders=2 (needs the --forward collections, see above)")
     args = ap.parse_args()
     prof = json.loads(Path(args.profile).read_text())
     where = prof["selected_on"]
@@ -196,20 +236,40 @@ def main() -> None:
     L, H = prof["num_layers"], prof["num_heads"]
     prior = position_prior(dev)
     all_heads = [(l, h) for l in range(L) for h in range(H)]
+    partner: dict[int, Judged] = {}  # orders=2: id of a default-order query -> the same query in forward order
+    forward_ids: set[int] = set()
+    if args.orders == 2:
+        if kind != "icr":
+            raise SystemExit("--orders 2 is an ICR option (BlockRank scores do not depend on the order)")
+        _, dev_fwd = load(where["dataset"], where["split"], model + "-fwd", top_k, max_words, where.get("max_queries"))
+        dev_fwd, _ = both_orders(dev, dev_fwd)
+        partner.update({id(a): b for a, b in zip(dev, dev_fwd)})
+        forward_ids.update(id(b) for b in dev_fwd)
+        prior_fwd = position_prior(dev_fwd)
 
     def heads_scorer(heads, variant, how) -> Scorer:
-        return lambda judged: selection_scores(judged, heads, variant, how, prior)
+        def f(judged: list[Judged]) -> list[np.ndarray]:
+            p = prior_fwd if judged and id(judged[0]) in forward_ids else prior
+            return selection_scores(judged, heads, variant, how, p)
+
+        return f
 
     systems: list[tuple[str, Scorer, str]] = []  # (label, scorer, how it was chosen)
     if kind == "blockrank":
         systems = blockrank_systems(prof, dev, heads_scorer)
     else:
         systems = icr_systems(prof, dev, heads_scorer, all_heads)
-    results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "sets": {}}
+    results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "orders": args.orders,
+                               "sets": {}}
     table_sets = []
     for item in args.tests:
         name, split, limit = parse_set(item)
         ds, judged = load(name, split, model, top_k, max_words, limit)
+        selectable = judged  # what the CV and in-sample rows select on
+        if args.orders == 2:
+            fwd, selectable = both_orders(judged, load(name, split, model + "-fwd", top_k, max_words, limit)[1])
+            partner.update({id(a): b for a, b in zip(judged, fwd)})
+            forward_ids.update(id(b) for b in fwd)
         judged_ids = [q for q in ds.queries if ds.qrels.get(q)]  # queries without candidates count as 0
         base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
                         queries=judged_ids)
@@ -223,17 +283,17 @@ def main() -> None:
                          "p": c.p, **extra})
 
         for label, scorer, how in systems:
-            row(label, how, scorer(judged))
-        attn, fusedv, chosen = cv_systems(judged, top_k, variants=("raw",) if kind == "blockrank" else
+            row(label, how, (two_orders(scorer, partner) if args.orders == 2 else scorer)(judged))
+        attn, fusedv, chosen = cv_systems(selectable, top_k, variants=("raw",) if kind == "blockrank" else
                                           ("raw", "cal", "masked", "norm", "prior"))
         row("**5-fold CV on this set**: selected heads", "other folds of the same set", attn)
         row("**5-fold CV on this set**: selected heads + BM25 fusion", "other folds of the same set", fusedv)
         # Diagnostic, not a result: the same selection made on this test set itself (in-sample). It bounds
         # what choosing heads can reach with this model here; the gap to the CV row is selection noise.
-        full = [j for j in judged if len(j.f.doc_ids) >= top_k]
+        full = [j for j in selectable if len(j.f.doc_ids) >= top_k]
         oracle = select(full, variants=("raw",) if kind == "blockrank" else ("raw", "cal", "masked", "norm", "prior"))
         osel = oracle["selection"]
-        oscores = selection_scores(judged, [tuple(h) for h in osel["heads"]], osel["variant"], osel["aggregate"],
+        oscores = selection_scores(selectable, [tuple(h) for h in osel["heads"]], osel["variant"], osel["aggregate"],
                                    position_prior(full))
         row("(diagnostic) heads selected on this test set itself", "in-sample upper bound, not a result", oscores,
             selection=f"{osel['k']} heads {osel['variant']}/{osel['aggregate']}")
@@ -265,7 +325,9 @@ def write_results(folder: str | Path, results: dict, markdown_text: Callable[[],
 def markdown(results: dict, sets: list[str], systems: list) -> str:
     where = results["selected_on"]
     lines = [
-        ("# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)" if results.get("reranker") != "blockrank"
+        ("# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)"
+         + (": every row with orders=2 (both prompt orders)" if results.get("orders") == 2 else "")
+         if results.get("reranker") != "blockrank"
          else "# BlockRank zero-shot with SmolLM2-135M: scoring layer and heads chosen on held-out queries (issues 5, 7)"),
         "",
         f"Command: `{results['command']}`  ",
@@ -277,6 +339,13 @@ def markdown(results: dict, sets: list[str], systems: list) -> str:
         f"({where['queries']} queries{', the first ' + str(where['max_queries']) if where.get('max_queries') else ''}), "
         f"BM25 top-{where['top_k']}, {where['max_words']}-word documents. Test sets: full query sets, BM25 top-{where['top_k']} "
         "reranked (documents below 20 keep BM25 order, so nDCG@10 of BM25 equals its full-run value).",
+        "",
+        *([] if results.get("orders") != 2 else [
+            "",
+            "orders=2: each row's scores from both prompt orders (reverse first-stage order, ICR's default, and "
+            "first-stage order), standardised per query and averaged, as `orders=2` does in the reranker; settings "
+            "as chosen on the held-out split in the default order. The CV and in-sample rows select on per-head "
+            "masses averaged over the two orders."]),
         "",
         "nDCG@10 (difference to BM25; * paired t-test p < 0.05):",
         "",

@@ -2,9 +2,13 @@
 
     python benchmarks/icr_heads_collect.py nfcorpus:dev dl19:test scifact:test nfcorpus:test
     python benchmarks/icr_heads_collect.py --reranker blockrank --model runs/br/model --name blockrank-ft nfcorpus:dev:160
+    python benchmarks/icr_heads_collect.py --forward nfcorpus:dev:160 dl19:test   # -> smollm2-135m-fwd_...
 
 One ICR pass per query (SmolLM2-135M, all 30 layers x 9 heads, BM25 top-20, 100-word documents);
 what `attnsift analyze heads` does for one data set, here for several in a row. Resumable.
+``--forward`` puts the candidates in first-stage order in the prompt (ICR's default is the reverse, top-1
+nearest the query); the two collections together give `orders=2` (position debiasing by permutation)
+to benchmarks/icr_heads.py.
 """
 from __future__ import annotations
 
@@ -35,10 +39,15 @@ def main() -> None:
     ap.add_argument("--name", default=None,
                     help="the features' model name in the folder (default: the model, with 'blockrank-' in front for "
                          "BlockRank); give one when --model is a folder, e.g. a fine-tuned model")
+    ap.add_argument("--forward", action="store_true",
+                    help="ICR only: first-stage order in the prompt (reverse=false); features named <name>-fwd")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.forward and args.reranker != "icr":
+        ap.error("--forward is an ICR option (BlockRank scores do not depend on the order)")
     if args.reranker == "icr":
-        rr = ICRReranker(args.model, max_words=args.max_words, window=max(args.top_k, 20), stride=10)
+        rr = ICRReranker(args.model, max_words=args.max_words, window=max(args.top_k, 20), stride=10,
+                         reverse=not args.forward)
     else:
         from attnsift.rerank.blockrank import BlockRankReranker
 
@@ -52,6 +61,8 @@ def main() -> None:
         run, _ = first_stage_run(ds, spec, {})
         run = attach_texts(run, ds, args.top_k)
         model_slug = args.name or (args.model if args.reranker == "icr" else f"blockrank-{args.model}")
+        if args.forward:
+            model_slug += "-fwd"
         folder = features_folder(args.root, model_slug, name, split, "bm25", args.top_k, args.max_words)
         print(f"{item}: {len(run)} queries -> {folder}", flush=True)
         collect_head_masses(rr, run, folder, top_k=args.top_k, progress=True,

@@ -110,3 +110,41 @@ def test_collect_round_trip_resume_and_settings_guard(tmp_path: Path):
         collect_head_masses(icr(end_layer=0), run, tmp_path / "g")
     with pytest.raises(FileNotFoundError, match="analyze heads"):
         load_head_masses(tmp_path / "empty")
+
+
+def test_orders2_from_two_collections_equals_the_rerankers_orders2(tmp_path: Path):
+    """benchmarks/icr_heads.py --orders 2 combines a default-order and a first-stage-order collection;
+    that must give exactly what ICRReranker(orders=2) scores, and refuse collections that do not match."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rerank"))
+    from helpers import load_benchmark
+    from test_head_scoring import icr, ranking
+
+    from attnsift.eval.heads import collect_head_masses
+    from attnsift.types import Query, Ranking, Run
+
+    bench = load_benchmark("icr_heads")
+    r1 = ranking(5)
+    r2 = Ranking(Query("q2", "vitamin c"), r1.candidates[:4])
+    run = Run([r1, r2])
+    rev = load_head_masses(collect_head_masses(icr(), run, tmp_path / "rev", top_k=5))
+    fwd = load_head_masses(collect_head_masses(icr(reverse=False), run, tmp_path / "fwd", top_k=5))
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    jr, jf = judge(rev, qrels), judge(fwd, qrels)
+    jf = list(reversed(jf))  # alignment is by query id, not by position
+    pairs, avg = bench.both_orders(jr, jf)
+    assert [p.f.qid for p in pairs] == [j.f.qid for j in jr]
+    # The orders really differ (else the test could not fail), and the average is the mean of the two.
+    assert not np.allclose(pairs[0].f.raw, jr[0].f.raw)
+    np.testing.assert_allclose(avg[0].f.raw, (jr[0].f.raw + pairs[0].f.raw) / 2)
+    masked = lambda judged: [np.asarray(j.f.icr_masked, dtype=np.float64) for j in judged]  # noqa: E731
+    got = bench.two_orders(masked, {id(a): b for a, b in zip(jr, pairs)})(jr)
+    for j, g in zip(jr, got):
+        want = icr(orders=2).score(run[j.f.qid].top(5))
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g, avg[[a.f.qid for a in avg].index(j.f.qid)].f.icr_masked, rtol=1e-6, atol=1e-9)
+    other = judge(load_head_masses(collect_head_masses(icr(reverse=False), Run([r1, Ranking(r2.query, r1.candidates[1:5])]),
+                                                       tmp_path / "other", top_k=5)), qrels)
+    with pytest.raises(SystemExit, match="--forward"):
+        bench.both_orders(jr, other)
