@@ -260,7 +260,7 @@ def main() -> None:
     else:
         systems = icr_systems(prof, dev, heads_scorer, all_heads)
     results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "orders": args.orders,
-                               "sets": {}}
+                               "features": model, "sets": {}}
     table_sets = []
     for item in args.tests:
         name, split, limit = parse_set(item)
@@ -337,16 +337,20 @@ def markdown(results: dict, sets: list[str], systems: list) -> str:
         f"Machine: {results['machine']}; {results['date']}  ",
         f"Settings chosen on held-out queries only: **{where['dataset']} {where['split']}** "
         f"({where['queries']} queries{', the first ' + str(where['max_queries']) if where.get('max_queries') else ''}), "
-        f"BM25 top-{where['top_k']}, {where['max_words']}-word documents. Test sets: full query sets, BM25 top-{where['top_k']} "
+        f"BM25 top-{where['top_k']}, {where['max_words']}-word documents. Test sets: "
+        + ("full query sets" if not any(parse_set(s)[2] for s in sets) else "as named (dataset:split[:first n queries])")
+        + f", BM25 top-{where['top_k']} "
         "reranked (documents below 20 keep BM25 order, so nDCG@10 of BM25 equals its full-run value).",
         "",
+        *([] if not str(results.get("features", "")).endswith("-fwd") else [
+            "Prompt order: first-stage order (top-1 first, farthest from the query; `reverse=false`). Heads, variants "
+            "and combinations as the profile chose them in ICR's default (reverse) order, with their held-out values "
+            "there; fusion weights tuned on the held-out queries in this order.", ""]),
         *([] if results.get("orders") != 2 else [
-            "",
             "orders=2: each row's scores from both prompt orders (reverse first-stage order, ICR's default, and "
             "first-stage order), standardised per query and averaged, as `orders=2` does in the reranker; settings "
             "as chosen on the held-out split in the default order. The CV and in-sample rows select on per-head "
-            "masses averaged over the two orders."]),
-        "",
+            "masses averaged over the two orders.", ""]),
         "nDCG@10 (difference to BM25; * paired t-test p < 0.05):",
         "",
         "| system | chosen on held-out | " + " | ".join(f"{s} ({results['sets'][s]['queries']} q)" for s in sets) + " |",
