@@ -15,8 +15,9 @@ fusion weight come from the held-out split recorded in the profile.
 ``--orders 2`` is ICR's ``orders=2`` (position debiasing by permutation) for every row: it also needs the
 collection in first-stage prompt order (``icr_heads_collect.py --forward``, held-out split included), and
 each system's scores from the two prompt orders are standardised and averaged, as the reranker does. The
-settings stay those of the profile (chosen on the held-out split in the default order); the CV and in-sample
-rows select on per-head masses averaged over the two orders.
+settings stay those of the profile (chosen on the held-out split in the default order). One more row selects
+heads on the held-out masses averaged over the two orders; it and the CV and in-sample rows score those
+averaged masses.
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
     if max_queries:
         ds = ds.subset(max_queries=max_queries)
     folder = features_folder(ROOT, model, name, split, "bm25", top_k, max_words)
+    if model.endswith("-fwd") and not (folder / "meta.json").exists():
+        raise SystemExit(f"no first-stage-order collection for {name} {split} ({folder}); run "
+                         f"python benchmarks/icr_heads_collect.py --forward {name}:{split}"
+                         + (f":{max_queries}" if max_queries else ""))
     feats = load_head_masses(folder, list(ds.queries))
     stored = {f.qid for f in feats}
     if not (folder / "meta.json").exists() or len(stored) < len(ds.queries):
@@ -73,7 +78,8 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
         unfinished = [q for q in ds.queries if q not in stored and q in run and len(run[q]) > 0]
         if unfinished:
             raise SystemExit(f"{name} {split}: {len(unfinished)} queries have no stored masses yet ({folder}); "
-                             "run icr_heads_collect.py")
+                             "run python benchmarks/icr_heads_collect.py " + ("--forward " if model.endswith("-fwd") else "")
+                             + f"{name}:{split}" + (f":{max_queries}" if max_queries else ""))
     return ds, judge(feats, ds.qrels)
 
 
@@ -238,6 +244,7 @@ def main() -> None:
     all_heads = [(l, h) for l in range(L) for h in range(H)]
     partner: dict[int, Judged] = {}  # orders=2: id of a default-order query -> the same query in forward order
     forward_ids: set[int] = set()
+    alive: list[list[Judged]] = []  # keeps every list keyed by id() above alive, so no id is ever reused
     if args.orders == 2:
         if kind != "icr":
             raise SystemExit("--orders 2 is an ICR option (BlockRank scores do not depend on the order)")
@@ -250,6 +257,7 @@ def main() -> None:
         avg_prior = position_prior(dev_avg)
         partner.update({id(a): b for a, b in zip(dev, dev_fwd)})
         forward_ids.update(id(b) for b in dev_fwd)
+        alive += [dev, dev_fwd]
         prior_fwd = position_prior(dev_fwd)
 
     def heads_scorer(heads, variant, how) -> Scorer:
@@ -275,6 +283,7 @@ def main() -> None:
             fwd, selectable = both_orders(judged, load(name, split, model + "-fwd", top_k, max_words, limit)[1])
             partner.update({id(a): b for a, b in zip(judged, fwd)})
             forward_ids.update(id(b) for b in fwd)
+            alive += [judged, fwd]
         judged_ids = [q for q in ds.queries if ds.qrels.get(q)]  # queries without candidates count as 0
         base = evaluate(first_stage_as_run(judged), ds.qrels, METRICS, rel_level=ds.rel_level, name="BM25",
                         queries=judged_ids)
