@@ -3,6 +3,8 @@
     python benchmarks/icr_heads_collect.py nfcorpus:dev dl19:test scifact:test nfcorpus:test
     python benchmarks/icr_heads_collect.py --reranker blockrank --model runs/br/model --name blockrank-ft nfcorpus:dev:160
     python benchmarks/icr_heads_collect.py --forward nfcorpus:dev:160 dl19:test   # -> smollm2-135m-fwd_...
+    python benchmarks/icr_heads_collect.py --model gemma3-270m --shard 0/2 nfcorpus:test:160 &   # two cores:
+    python benchmarks/icr_heads_collect.py --model gemma3-270m --shard 1/2 nfcorpus:test:160     # one shard each
 
 One ICR pass per query (SmolLM2-135M, all 30 layers x 9 heads, BM25 top-20, 100-word documents);
 what `attnsift analyze heads` does for one data set, here for several in a row. Resumable.
@@ -28,6 +30,19 @@ from icr_heads import parse_set
 ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise SystemExit(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/2 and 1/2 for two processes")
+    return int(k), int(n)
+
+
+def take_shard(run: dict, k: int, n: int) -> dict:
+    """The K-th of N disjoint interleaved shards of a run (query order kept); together they cover it."""
+    return {qid: rk for i, (qid, rk) in enumerate(run.items()) if i % n == k}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("sets", nargs="+", help="dataset:split[:max_queries] (max_queries: the first n queries)")
@@ -39,9 +54,13 @@ def main() -> None:
     ap.add_argument("--name", default=None,
                     help="the features' model name in the folder (default: the model, with 'blockrank-' in front for "
                          "BlockRank); give one when --model is a folder, e.g. a fine-tuned model")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="only every N-th query from the K-th (0-based): run N processes with K = 0..N-1 on one "
+                         "collection to use N cores (each query is stored in its own file)")
     ap.add_argument("--forward", action="store_true",
                     help="ICR only: first-stage order in the prompt (reverse=false); features named <name>-fwd")
     args = ap.parse_args()
+    shard = parse_shard(args.shard) if args.shard else None
     logging.basicConfig(level=logging.INFO)
     if args.forward and args.reranker != "icr":
         ap.error("--forward is an ICR option (BlockRank scores do not depend on the order)")
@@ -59,6 +78,8 @@ def main() -> None:
             ds = ds.subset(max_queries=limit)
         spec = SystemSpec.parse(f"bm25[top_k={args.top_k}]")
         run, _ = first_stage_run(ds, spec, {})
+        if shard is not None:
+            run = take_shard(run, *shard)
         run = attach_texts(run, ds, args.top_k)
         model_slug = args.name or (args.model if args.reranker == "icr" else f"blockrank-{args.model}")
         if args.forward:

@@ -148,3 +148,20 @@ def test_orders2_from_two_collections_equals_the_rerankers_orders2(tmp_path: Pat
                                                        tmp_path / "other", top_k=5)), qrels)
     with pytest.raises(SystemExit, match="--forward"):
         bench.both_orders(jr, other)
+
+
+def test_collector_shards_split_a_run_into_disjoint_parts_that_cover_it(monkeypatch):
+    from pathlib import Path
+
+    from helpers import load_benchmark
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    collect = load_benchmark("icr_heads_collect")
+    run = {f"q{i}": i for i in range(7)}
+    parts = [collect.take_shard(run, k, 3) for k in range(3)]
+    assert [list(p) for p in parts] == [["q0", "q3", "q6"], ["q1", "q4"], ["q2", "q5"]]
+    assert sorted(q for p in parts for q in p) == sorted(run)
+    assert collect.parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(SystemExit, match="K/N"):
+            collect.parse_shard(bad)
