@@ -273,7 +273,7 @@ def main() -> None:
     else:
         systems = icr_systems(prof, dev, heads_scorer, all_heads)
     results: dict[str, Any] = {"profile": args.profile, "reranker": kind, "selected_on": where, "orders": args.orders,
-                               "features": model, "sets": {}}
+                               "model": prof.get("model"), "features": model, "sets": {}}
     table_sets = []
     for item in args.tests:
         name, split, limit = parse_set(item)
@@ -346,11 +346,13 @@ def write_results(folder: str | Path, results: dict, markdown_text: Callable[[],
 
 def markdown(results: dict, sets: list[str], systems: list) -> str:
     where = results["selected_on"]
+    model = results.get("model") or "smollm2-135m"
+    model = {"smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma 3 270M"}.get(model, model)
     lines = [
-        ("# Head selection, calibration and fusion for ICR with SmolLM2-135M (issue 7)"
+        (f"# Head selection, calibration and fusion for ICR with {model} (issue 7)"
          + (": every row with orders=2 (both prompt orders)" if results.get("orders") == 2 else "")
          if results.get("reranker") != "blockrank"
-         else "# BlockRank zero-shot with SmolLM2-135M: scoring layer and heads chosen on held-out queries (issues 5, 7)"),
+         else f"# BlockRank zero-shot with {model}: scoring layer and heads chosen on held-out queries (issues 5, 7)"),
         "",
         f"Command: `{results['command']}`  ",
         "Inputs: the per-query head masses (`python benchmarks/icr_heads_collect.py [--reranker blockrank] "

@@ -52,20 +52,27 @@ def test_listwise_smollm2_end_to_end():
     assert sorted(out.doc_ids) == sorted(r.doc_ids)
 
 
-@pytest.mark.model  # real SmolLM2 in CI: one short list (~30 s with the GGUF conversion on a clean cache)
-def test_icr_heads_auto_smollm2_equals_the_profile_applied_to_all_heads():
-    """The shipped profile on the real model: the early-exit pass over the selected layers gives the
-    scores the offline analysis computes from a full all-heads pass (the analysis and the reranker
-    agree, so the profile's held-out figures are what users get)."""
+@pytest.mark.model  # real models in CI: one short list (~30 s each with the GGUF conversion on a clean cache)
+@pytest.mark.parametrize("model,words", [("smollm2-135m", 30), ("gemma3-270m", 150)])
+def test_icr_heads_auto_equals_the_profile_applied_to_all_heads(model, words):
+    """The shipped profile on the real model: the pass over the selected layers (early exit where the
+    last one is not the model's last) gives the scores the offline analysis computes from a full all-heads
+    pass (the analysis and the reranker agree, so the profile's held-out figures are what users get).
+    Gemma 3 mixes sliding-window (512 keys) and global layers: its prompt is longer than the window, so this
+    also checks the windowed key placement on the real model."""
     import numpy as np
 
     from attnsift.rerank.head_scoring import packaged_profile, read_profile, scorer_from_profile
     from attnsift.rerank.icr import ICRReranker
 
     r = _ranking(4)
-    full = ICRReranker("smollm2-135m", max_words=30, device="cpu").score_details(r)
-    auto = ICRReranker("smollm2-135m", max_words=30, device="cpu", heads="auto")
-    assert max(auto.layers) < auto.num_layers - 1  # early exit: the last layers never run
-    want = scorer_from_profile(read_profile(packaged_profile("smollm2-135m")), 30, 9).attention_scores(
+    full = ICRReranker(model, max_words=words, device="cpu").score_details(r)
+    auto = ICRReranker(model, max_words=words, device="cpu", heads="auto")
+    if model == "gemma3-270m":
+        assert full.num_tokens > 512  # beyond the sliding window
+    else:
+        assert max(auto.layers) < auto.num_layers - 1  # early exit: the last layers never run
+    want = scorer_from_profile(read_profile(packaged_profile(model)), full.head_raw.shape[0],
+                               full.head_raw.shape[1]).attention_scores(
         full.head_raw.numpy(), full.head_na.numpy(), full.head_masked.numpy(), full.layers)
     np.testing.assert_allclose(auto.score(r), want, rtol=1e-4, atol=1e-7)

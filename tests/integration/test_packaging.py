@@ -34,6 +34,7 @@ def test_wheel_contains_subpackages_under_one_import_name(wheel: Path):
         assert f"attnsift/{sub}/__init__.py" in names, sub
     # the shipped head profiles (heads=auto) travel with the package
     assert "attnsift/rerank/profiles/icr-smollm2-135m.json" in names
+    assert "attnsift/rerank/profiles/icr-gemma3-270m.json" in names
     # never top-level `eval` or `cli` modules
     assert not any(n.startswith(("eval/", "cli/", "retrieval/")) for n in names)
 

@@ -155,13 +155,16 @@ def test_icr_profile_bad_input(tmp_path: Path):
         icr(heads="best")
 
 
-def test_packaged_profile_fits_smollm2():
+@pytest.mark.parametrize("model,layers,heads", [("smollm2-135m", 30, 9), ("gemma3-270m", 18, 4)])
+def test_packaged_profile_fits_its_model(model, layers, heads):
     from attnsift.rerank.head_scoring import packaged_profile
 
-    prof = read_profile(packaged_profile("smollm2-135m"))
-    s = scorer_from_profile(prof, 30, 9)
-    assert prof["selected_on"]["split"] != "test"
-    assert all(0 <= l < 30 and 0 <= h < 9 for l, h in s.heads)
+    prof = read_profile(packaged_profile(model))
+    s = scorer_from_profile(prof, layers, heads)
+    assert prof["model"] == model and prof["selected_on"]["split"] != "test"
+    assert all(0 <= l < layers and 0 <= h < heads for l, h in s.heads)
+    with pytest.raises(ValueError, match="does not fit"):
+        scorer_from_profile(prof, layers + 1, heads)
 
 
 def test_icr_two_orders_average_both_prompt_orders():
