@@ -144,6 +144,11 @@ def cv_systems(judged: list[Judged], top_k: int, folds: int = 5, variants: tuple
     for k in range(folds):
         train = [j for j, f in zip(judged, fold_of) if f != k and len(j.f.doc_ids) >= top_k]
         test_idx = [i for i, f in enumerate(fold_of) if f == k]
+        if not test_idx:  # a small set (e.g. 5 queries) can leave a fold empty: nothing to score
+            continue
+        if not train:
+            raise SystemExit(f"cross-validation: no query with a full top-{top_k} list outside fold {k}; "
+                             "use a larger query set")
         a = select(train, variants=variants)
         sel, fus = a["selection"], a["fusion"]
         heads = [tuple(h) for h in sel["heads"]]
