@@ -58,8 +58,9 @@ def test_icr_heads_auto_equals_the_profile_applied_to_all_heads(model, words):
     """The shipped profile on the real model: the pass over the selected layers (early exit where the
     last one is not the model's last) gives the scores the offline analysis computes from a full all-heads
     pass (the analysis and the reranker agree, so the profile's held-out figures are what users get).
-    Gemma 3 mixes sliding-window (512 keys) and global layers: its prompt is longer than the window, so this
-    also checks the windowed key placement on the real model."""
+    Gemma's prompt is longer than its 512-key sliding window, so the selection is checked where the windowed
+    layers drop keys (both passes share the attention code: that the windowing itself is right is checked
+    against eager attention in tests/parity/test_parity_icr.py)."""
     import numpy as np
 
     from attnsift.rerank.head_scoring import packaged_profile, read_profile, scorer_from_profile

@@ -109,3 +109,19 @@ def test_smollm2_matches_eager_two_pass():
         fast = ICRReranker(model, tokenizer=tok, config=cfg).score_details(ranking(3))
         ref = reference_scores(model, tok, ranking(3), cfg)
         assert rel_err(fast.scores, ref.scores) < 1e-4
+
+
+@pytest.mark.model  # real Gemma 3 in CI: its 512-key sliding window exceeded on the real model (a few seconds)
+def test_gemma3_270m_beyond_its_sliding_window_matches_eager_two_pass():
+    from attnsift.rerank.llm import load_causal_lm
+
+    model, tok = load_causal_lm("gemma3-270m", device="cpu")
+    assert any(t == "sliding_attention" for t in model.config.layer_types)
+    long = Ranking(Query("q1", "what prevents scurvy?"), tuple(
+        Candidate(f"d{i}", 10.0 - i, Document(f"d{i}", (t + " ") * 12)) for i, t in enumerate(TEXTS)))
+    for calibration in ("masked_na", "none"):
+        cfg = ICRConfig(calibration=calibration, max_words=150)
+        fast = ICRReranker(model, tokenizer=tok, config=cfg).score_details(long)
+        ref = reference_scores(model, tok, long, cfg)
+        assert fast.num_tokens > model.config.sliding_window  # the windowed layers really drop keys
+        assert rel_err(fast.scores, ref.scores) < 1e-4
