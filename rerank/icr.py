@@ -19,6 +19,8 @@ are reranked in sliding windows from the bottom of the list to the top (``window
 RankGPT scheme). Each window is reordered by its ICR scores; the final order is the resulting
 permutation and the returned scores are ``n - position`` (window scores are not comparable across
 windows, positions are). Every candidate is scored at least once, so the ranking is a permutation.
+A list of at most ``window`` candidates that does not fit is one prompt with its documents cut to an
+equal share of tokens (real scores, per-head masses kept).
 """
 from __future__ import annotations
 
@@ -372,6 +374,10 @@ class ICRReranker(BaseReranker):
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
         query = ranking.query.text
         fitted = self._fit_layout(query, docs)
+        if fitted is None and len(docs) <= self.config.window:
+            # One window holds the whole list: score it in one prompt with the documents cut by tokens,
+            # so the scores stay comparable (not positions) and the per-head and per-token masses are kept.
+            fitted = self._fit_layout(query, docs, force=True)
         details = (self._score_window(query, docs, *fitted, first=first) if fitted is not None
                    else self._score_windows(query, docs, first))
         details.seconds = time.perf_counter() - t0

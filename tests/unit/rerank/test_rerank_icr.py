@@ -134,3 +134,14 @@ def test_calibrations_share_one_forward_pass_and_match_uncached(monkeypatch):
     icr_mod._DETAILS_CACHE.clear()
     assert icr(calibration="none").score(rk) == none  # recomputed: same numbers
     assert len(calls) == 2
+
+
+def test_a_list_of_one_window_that_does_not_fit_is_one_prompt_with_documents_cut():
+    # 9 candidates of 40 words do not fit 300 tokens; with window 10 the list is one window anyway:
+    # one prompt with the documents cut by tokens, real scores and per-head masses (head analysis needs them).
+    rr = icr(max_context_tokens=300, window=10, stride=5)
+    long = ranking(9, words=40)
+    det = rr.score_details(long)
+    assert det.windows == 1 and det.num_tokens <= 300
+    assert det.head_raw is not None and tuple(det.head_raw.shape)[-1] == 9
+    assert sorted(det.scores) != [float(i) for i in range(1, 10)]  # not positions
