@@ -68,7 +68,7 @@ def table(paths: list[str], profiles: list[dict]) -> str:
             f"{s['masked']['best_layer']:.4f} (layer {s['masked']['best_layer_at']}) | "
             f"{sel['k']} heads, {sel['variant']}/{sel['aggregate']} | {sel['heldout_ndcg']:.4f} | "
             + (f"{sim['pearson']:.3f}, {sim['mean_abs_diff']:.4f}" if sim else "-") + " |")
-    head = (f"Held-out split(s): {', '.join(sorted(held))}; {first.get('queries')} queries; first stage "
+    head = (f"Held-out split(s): {'; '.join(sorted(held))}; {first.get('queries')} queries; first stage "
             f"nDCG@10 {first['first_stage']:.4f}.\n\n")
     return head + "\n".join(rows) + "\n"
 
