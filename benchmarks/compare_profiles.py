@@ -11,9 +11,7 @@ the held-out queries only: this compares settings, it is not a test result.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -80,15 +78,16 @@ def main() -> None:
     args = ap.parse_args()
     if len(args.profiles) < 2:
         ap.error("give at least two profiles to compare")
+    from attnsift.rerank.head_scoring import read_profile
+
     profiles = []
     for path in args.profiles:
         try:
-            p = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: cannot read a profile ({e}); give files written by `attnsift analyze heads`")
-        if p.get("format") != "attnsift-head-profile" or p.get("reranker", "icr") != "icr":
-            raise SystemExit(f"{path}: not an ICR head profile (format {p.get('format')!r}, reranker "
-                             f"{p.get('reranker')!r})")
+            p = read_profile(path)  # the reranker's own reader: existence, JSON, format
+        except (OSError, ValueError) as e:
+            raise SystemExit(str(e))
+        if p.get("reranker", "icr") != "icr":
+            raise SystemExit(f"{path}: a {p.get('reranker')} profile; this compares ICR head profiles")
         profiles.append(p)
     text = table(args.profiles, profiles)
     print(text, end="")

@@ -50,7 +50,12 @@ def test_cli_writes_the_table_and_rejects_other_files(tmp_path, monkeypatch, cap
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "other"}))
     monkeypatch.setattr("sys.argv", ["compare_profiles", str(paths[0]), str(bad)])
-    with pytest.raises(SystemExit, match="not an ICR head profile"):
+    with pytest.raises(SystemExit, match="not an attnsift head profile"):
+        bench.main()
+    blockrank = tmp_path / "br.json"
+    blockrank.write_text(json.dumps({**_profile(4), "reranker": "blockrank"}))
+    monkeypatch.setattr("sys.argv", ["compare_profiles", str(paths[0]), str(blockrank)])
+    with pytest.raises(SystemExit, match="compares ICR head profiles"):
         bench.main()
     shape = tmp_path / "shape.json"
     shape.write_text(json.dumps(_profile(3, shape=(2, 2))))
