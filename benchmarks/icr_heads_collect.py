@@ -25,6 +25,7 @@ from attnsift.eval.datasets import load_dataset
 from attnsift.eval.heads import collect_head_masses, features_folder
 from attnsift.eval.specs import SystemSpec
 from attnsift.rerank.icr import ICRReranker
+from attnsift.types import Run
 from icr_heads import parse_set
 
 ROOT = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
@@ -38,9 +39,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def take_shard(run: dict, k: int, n: int) -> dict:
-    """The K-th of N disjoint interleaved shards of a run (query order kept); together they cover it."""
-    return {qid: rk for i, (qid, rk) in enumerate(run.items()) if i % n == k}
+def take_shard(run: Run, k: int, n: int) -> Run:
+    """The K-th of N disjoint interleaved shards of a run (query order and run name kept); together they cover it."""
+    return Run((rk for i, rk in enumerate(run.values()) if i % n == k), name=run.name)
 
 
 def main() -> None:

@@ -157,9 +157,13 @@ def test_collector_shards_split_a_run_into_disjoint_parts_that_cover_it(monkeypa
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3] / "benchmarks"))
     collect = load_benchmark("icr_heads_collect")
-    run = {f"q{i}": i for i in range(7)}
+    from attnsift.types import Candidate, Query, Ranking, Run
+
+    run = Run((Ranking(Query(f"q{i}", "text"), (Candidate("d", 1.0),)) for i in range(7)), name="bm25")
     parts = [collect.take_shard(run, k, 3) for k in range(3)]
     assert [list(p) for p in parts] == [["q0", "q3", "q6"], ["q1", "q4"], ["q2", "q5"]]
+    # a Run with its name, as attach_texts and the features' metadata need (a plain dict crashed on a provided run)
+    assert all(isinstance(p, Run) and p.name == "bm25" for p in parts)
     assert sorted(q for p in parts for q in p) == sorted(run)
     assert collect.parse_shard("1/2") == (1, 2)
     for bad in ("2/2", "1", "a/2", "-1/2"):
