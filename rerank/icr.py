@@ -480,24 +480,8 @@ class ICRReranker(BaseReranker):
             na_mass = na_mass * heads[:, :, None]
         a_q = q_mass.sum(dim=(0, 1))  # (T_prefix,)
         a_na = na_mass.sum(dim=(0, 1))
-        c = a_q - a_na
-        raw, na, cal, masked = [], [], [], []
-        for s, e in layout.doc_spans:
-            seg = c[s:e].double()
-            raw.append(float(a_q[s:e].double().sum()))
-            na.append(float(a_na[s:e].double().sum()))
-            cal.append(float(seg.sum()))
-            if seg.numel() > 1:
-                keep = seg > seg.mean() - 2 * seg.std()
-                masked.append(float(seg[keep].sum()))
-            else:
-                masked.append(float(seg.sum()))
-        # Back to the caller's order.
-        inv = [0] * len(docs)
-        for j, i in enumerate(layout.order):
-            inv[i] = j
+        (raw, na, cal, masked), inv = _document_scores(a_q, a_na, layout)
         pick = lambda xs: [xs[inv[i]] for i in range(len(docs))]  # noqa: E731
-        raw, na, cal, masked = pick(raw), pick(na), pick(cal), pick(masked)
         perm = torch.tensor(inv)
         pieces = []
         for s, e in layout.doc_spans:
@@ -600,6 +584,27 @@ def _masked_segment_sums(c: Any, spans: Sequence[tuple[int, int]]) -> Any:
     return torch.stack(out, dim=-1).float()
 
 
+def _document_scores(a_q: Any, a_na: Any, layout: Any) -> tuple[tuple[list[float], ...], list[int]]:
+    """Per-document raw, N/A, calibrated and masked-calibrated sums from the per-token span masses of
+    the real and the N/A query (``a_q``, ``a_na``: (T_prefix,)), in the caller's document order.
+
+    The masked sum drops the document's tokens whose calibrated mass is below mean - 2 std (METHODS.md).
+    Also returns ``inv``: the prompt position of each caller-order document.
+    """
+    c = a_q - a_na
+    raw, na, cal, masked = [], [], [], []
+    for s, e in layout.doc_spans:
+        seg = c[s:e].double()
+        raw.append(float(a_q[s:e].double().sum()))
+        na.append(float(a_na[s:e].double().sum()))
+        cal.append(float(seg.sum()))
+        masked.append(float(seg[seg > seg.mean() - 2 * seg.std()].sum()) if seg.numel() > 1 else float(seg.sum()))
+    inv = [0] * len(layout.order)
+    for j, i in enumerate(layout.order):
+        inv[i] = j
+    return tuple([xs[inv[i]] for i in range(len(inv))] for xs in (raw, na, cal, masked)), inv
+
+
 def _check_causal_lm(model: Any) -> None:
     try:
         from transformers import PreTrainedModel
@@ -646,18 +651,6 @@ def reference_scores(model: Any, tokenizer: Any, ranking: Ranking, config: ICRCo
     if rr.head_mask is not None:
         q_mass, na_mass = q_mass * rr.head_mask[:, :, None], na_mass * rr.head_mask[:, :, None]
     a_q, a_na = q_mass.sum(dim=(0, 1)), na_mass.sum(dim=(0, 1))
-    c = a_q - a_na
-    raw, na, cal, masked = [], [], [], []
-    for s, e in layout.doc_spans:
-        seg = c[s:e].double()
-        raw.append(float(a_q[s:e].double().sum()))
-        na.append(float(a_na[s:e].double().sum()))
-        cal.append(float(seg.sum()))
-        masked.append(float(seg[seg > seg.mean() - 2 * seg.std()].sum()) if seg.numel() > 1 else float(seg.sum()))
-    inv = [0] * len(docs)
-    for j, i in enumerate(layout.order):
-        inv[i] = j
-    pick = lambda xs: [xs[inv[i]] for i in range(len(docs))]  # noqa: E731
-    raw, na, cal, masked = pick(raw), pick(na), pick(cal), pick(masked)
+    (raw, na, cal, masked), _ = _document_scores(a_q, a_na, layout)
     scores = {"none": raw, "na": cal, "masked_na": masked}[config.calibration]
     return ICRDetails(raw, na, cal, masked, list(scores), num_tokens=layout.num_tokens, layers=list(rr.layers))
