@@ -74,6 +74,18 @@ def _topk_indices(scores: np.ndarray, docs: np.ndarray, k: int, id_rank: np.ndar
     return np.concatenate([above, tied])
 
 
+def check_bm25_params(k1: Any, b: Any, **more: Any) -> None:
+    """Reject BM25 parameters that are not finite numbers, ``k1 < 0`` or ``b`` outside [0, 1]
+    (shared by the bm25s and the Lucene backends; ``more``: other numeric parameters, e.g. ``delta``)."""
+    for pname, value in {"k1": k1, "b": b, **more}.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"{pname} must be a finite number, got {value!r}")
+    if k1 < 0:
+        raise ValueError(f"k1 must be >= 0 (Anserini's BEIR setting is 0.9), got {k1}")
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"b must be in [0, 1] (Anserini's BEIR setting is 0.4), got {b}")
+
+
 class BM25Retriever:
     """BM25 over a corpus, indexed in memory with bm25s; saved and loaded as a checksummed folder.
 
@@ -115,13 +127,7 @@ class BM25Retriever:
         *,
         delta: float = 0.5,
     ) -> None:
-        for pname, value in (("k1", k1), ("b", b), ("delta", delta)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"{pname} must be a finite number, got {value!r}")
-        if k1 < 0:
-            raise ValueError(f"k1 must be >= 0 (Anserini's BEIR setting is 0.9), got {k1}")
-        if not 0.0 <= b <= 1.0:
-            raise ValueError(f"b must be in [0, 1] (Anserini's BEIR setting is 0.4), got {b}")
+        check_bm25_params(k1, b, delta=delta)
         if method not in METHODS:
             raise ValueError(f"unknown BM25 method {method!r}; expected one of {list(METHODS)}")
         self.k1 = float(k1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from attnsift.errors import IndexCorruptedError, require
 from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.retrieval.bm25 import check_bm25_params
 from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
 
 logger = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ class LuceneBM25Retriever:
         stopwords: str | None = "en",
         store_text: bool = True,
     ) -> None:
-        for pname, value in (("k1", k1), ("b", b)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"{pname} must be a finite number, got {value!r}")
-        if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError(f"expected k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        check_bm25_params(k1, b)
         if method != "lucene":
             raise ValueError(f"the Lucene backend scores with Lucene's BM25 only (method='lucene'), got {method!r}")
         if stemmer not in _STEMMERS:

@@ -122,3 +122,17 @@ def test_failed_overwrite_keeps_previous_index(tmp_path, monkeypatch):
 def test_overwrite_false(saved):
     with pytest.raises(FileExistsError):
         BM25Retriever.from_corpus(DOCS).save(saved, overwrite=False)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"k1": -0.1}, ValueError, "k1 must be >= 0"),
+    ({"b": 1.5}, ValueError, r"b must be in \[0, 1\]"),
+    ({"k1": float("nan")}, TypeError, "k1 must be a finite number"),
+    ({"b": True}, TypeError, "b must be a finite number"),
+])
+def test_both_bm25_backends_reject_bad_parameters_alike(kwargs, error, message):
+    from attnsift.retrieval.lucene import LuceneBM25Retriever
+
+    for cls in (BM25Retriever, LuceneBM25Retriever):  # checked before pyserini is needed
+        with pytest.raises(error, match=message):
+            cls(**kwargs)
