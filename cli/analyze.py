@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -47,6 +47,9 @@ def heads(
                                    help="Select on every held-out list, also those shorter than --top-k (default: full lists only)."),
     features: Optional[Path] = typer.Option(None, "--features",
                                             help="Folder of the per-query head masses (default: under $ATTNSIFT_CACHE/heads)."),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", help="Reranker option key=value (repeatable), e.g. query_positions=64 for BlockRank; the "
+                               "default features folder's name then carries the options."),
 ) -> None:
     """Per-(layer, head) nDCG@10 on held-out queries, the head selection, a heatmap and a layer curve.
 
@@ -59,6 +62,7 @@ def heads(
     from attnsift.eval.heads import collect_head_masses, features_folder, load_head_masses
     from attnsift.eval.headsel import judge, make_profile, plot_head_heatmap, plot_layer_curve, select
     from attnsift.eval.specs import SystemSpec
+    from attnsift.config import parse_option_strings
     from attnsift.io import atomic_write_json
     from attnsift.rerank.icr import ICRReranker
 
@@ -71,17 +75,23 @@ def heads(
         ds = ds.subset(max_queries=max_queries)
     if split == "test":
         typer.echo("warning: selecting on the test split; report figures on other queries", err=True)
+    options = parse_option_strings(option)
+    for fixed in ("max_words", "block_tokens", "window", "heads"):
+        if fixed in options:
+            raise ValueError(f"--option {fixed}=... is not for analyze heads: "
+                             + ("use --max-words / --block-tokens / --top-k" if fixed != "heads" else
+                                "the analysis reads every head"))
     if reranker == "icr":
-        rr = ICRReranker(model, max_words=max_words, window=max(top_k, 20))
+        rr = ICRReranker(model, max_words=max_words, window=max(top_k, 20), **options)
     else:
         from attnsift.rerank.blockrank import BlockRankReranker
 
-        rr = BlockRankReranker(model, max_words=max_words, block_tokens=block_tokens)
+        rr = BlockRankReranker(model, max_words=max_words, block_tokens=block_tokens, **options)
     run, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={top_k}]"), {})
     run = attach_texts(run, ds, top_k)
     root = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
-    folder = features or features_folder(root, model if reranker == "icr" else f"blockrank-{model}", ds.name, split,
-                                         "bm25", top_k, max_words)
+    slug = (model if reranker == "icr" else f"blockrank-{model}") + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+    folder = features or features_folder(root, slug, ds.name, split, "bm25", top_k, max_words)
     collect_head_masses(rr, run, folder, top_k=top_k, progress=True,
                         meta={"dataset": ds.name, "split": split, "first_stage": "bm25"})
     judged = judge(load_head_masses(folder, list(run)), ds.qrels)
@@ -99,7 +109,7 @@ def heads(
     cfg = rr.model.config.get_text_config()
     where = {"dataset": ds.name, "split": split, "queries": len(picked), "judged_queries": len(judged),
              "full_lists_only": not all_lists, "first_stage": "bm25", "top_k": top_k, "max_words": max_words,
-             "max_queries": max_queries}
+             "max_queries": max_queries, **({"options": options} if options else {})}
     profile = make_profile(analysis, model, cfg.num_hidden_layers, cfg.num_attention_heads, where)
     profile["reranker"] = reranker
     if reranker == "blockrank":

@@ -171,11 +171,12 @@ class BlockRankReranker(BaseReranker):
         self.head_pairs, self.head_aggregate = None, "sum"
         layer = self.config.scoring_layer
         if isinstance(layer, str) or isinstance(self.config.heads, str):
-            from attnsift.rerank.head_scoring import packaged_profile, read_profile
+            from attnsift.rerank.head_scoring import packaged_profile, read_profile, warn_profile_options
 
             ref = layer if isinstance(layer, str) else self.config.heads
             path = packaged_profile(model_name, reranker="blockrank") if ref == "auto" else ref
             self.profile = read_profile(path)
+            warn_profile_options(self.profile, self.config, path)
             if self.profile.get("reranker", "icr") != "blockrank":
                 raise ValueError(f"{path} is a profile for {self.profile.get('reranker', 'icr')}, not BlockRank")
             if (self.profile.get("num_layers"), self.profile.get("num_heads")) != (self.num_layers, self.num_heads):

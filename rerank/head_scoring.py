@@ -25,6 +25,7 @@ values over the candidate list (mean 0, std 1) and averages, so no single head d
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -189,6 +190,24 @@ def read_profile(path: str | Path) -> dict[str, Any]:
     if not isinstance(prof, dict) or prof.get("format") != PROFILE_FORMAT or "selection" not in prof:
         raise ValueError(f"{path} is not an attnsift head profile (format {PROFILE_FORMAT!r} with a 'selection')")
     return prof
+
+
+def profile_option_mismatch(prof: Mapping[str, Any], config: Any) -> dict[str, tuple[str, str]]:
+    """Reranker options the profile was selected with (``analyze heads --option``) that ``config`` sets
+    otherwise: ``{name: (profile's value, config's value)}``. Logged as a warning by the rerankers:
+    heads chosen under one setting are not known to be good under another."""
+    chosen = (prof.get("selected_on") or {}).get("options") or {}
+    return {k: (str(v), str(getattr(config, k))) for k, v in chosen.items()
+            if hasattr(config, k) and str(getattr(config, k)) != str(v)}
+
+
+def warn_profile_options(prof: Mapping[str, Any], config: Any, path: Any) -> None:
+    diff = profile_option_mismatch(prof, config)
+    if diff:
+        logging.getLogger("attnsift.rerank").warning(
+            "head profile %s was selected with %s; this reranker has %s. Pass the same --option values to "
+            "score as the profile was chosen", path, ", ".join(f"{k}={a}" for k, (a, _) in diff.items()),
+            ", ".join(f"{k}={b}" for k, (_, b) in diff.items()))
 
 
 def scorer_from_profile(prof: Mapping[str, Any], num_layers: int | None = None, num_heads: int | None = None) -> HeadScorer:

@@ -281,10 +281,12 @@ class ICRReranker(BaseReranker):
         self.num_layers = nl
         self.profile, self.head_scorer = None, None
         if isinstance(self.config.heads, str):
-            from attnsift.rerank.head_scoring import packaged_profile, read_profile, scorer_from_profile
+            from attnsift.rerank.head_scoring import (packaged_profile, read_profile, scorer_from_profile,
+                                                      warn_profile_options)
 
             path = packaged_profile(self.model_name) if self.config.heads == "auto" else self.config.heads
             self.profile = read_profile(path)
+            warn_profile_options(self.profile, self.config, path)
             if self.profile.get("reranker", "icr") != "icr":
                 raise ValueError(f"{path} is a head profile for {self.profile['reranker']}, not ICR")
             self.head_scorer = scorer_from_profile(self.profile, nl, nh)

@@ -97,3 +97,36 @@ def test_analyze_heads_bad_input(tmp_path: Path, tiny_model_dir: Path):
     assert res.exit_code == 2 and ".json" in res.output
     res = runner.invoke(app, ["analyze", "heads", "--reranker", "colbert", "--out", str(tmp_path / "p.json")])
     assert res.exit_code == 2 and "icr or blockrank" in res.output
+
+
+def test_analyze_heads_options_reach_the_reranker_and_name_the_features(tmp_path: Path, tiny_model_dir: Path,
+                                                                          monkeypatch, caplog):
+    monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path / "cache"))
+    data = write_beir(tmp_path / "toy")
+    base = ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir), "--dataset", str(data),
+            "--split", "dev", "--top-k", "5", "--max-words", "8", "--block-tokens", "48"]
+    curves = {}
+    for opts in ([], ["--option", "query_positions=999"]):
+        out = tmp_path / f"br{len(opts)}.json"
+        res = runner.invoke(app, [*base, *opts, "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        prof = json.loads(out.read_text())
+        curves[len(opts)] = prof["per_layer"]["raw"]
+        assert prof["selected_on"].get("options") == ({"query_positions": "999"} if opts else None)
+    folders = sorted(p.name for p in (tmp_path / "cache" / "heads").iterdir())
+    # Two collections, two folders: the option is in the second one's name (never mixed with the default's).
+    assert len(folders) == 2 and any("query_positions" in f for f in folders)
+    # Scoring from every row of the last block is another score than from its last two rows.
+    assert curves[0] != curves[2]
+    # A profile chosen with an option warns when it is used without it, and not when used with it.
+    from attnsift.rerank.blockrank import BlockRankReranker
+
+    for qp, warned in ((2, True), (999, False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="attnsift.rerank"):
+            BlockRankReranker(str(tiny_model_dir), scoring_layer=str(tmp_path / "br2.json"), query_positions=qp)
+        assert ("query_positions=999" in caplog.text) == warned, caplog.text
+    res = runner.invoke(app, [*base, "--option", "heads=auto", "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "every head" in res.output
+    res = runner.invoke(app, [*base, "--option", "no_such_option=1", "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "no_such_option" in res.output
