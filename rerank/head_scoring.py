@@ -193,10 +193,13 @@ def read_profile(path: str | Path) -> dict[str, Any]:
 
 
 def profile_option_mismatch(prof: Mapping[str, Any], config: Any) -> dict[str, tuple[str, str]]:
-    """Reranker options the profile was selected with (``analyze heads --option``) that ``config`` sets
-    otherwise: ``{name: (profile's value, config's value)}``. Logged as a warning by the rerankers:
+    """Reranker options the profile was selected with (``analyze heads --option``, and its ``--max-words``)
+    that ``config`` sets otherwise: ``{name: (profile's value, config's value)}``. Logged as a warning by the rerankers:
     heads chosen under one setting are not known to be good under another."""
-    chosen = (prof.get("selected_on") or {}).get("options") or {}
+    where = prof.get("selected_on") or {}
+    chosen = dict(where.get("options") or {})
+    if where.get("max_words") is not None:  # the document cut the masses were collected at
+        chosen.setdefault("max_words", where["max_words"])
     return {k: (str(v), str(getattr(config, k))) for k, v in chosen.items()
             if hasattr(config, k) and str(getattr(config, k)) != str(v)}
 

@@ -177,3 +177,16 @@ def test_icr_two_orders_average_both_prompt_orders():
     np.testing.assert_allclose(both, aggregate(np.stack([a, b]), "z"), rtol=1e-6)
     with pytest.raises(ValueError, match="orders"):
         icr(orders=3)
+
+
+def test_profile_option_mismatch_names_options_and_the_document_cut():
+    from types import SimpleNamespace
+
+    from attnsift.rerank.head_scoring import profile_option_mismatch
+
+    prof = {"selected_on": {"max_words": 100, "options": {"query_positions": "999"}}}
+    cfg = SimpleNamespace(max_words=300, query_positions=999)
+    assert profile_option_mismatch(prof, cfg) == {"max_words": ("100", "300")}
+    assert profile_option_mismatch(prof, SimpleNamespace(max_words=100, query_positions=2)) == {
+        "query_positions": ("999", "2")}
+    assert profile_option_mismatch({"selected_on": {}}, cfg) == {}
