@@ -67,9 +67,14 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
         raise SystemExit(f"no first-stage-order collection for {name} {split} ({folder}); run "
                          f"python benchmarks/icr_heads_collect.py --forward {name}:{split}"
                          + (f":{max_queries}" if max_queries else ""))
+    collect = ("python benchmarks/icr_heads_collect.py " + ("--forward " if model.endswith("-fwd") else "")
+               + (f"--max-words {max_words} " if max_words != 100 else "") + f"{name}:{split}"
+               + (f":{max_queries}" if max_queries else ""))
+    if not (folder / "meta.json").exists():
+        raise SystemExit(f"no head masses for {name} {split} at {max_words} words ({folder}); run {collect}")
     feats = load_head_masses(folder, list(ds.queries))
     stored = {f.qid for f in feats}
-    if not (folder / "meta.json").exists() or len(stored) < len(ds.queries):
+    if len(stored) < len(ds.queries):
         # Queries whose BM25 list is empty are never stored; anything else missing is unfinished work.
         from attnsift.eval.bench import first_stage_run
         from attnsift.eval.specs import SystemSpec
@@ -78,8 +83,7 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
         unfinished = [q for q in ds.queries if q not in stored and q in run and len(run[q]) > 0]
         if unfinished:
             raise SystemExit(f"{name} {split}: {len(unfinished)} queries have no stored masses yet ({folder}); "
-                             "run python benchmarks/icr_heads_collect.py " + ("--forward " if model.endswith("-fwd") else "")
-                             + f"{name}:{split}" + (f":{max_queries}" if max_queries else ""))
+                             f"run {collect}")
     return ds, judge(feats, ds.qrels)
 
 

@@ -9,40 +9,41 @@
 A profile's heads are chosen on masses of one document length (its ``selected_on.max_words``); the
 reranker applies them to whatever length it is given (``max_words``, 300 by default). This scores every
 profile's selection on every length's masses, same queries, nDCG@10 with the difference to BM25 (paired
-t-test). Held-out rows (``:dev``) are full lists only, as in the selection; test rows are every stored
-query (queries whose BM25 list is empty are not stored, so BM25 here can differ from the full-run value).
+t-test, through the project's evaluation as in ``benchmarks/icr_heads.py``). Held-out rows (``:dev``) are
+full lists only, as in the selection; test rows are every judged query (those with an empty BM25 list
+count as 0), so BM25 there equals its full-run value.
 Needs the masses of ``benchmarks/icr_heads_collect.py [--max-words W]`` for each set and length.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def cross_scores(judged: Sequence, profiles: Mapping[str, Mapping]) -> dict:
-    """BM25 and each profile's selection on ``judged`` (one set's queries): mean nDCG@10, difference to
-    BM25 and the paired t-test p-value."""
-    from scipy.stats import ttest_rel
+def cross_scores(judged: Sequence, qrels: Mapping, profiles: Mapping[str, Mapping], queries: Sequence[str] | None = None,
+                 rel_level: int = 1) -> dict:
+    """BM25 and each profile's selection on ``judged`` (one set's stored queries): nDCG@10, difference to BM25
+    and the paired t-test p-value, through the project's evaluation (:func:`attnsift.eval.metrics.evaluate`,
+    ``Report.compare``) as ``benchmarks/icr_heads.py`` does. ``queries``: the query ids averaged over
+    (judged queries whose BM25 list is empty count as 0 there); default: the stored ones."""
+    from attnsift.eval.headsel import first_stage_as_run, selection_run
+    from attnsift.eval.metrics import evaluate
 
-    from attnsift.eval.headsel import ndcg10, selection_scores
-
-    bm = np.array([ndcg10(np.asarray(j.f.first_stage), j) for j in judged])
-    out = {"queries": len(judged), "bm25": float(bm.mean()), "profiles": {}}
+    queries = list(queries) if queries is not None else [j.f.qid for j in judged]
+    base = evaluate(first_stage_as_run(judged), qrels, ["nDCG@10"], rel_level=rel_level, name="BM25", queries=queries)
+    out = {"queries": len(queries), "bm25": float(base["nDCG@10"]), "profiles": {}}
     for label, prof in profiles.items():
         sel = prof["selection"]
-        scores = selection_scores(judged, [tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"])
-        v = np.array([ndcg10(s, j) for s, j in zip(scores, judged)])
-        p = float(ttest_rel(v, bm).pvalue) if len(v) > 1 and np.any(v != bm) else 1.0
-        out["profiles"][label] = {"ndcg10": float(v.mean()), "delta": float(v.mean() - bm.mean()), "p": p}
+        rep = evaluate(selection_run(judged, [tuple(h) for h in sel["heads"]], sel["variant"], sel["aggregate"]),
+                       qrels, ["nDCG@10"], rel_level=rel_level, name=label, queries=queries)
+        c = base.compare(rep)["nDCG@10"]
+        out["profiles"][label] = {"ndcg10": float(rep["nDCG@10"]), "delta": float(c.diff), "p": float(c.p)}
     return out
 
 
@@ -67,10 +68,13 @@ def main() -> None:
     for mw in args.max_words:
         for item in args.sets:
             name, split, limit = parse_set(item)
-            _, judged = load(name, split, args.model, 20, mw, limit)
-            if split == "dev":
+            ds, judged = load(name, split, args.model, 20, mw, limit)
+            if split == "dev":  # the held-out figure of the selection: full lists only
                 judged = [j for j in judged if len(j.f.doc_ids) >= 20]
-            rows.append((mw, item, cross_scores(judged, profiles)))
+                queries = [j.f.qid for j in judged]
+            else:  # as in icr_heads.py: every judged query, those without candidates count as 0
+                queries = [q for q in ds.queries if ds.qrels.get(q)]
+            rows.append((mw, item, cross_scores(judged, ds.qrels, profiles, queries, ds.rel_level)))
     labels = list(profiles)
     lines = ["# ICR head profiles applied to masses of another document length", "",
              f"Command: `python {' '.join(sys.argv)}`  ",
@@ -82,13 +86,10 @@ def main() -> None:
                  f"{'*' if r['profiles'][lab]['p'] < 0.05 else ''})" for lab in labels]
         lines.append(f"| {mw} words | {item} | {r['queries']} | {r['bm25']:.4f} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    from attnsift.io import atomic_file
+    from attnsift.io import atomic_write_json, atomic_write_text
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out, "w") as fh:
-        fh.write(text)
-    with atomic_file(Path(args.out).with_suffix(".json"), "w") as fh:
-        json.dump([{"max_words": mw, "set": item, **r} for mw, item, r in rows], fh, indent=1)
+    atomic_write_text(args.out, text)
+    atomic_write_json(Path(args.out).with_suffix(".json"), [{"max_words": mw, "set": item, **r} for mw, item, r in rows])
     print(text)
 
 

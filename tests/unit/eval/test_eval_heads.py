@@ -169,3 +169,18 @@ def test_collector_shards_split_a_run_into_disjoint_parts_that_cover_it(monkeypa
     for bad in ("2/2", "1", "a/2", "-1/2"):
         with pytest.raises(SystemExit, match="K/N"):
             collect.parse_shard(bad)
+
+
+def test_icr_heads_load_says_how_to_collect_missing_masses(tmp_path, monkeypatch, data_dir):
+    from pathlib import Path
+
+    from helpers import load_benchmark
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    bench = load_benchmark("icr_heads")
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    # Nothing collected at 300 words: the message names the command with the right --max-words.
+    with pytest.raises(SystemExit, match=r"icr_heads_collect.py --max-words 300 scifact:test:3"):
+        bench.load("scifact", "test", "smollm2-135m", 20, 300, 3)
+    with pytest.raises(SystemExit, match=r"icr_heads_collect.py scifact:test:3$"):
+        bench.load("scifact", "test", "smollm2-135m", 20, 100, 3)

@@ -1,5 +1,6 @@
 """benchmarks/icr_profiles_cross.py: a profile's selection scored on stored masses."""
 import numpy as np
+import pytest
 from helpers import load_benchmark
 
 from attnsift.eval.heads import QueryFeatures
@@ -18,7 +19,7 @@ def _judged(n_queries=30, n_docs=20, seed=0):
         na = np.zeros_like(raw)
         feats.append(QueryFeatures(f"q{q}", docs, rng.uniform(0, 1, n_docs), raw, na, raw.copy()))
         qrels[f"q{q}"] = {docs[i]: 1 for i in rel}
-    return judge(feats, qrels)
+    return judge(feats, qrels), qrels
 
 
 def _profile(heads):
@@ -27,10 +28,16 @@ def _profile(heads):
 
 def test_cross_scores_tells_the_informative_head_from_the_noise():
     bench = load_benchmark("icr_profiles_cross")
-    judged = _judged()
-    r = bench.cross_scores(judged, {"good": _profile([[1, 0]]), "noise": _profile([[0, 1]])})
+    judged, qrels = _judged()
+    profiles = {"good": _profile([[1, 0]]), "noise": _profile([[0, 1]])}
+    r = bench.cross_scores(judged, qrels, profiles)
     assert r["queries"] == 30 and 0.0 <= r["bm25"] <= 1.0
     good, noise = r["profiles"]["good"], r["profiles"]["noise"]
     assert good["ndcg10"] > 0.95 and good["delta"] > 0.3 and good["p"] < 0.001
     assert abs(noise["delta"]) < 0.2 and noise["p"] > 0.001
-    assert good["delta"] == good["ndcg10"] - r["bm25"]
+    assert good["delta"] == pytest.approx(good["ndcg10"] - r["bm25"])
+    # A judged query with no stored candidates counts as 0 for every system (as in icr_heads.py).
+    qrels = {**qrels, "q_empty": {"dx": 1}}
+    r2 = bench.cross_scores(judged, qrels, profiles, queries=[*(j.f.qid for j in judged), "q_empty"])
+    assert r2["queries"] == 31 and r2["bm25"] == pytest.approx(r["bm25"] * 30 / 31)
+    assert r2["profiles"]["good"]["ndcg10"] == pytest.approx(good["ndcg10"] * 30 / 31)
