@@ -127,10 +127,13 @@ def main() -> None:
     ap.add_argument("--max-positives", type=int, default=3)
     ap.add_argument("--max-words", type=int, default=100)
     ap.add_argument("--layers", default="all", help="'all' or comma-separated layer indices whose mass is trained")
+    ap.add_argument("--params", default="all", choices=("all", "qk"),
+                    help="train every weight, or only the query and key projections of --layers")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--calibrate", action="store_true",
                     help="divide each document's mass by the N/A query's (one more forward pass, no grad)")
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the training prompts (each pass reshuffled)")
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=60.0, help="stop (and save) after this much training time")
     ap.add_argument("--threads", type=int, default=2)
@@ -156,13 +159,22 @@ def main() -> None:
     ds = load_dataset(args.dataset, split=args.split)
     examples = build_examples(ds, args.candidates, args.max_positives, seed=args.seed,
                               max_queries=args.max_queries, sample="random")
-    random.Random(args.seed).shuffle(examples)
+    plan = []
+    for e in range(args.epochs):
+        order = list(examples)
+        random.Random(f"{args.seed}|{e}").shuffle(order)
+        plan += order
     model, tok = _load_model(args.model, torch.device("cpu"))
     model.set_attn_implementation(register())
     model.train()
     nl = model.config.num_hidden_layers
     layers = list(range(nl)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.params == "qk":
+        names = tuple(f"layers.{l}.self_attn.{w}." for l in layers for w in ("q_proj", "k_proj"))
+        for n, p in model.named_parameters():
+            p.requires_grad_(any(x in n for x in names))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     config = {k: v for k, v in vars(args).items()}
     config.update(examples=len(examples), machine=f"{platform.machine()} {os.cpu_count()} cores",
                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -172,7 +184,7 @@ def main() -> None:
     logf = open(out / "log.jsonl", "a", encoding="utf-8")
     step = 0
     try:
-        for ex in examples:
+        for ex in plan:
             if time.time() - t0 > args.minutes * 60:
                 break
             docs = [(d.title, d.text) for d in ex.documents]
@@ -191,14 +203,14 @@ def main() -> None:
             loss = icr_loss(m, pos, args.tau, prior)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+            gn = float(torch.nn.utils.clip_grad_norm_(trained, 1.0))
             opt.step()
             step += 1
             w = m.detach() if prior is None else m.detach() / prior.clamp_min(1e-12)
             share = float(w[pos].sum() / w.sum())
             top_rel = bool(ex.positive[int(w.argmax())])
             rec = {"step": step, "loss": float(loss.detach()), "pos_share": share, "chance": sum(ex.positive) / len(ex.positive),
-                   "top_relevant": top_rel, "tokens": lay.num_tokens, "grad_norm": gn, "lr": lr,
+                   "top_relevant": top_rel, "tokens": lay.num_tokens, "doc_mass": float(m.detach().sum()), "grad_norm": gn, "lr": lr,
                    "seconds": round(time.time() - ts, 2)}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
