@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 ATTN_NAME = "attnsift_icr"
 _ACTIVE: contextvars.ContextVar["Recorder | None"] = contextvars.ContextVar("attnsift_recorder", default=None)
-_REGISTERED = False
+_REGISTERED_NAMES: set[str] = set()
 
 
 class EarlyExit(Exception):
@@ -59,28 +59,38 @@ class Recorder:
     mass: dict[int, Any] = field(default_factory=dict)
 
 
-def register() -> str:
-    """Register :data:`ATTN_NAME` with transformers (idempotent); returns the name."""
-    global _REGISTERED
-    if _REGISTERED:
-        return ATTN_NAME
+def register_with_sdpa_masks(name: str, fn: Any) -> str:
+    """Register attention function ``fn`` under ``name`` with transformers, with SDPA's mask builder
+    (boolean, True = attend; or None when plain causal is enough). Idempotent; returns ``name``."""
+    if name in _REGISTERED_NAMES:
+        return name
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(ATTN_NAME, icr_attention_forward)
-    # Same masks as SDPA (boolean, True = attend; or None when plain causal is enough).
-    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
-    _REGISTERED = True
-    return ATTN_NAME
+    AttentionInterface.register(name, fn)
+    AttentionMaskInterface.register(name, sdpa_mask)
+    _REGISTERED_NAMES.add(name)
+    return name
+
+
+def register() -> str:
+    """Register :data:`ATTN_NAME` with transformers (idempotent); returns the name."""
+    return register_with_sdpa_masks(ATTN_NAME, icr_attention_forward)
 
 
 @contextlib.contextmanager
-def recording(recorder: Recorder) -> Iterator[Recorder]:
-    token = _ACTIVE.set(recorder)
+def activate(var: contextvars.ContextVar, value: Any) -> Iterator[Any]:
+    """Set context variable ``var`` to ``value`` for the block (what an attention function reads)."""
+    token = var.set(value)
     try:
-        yield recorder
+        yield value
     finally:
-        _ACTIVE.reset(token)
+        var.reset(token)
+
+
+def recording(recorder: Recorder) -> Any:
+    """Make ``recorder`` the active one for :func:`icr_attention_forward` inside the block."""
+    return activate(_ACTIVE, recorder)
 
 
 def run_layers(fn: Any, *args: Any, **kwargs: Any) -> Any:

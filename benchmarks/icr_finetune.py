@@ -24,7 +24,6 @@ Writes ``OUT/log.jsonl`` (one line per step), ``OUT/model`` (atomically, at the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import contextvars
 import json
 import logging
@@ -34,11 +33,10 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ATTN_NAME = "attnsift_icr_train"
 _ACTIVE: contextvars.ContextVar["dict | None"] = contextvars.ContextVar("attnsift_icr_train", default=None)
-_REGISTERED = False
 
 
 def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float | None = None,
@@ -62,24 +60,15 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
 
 
 def register() -> str:
-    global _REGISTERED
-    if not _REGISTERED:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from attnsift.attention_kernels.hf import register_with_sdpa_masks
 
-        AttentionInterface.register(ATTN_NAME, _attention)
-        AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
-        _REGISTERED = True
-    return ATTN_NAME
+    return register_with_sdpa_masks(ATTN_NAME, _attention)
 
 
-@contextlib.contextmanager
-def capturing(cap: dict) -> Iterator[dict]:
-    token = _ACTIVE.set(cap)
-    try:
-        yield cap
-    finally:
-        _ACTIVE.reset(token)
+def capturing(cap: dict) -> Any:
+    from attnsift.attention_kernels.hf import activate
+
+    return activate(_ACTIVE, cap)
 
 
 def document_mass(mass: dict, layers: list[int], doc_spans: list[tuple[int, int]]) -> Any:
@@ -226,7 +215,7 @@ def main() -> None:
     with atomic_dir(out / "model") as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    config.update(steps=step, minutes=round((time.time() - t0) / 60, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    config.update(steps=step, trained_minutes=round((time.time() - t0) / 60, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     atomic_write_json(out / "config.json", config)
     logging.info("saved %s after %d steps", out / "model", step)
 
