@@ -93,6 +93,19 @@ def recording(recorder: Recorder) -> Any:
     return activate(_ACTIVE, recorder)
 
 
+def cache_kwarg(fn: Any) -> str:
+    """The name under which ``fn`` (a model's ``forward``) takes a KV cache: ``"cache"`` from
+    transformers 5.24 on (``past_key_values`` is deprecated there, to be removed in 5.40), else
+    ``"past_key_values"``."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def run_layers(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` (a model forward); an :class:`EarlyExit` ends it quietly (returns None)."""
     try:

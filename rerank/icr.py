@@ -504,7 +504,7 @@ class ICRReranker(BaseReranker):
         import torch
         from transformers import DynamicCache
 
-        from attnsift.attention_kernels.hf import Recorder, recording, run_layers
+        from attnsift.attention_kernels.hf import Recorder, cache_kwarg, recording, run_layers
 
         qs = layout.query_start
         prefix = layout.input_ids[:qs]
@@ -514,6 +514,7 @@ class ICRReranker(BaseReranker):
         model = self.model
         device = next(model.parameters()).device
         base = getattr(model, model.base_model_prefix, model)
+        kv = cache_kwarg(base.forward)
         last = max(self.layers)
         layer_set = set(self.layers)
         prev = model.config._attn_implementation
@@ -522,7 +523,7 @@ class ICRReranker(BaseReranker):
             with torch.inference_mode():
                 cache = DynamicCache(config=model.config)
                 with recording(Recorder(layers=layer_set, last_layer=last, mode="prefix")):
-                    run_layers(base, input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+                    run_layers(base, input_ids=torch.tensor([prefix], device=device), use_cache=True, **{kv: cache})
                 snapshot = _snapshot(cache)
                 out = []
                 for lay in (layout, na_layout):
@@ -531,8 +532,8 @@ class ICRReranker(BaseReranker):
                     rec = Recorder(layers=layer_set, last_layer=last, mode="query", span=self.config.span,
                                    total_len=len(lay.input_ids))
                     with recording(rec):
-                        run_layers(base, input_ids=torch.tensor([span_ids], device=device), past_key_values=cache,
-                                   use_cache=True)
+                        run_layers(base, input_ids=torch.tensor([span_ids], device=device), use_cache=True,
+                                   **{kv: cache})
                     mass = torch.stack([rec.mass[l][0] for l in self.layers])  # (L, H, T)
                     out.append(mass[:, :, :qs].float().cpu())
                 del cache, snapshot

@@ -145,3 +145,27 @@ def test_a_list_of_one_window_that_does_not_fit_is_one_prompt_with_documents_cut
     assert det.windows == 1 and det.num_tokens <= 300
     assert det.head_raw is not None and tuple(det.head_raw.shape)[-1] == 9
     assert sorted(det.scores) != [float(i) for i in range(1, 10)]  # not positions
+
+
+def test_cache_kwarg_follows_the_installed_transformers():
+    from attnsift.attention_kernels.hf import cache_kwarg
+
+    def new(input_ids=None, cache=None, use_cache=None, **kwargs): ...
+    def old(input_ids=None, past_key_values=None, use_cache=None, **kwargs): ...
+
+    assert cache_kwarg(new) == "cache" and cache_kwarg(old) == "past_key_values"
+    # The model in use: its name must be one the forward pass really takes (a KV cache passed under a
+    # name that lands in **kwargs would be ignored silently).
+    m, _ = model_and_tok()
+    import inspect
+
+    assert cache_kwarg(m.model.forward) in inspect.signature(m.model.forward).parameters
+
+
+def test_no_deprecated_cache_argument_warning():
+    import warnings
+
+    rr = icr(calibration="masked_na")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        rr.score(ranking(3))
