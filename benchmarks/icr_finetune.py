@@ -105,6 +105,31 @@ def icr_loss(doc_mass: Any, positive: Any, tau: float, prior: Any = None) -> Any
     return info_nce(s, positive, tau)
 
 
+def parse_layers(text: str, num_layers: int) -> list[int]:
+    """``"all"`` or comma-separated layer indices (0-based, negative from the end) -> sorted layer list."""
+    if text == "all":
+        return list(range(num_layers))
+    try:
+        got = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--layers {text!r}: give 'all' or comma-separated layer numbers, e.g. 12,13,14") from None
+    bad = [l for l in got if not -num_layers <= l < num_layers]
+    if not got or bad:
+        raise SystemExit(f"--layers {text!r}: this model has {num_layers} layers (0..{num_layers - 1}); "
+                         f"{'out of range: ' + str(bad) if bad else 'none given'}")
+    return sorted({l % num_layers for l in got})
+
+
+def check_full_attention(config: Any) -> None:
+    """The captured rows are computed with plain causal attention over every key: a model with
+    sliding-window layers (Gemma 3) would train a quantity its own forward pass never computes."""
+    text = getattr(config, "text_config", None) or config
+    types = getattr(text, "layer_types", None) or []
+    if getattr(text, "sliding_window", None) and (not types or "sliding_attention" in types):
+        raise SystemExit("icr_finetune.py supports full-attention models only (SmolLM2, Llama, Mistral, Qwen); "
+                         "this model has sliding-window layers")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -140,9 +165,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    for name in ("max_queries", "candidates", "max_positives", "max_words", "epochs", "threads"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not (args.lr > 0 and args.tau > 0 and args.minutes > 0):
+        raise SystemExit("--lr, --tau and --minutes must be positive")
     out = Path(args.out)
-    if (out / "model").exists():
-        raise SystemExit(f"{out}/model exists; choose another --out")
+    if (out / "model").exists() or (out / "log.jsonl").exists():
+        raise SystemExit(f"{out} already holds a run (model or log.jsonl); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
     ds = load_dataset(args.dataset, split=args.split)
@@ -154,10 +184,10 @@ def main() -> None:
         random.Random(f"{args.seed}|{e}").shuffle(order)
         plan += order
     model, tok = _load_model(args.model, torch.device("cpu"))
+    check_full_attention(model.config)
     model.set_attn_implementation(register())
     model.train()
-    nl = model.config.num_hidden_layers
-    layers = list(range(nl)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
+    layers = parse_layers(args.layers, model.config.num_hidden_layers)
     if args.params == "qk":
         names = tuple(f"layers.{l}.self_attn.{w}." for l in layers for w in ("q_proj", "k_proj"))
         for n, p in model.named_parameters():
@@ -199,7 +229,9 @@ def main() -> None:
             share = float(w[pos].sum() / w.sum())
             top_rel = bool(ex.positive[int(w.argmax())])
             rec = {"step": step, "loss": float(loss.detach()), "pos_share": share, "chance": sum(ex.positive) / len(ex.positive),
-                   "top_relevant": top_rel, "tokens": lay.num_tokens, "doc_mass": float(m.detach().sum()), "grad_norm": gn, "lr": lr,
+                   "top_relevant": top_rel, "tokens": lay.num_tokens, "doc_mass": float(m.detach().sum()),
+                   "ratio_min": float(w.min()) if prior is not None else None,
+                   "ratio_max": float(w.max()) if prior is not None else None, "grad_norm": gn, "lr": lr,
                    "seconds": round(time.time() - ts, 2)}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()

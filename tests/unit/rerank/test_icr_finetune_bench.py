@@ -90,3 +90,18 @@ def test_calibrated_loss_divides_by_the_prior_and_keeps_its_gradient_out():
     assert float(ft.icr_loss(m, pos, 1.0).detach()) == pytest.approx(-float(torch.log(m[1].detach() / m.sum().detach())), rel=1e-6)
     loss.backward()
     assert prior.grad is None and m.grad is not None and float(m.grad[1]) < 0
+
+
+def test_layers_option_and_model_checks_give_clear_errors():
+    from types import SimpleNamespace
+
+    assert ft.parse_layers("all", 3) == [0, 1, 2]
+    assert ft.parse_layers("2,0,-1", 3) == [0, 2]
+    for bad, msg in (("1,x", "comma-separated"), ("3", "out of range"), (",", "none given")):
+        with pytest.raises(SystemExit, match=msg):
+            ft.parse_layers(bad, 3)
+    ft.check_full_attention(SimpleNamespace(sliding_window=None))
+    ft.check_full_attention(SimpleNamespace(sliding_window=4096, layer_types=["full_attention"] * 2))
+    with pytest.raises(SystemExit, match="full-attention models only"):
+        ft.check_full_attention(SimpleNamespace(text_config=SimpleNamespace(
+            sliding_window=512, layer_types=["sliding_attention", "full_attention"])))
