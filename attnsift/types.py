@@ -220,13 +220,13 @@ class Run(Mapping[str, Ranking]):
 
     def to_trec(self, path: str | Path, tag: str | None = None) -> Path:
         """Write a TREC run file atomically (temporary name, then rename)."""
-        from attnsift.eval.trec import write_run
+        from attnsift.trec import write_run
 
         return write_run(self, path, tag=tag or self.name)
 
     @classmethod
     def from_trec(cls, path: str | Path, queries: Mapping[str, Query] | None = None, name: str | None = None) -> "Run":
-        from attnsift.eval.trec import read_run
+        from attnsift.trec import read_run
 
         return read_run(path, queries=queries, name=name)
 

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from icr_heads import METRICS, load, parse_set, stamp, write_results  # noqa: E402
 
-from attnsift.eval.headsel import first_stage_as_run, ndcg10, scores_run, selection_scores  # noqa: E402
+from attnsift.analysis.headsel import first_stage_as_run, ndcg10, scores_run, selection_scores  # noqa: E402
 from attnsift.eval.metrics import evaluate  # noqa: E402
-from attnsift.eval.trec import read_run  # noqa: E402
+from attnsift.trec import read_run  # noqa: E402
 from attnsift.types import Run  # noqa: E402
 
 

@@ -23,7 +23,7 @@ def prompts(args: argparse.Namespace) -> None:
 
     from attnsift.eval.datasets import load_dataset
     from attnsift.rerank.llm import load_causal_lm
-    from attnsift.rerank.train_blockrank import build_examples, encode_example, example_losses
+    from attnsift.train.blockrank import build_examples, encode_example, example_losses
 
     torch.set_num_threads(args.threads)
     ds = load_dataset(args.dataset, split=args.split)

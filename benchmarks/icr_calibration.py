@@ -43,10 +43,10 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     args = ap.parse_args()
 
-    from attnsift.eval.bench import attach_texts, first_stage_run
+    from attnsift.bench.quality import attach_texts, first_stage_run
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate
-    from attnsift.eval.specs import SystemSpec
+    from attnsift.bench.specs import SystemSpec
     from attnsift.rerank.icr import ICRReranker
     from attnsift.types import Candidate, Ranking, Run
 

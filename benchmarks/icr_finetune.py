@@ -97,7 +97,7 @@ def forward_mass(model: Any, layout: Any, layers: list[int]) -> Any:
 def icr_loss(doc_mass: Any, positive: Any, tau: float, prior: Any = None) -> Any:
     """Multi-positive InfoNCE over ``log m_d / tau``; with ``prior`` (the N/A query's masses, no grad)
     over ``(log m_d - log prior_d) / tau``, the position prior taken out as ICR's calibration does."""
-    from attnsift.rerank.train_blockrank import info_nce
+    from attnsift.train.blockrank import info_nce
 
     s = doc_mass.clamp_min(1e-12).log()
     if prior is not None:
@@ -160,7 +160,7 @@ def main() -> None:
     from attnsift.io import atomic_dir, atomic_write_json
     from attnsift.rerank.icr import NA_QUERY
     from attnsift.rerank.prompts import build_icr_prompt
-    from attnsift.rerank.train_blockrank import _load_model, build_examples
+    from attnsift.train.blockrank import _load_model, build_examples
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

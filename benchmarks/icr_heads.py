@@ -34,8 +34,8 @@ from typing import Any, Callable
 import numpy as np
 
 from attnsift.eval.datasets import load_dataset
-from attnsift.eval.heads import features_folder, load_head_masses
-from attnsift.eval.headsel import (W_GRID, Judged, first_stage_as_run, judge, ndcg10, position_prior, ranked_heads,
+from attnsift.analysis.heads import features_folder, load_head_masses
+from attnsift.analysis.headsel import (W_GRID, Judged, first_stage_as_run, judge, ndcg10, position_prior, ranked_heads,
                                    scores_run, select, selection_scores)
 from attnsift.eval.metrics import evaluate
 from attnsift.rerank.head_scoring import aggregate, fuse
@@ -76,8 +76,8 @@ def load(name: str, split: str, model: str, top_k: int, max_words: int, max_quer
     stored = {f.qid for f in feats}
     if len(stored) < len(ds.queries):
         # Queries whose BM25 list is empty are never stored; anything else missing is unfinished work.
-        from attnsift.eval.bench import first_stage_run
-        from attnsift.eval.specs import SystemSpec
+        from attnsift.bench.quality import first_stage_run
+        from attnsift.bench.specs import SystemSpec
 
         run, _ = first_stage_run(ds, SystemSpec.parse(f"bm25[top_k={top_k}]"), {})
         unfinished = [q for q in ds.queries if q not in stored and q in run and len(run[q]) > 0]

@@ -20,10 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-from attnsift.eval.bench import attach_texts, first_stage_run
+from attnsift.bench.quality import attach_texts, first_stage_run
 from attnsift.eval.datasets import load_dataset
-from attnsift.eval.heads import collect_head_masses, features_folder
-from attnsift.eval.specs import SystemSpec
+from attnsift.analysis.heads import collect_head_masses, features_folder
+from attnsift.bench.specs import SystemSpec
 from attnsift.rerank.icr import ICRReranker
 from attnsift.types import Run
 from icr_heads import parse_set

@@ -32,7 +32,7 @@ def cross_scores(judged: Sequence, qrels: Mapping, profiles: Mapping[str, Mappin
     and the paired t-test p-value, through the project's evaluation (:func:`attnsift.eval.metrics.evaluate`,
     ``Report.compare``) as ``benchmarks/icr_heads.py`` does. ``queries``: the query ids averaged over
     (judged queries whose BM25 list is empty count as 0 there); default: the stored ones."""
-    from attnsift.eval.headsel import first_stage_as_run, selection_run
+    from attnsift.analysis.headsel import first_stage_as_run, selection_run
     from attnsift.eval.metrics import evaluate
 
     queries = list(queries) if queries is not None else [j.f.qid for j in judged]

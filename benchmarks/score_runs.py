@@ -25,7 +25,7 @@ from icr_heads import parse_set  # noqa: E402
 
 from attnsift.eval.datasets import load_dataset  # noqa: E402
 from attnsift.eval.metrics import evaluate  # noqa: E402
-from attnsift.eval.trec import read_run  # noqa: E402
+from attnsift.trec import read_run  # noqa: E402
 from attnsift.types import Candidate, Ranking, Run  # noqa: E402
 
 METRICS = ("nDCG@10", "MRR@10")

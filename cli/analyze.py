@@ -57,11 +57,11 @@ def heads(
     calibration variant, combination and fusion weight is then arithmetic on them. Use the profile with
     `--reranker "icr[heads=<profile.json>]"`.
     """
-    from attnsift.eval.bench import attach_texts, first_stage_run
+    from attnsift.bench.quality import attach_texts, first_stage_run
     from attnsift.eval.datasets import load_dataset
-    from attnsift.eval.heads import collect_head_masses, features_folder, load_head_masses
-    from attnsift.eval.headsel import judge, make_profile, plot_head_heatmap, plot_layer_curve, select
-    from attnsift.eval.specs import SystemSpec
+    from attnsift.analysis.heads import collect_head_masses, features_folder, load_head_masses
+    from attnsift.analysis.headsel import judge, make_profile, plot_head_heatmap, plot_layer_curve, select
+    from attnsift.bench.specs import SystemSpec
     from attnsift.config import parse_option_strings
     from attnsift.io import atomic_write_json
     from attnsift.rerank.icr import ICRReranker

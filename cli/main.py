@@ -211,7 +211,7 @@ def evaluate(
     """Evaluate a TREC run file against a data set's qrels."""
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate as _evaluate
-    from attnsift.eval.trec import read_run
+    from attnsift.trec import read_run
 
     if not run_file.is_file():
         raise FileNotFoundError(f"run file {run_file} does not exist; write one with `attnsift retrieve --save-run` or `attnsift rerank --save-run`")
@@ -281,7 +281,7 @@ def _rerank_impl(
     if run is not None:
         path = Path(run)
         if path.is_file():
-            from attnsift.eval.trec import read_run
+            from attnsift.trec import read_run
 
             first = read_run(path, queries=ds.queries, name=path.stem)
         else:
@@ -295,7 +295,7 @@ def _rerank_impl(
         stage_name = retriever
     first_s = time.perf_counter() - t0
     if reranker != "none":
-        from attnsift.eval.bench import attach_texts
+        from attnsift.bench.quality import attach_texts
 
         first = attach_texts(first, ds, top_k)
     t1 = time.perf_counter()
@@ -375,10 +375,10 @@ def explain(
 ) -> None:
     """Show which tokens of each candidate drew the query's attention, beside the rank change (HTML + PNG)."""
     from attnsift.config import parse_option_strings
-    from attnsift.eval.bench import first_stage_run
+    from attnsift.bench.quality import first_stage_run
     from attnsift.eval.datasets import load_dataset
-    from attnsift.eval.explain import explain_icr, write_explanation
-    from attnsift.eval.specs import SystemSpec
+    from attnsift.analysis.explain import explain_icr, write_explanation
+    from attnsift.bench.specs import SystemSpec
     from attnsift.registry import build_reranker
     from attnsift.types import check_k
 
@@ -393,7 +393,7 @@ def explain(
     sub = ds.subset([query_id])
     spec = SystemSpec.parse(f"{retriever}[top_k={top_k}]")
     run, _ = first_stage_run(sub, spec, {}, progress=False)
-    from attnsift.eval.bench import attach_texts
+    from attnsift.bench.quality import attach_texts
 
     first = attach_texts(run.top(top_k), sub, top_k)[query_id]
     ex = explain_icr(sub, query_id, first, rr, top_k=top_k)
@@ -425,8 +425,8 @@ def bench_quality(
     plots: bool = typer.Option(True, help="Draw quality-vs-cost and per-query-difference PNGs."),
 ) -> None:
     """Run every system on every data set; a rerun skips what is complete and resumes what is partial."""
-    from attnsift.eval.bench import run_quality_bench, write_reports
-    from attnsift.eval.specs import split_specs
+    from attnsift.bench.quality import run_quality_bench, write_reports
+    from attnsift.bench.specs import split_specs
 
     names = [d.strip() for d in datasets_.split(",") if d.strip()]
     cmd = " ".join(["attnsift", *sys.argv[1:]])

@@ -74,7 +74,7 @@ def blockrank(
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from attnsift.rerank.train_blockrank import TrainConfig, train_blockrank
+    from attnsift.train.blockrank import TrainConfig, train_blockrank
 
     if threads is not None:
         if threads < 1:

@@ -426,7 +426,7 @@ class Dataset:
 
         Lines for queries not in this data set (e.g. after :meth:`subset`) are skipped.
         """
-        from attnsift.eval.trec import read_run
+        from attnsift.trec import read_run
 
         key = self.run_aliases.get(name, name)
         if key not in self.runs:
@@ -505,7 +505,7 @@ def _default_rel_level(name: str) -> int:
 
 def _load_local(path: Path, split: str, name: str, rel_level: int, description: str,
                 run_aliases: Mapping[str, str]) -> Dataset:
-    from attnsift.eval.trec import read_qrels
+    from attnsift.trec import read_qrels
 
     missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (path / f).is_file()]
     qrels_path = path / "qrels" / f"{split}.tsv"
@@ -785,7 +785,7 @@ def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
         qrels_path = path / "qrels" / "test.tsv"
         nq = None
         if qrels_path.is_file():
-            from attnsift.eval.trec import read_qrels
+            from attnsift.trec import read_qrels
 
             try:
                 nq = len(read_qrels(qrels_path))

@@ -1,9 +1,23 @@
 """Shared machinery for rerankers: top-k handling, batching, input checks."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from attnsift.types import Candidate, Ranking, Run, check_k
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """What one reranking produced: the ranking and the seconds its scoring cost.
+
+    ``seconds`` is the compute the scores took, also when they were served from a shared
+    computation (two ICR calibrations share one forward pass; each reports that pass's cost).
+    """
+
+    ranking: Ranking
+    seconds: float
 
 
 class BaseReranker:
@@ -54,6 +68,12 @@ class BaseReranker:
             # Tail keeps first-stage order strictly below every reranked candidate.
             new += [Candidate(c.doc_id, floor - 1.0 - i, c.document) for i, c in enumerate(tail)]
         return Ranking(ranking.query, tuple(new))
+
+    def rerank_detailed(self, ranking: Ranking, k: int | None = None) -> Reranked:
+        """:meth:`rerank` plus the seconds its scoring took (what benchmarks record per query)."""
+        t0 = time.perf_counter()
+        out = self.rerank(ranking, k)
+        return Reranked(out, time.perf_counter() - t0)
 
     def rerank_batch(self, run: Run, k: int | None = None, progress: bool = False) -> Run:
         items = list(run.values())

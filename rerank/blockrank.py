@@ -7,7 +7,7 @@ matter. The score of a document is the attention of the last ``query_positions``
 layer, re-softmaxed over the document tokens only, averaged over heads and rows, summed over the
 document's tokens. The layers above the scoring layer and the LM head are never run.
 
-Zero-shot here; fine-tuning (L_lm + lambda * InfoNCE over these scores) is ``rerank/train_blockrank.py``.
+Zero-shot here; fine-tuning (L_lm + lambda * InfoNCE over these scores) is ``train/`` (attnsift.train).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytrec_eval
 
 from attnsift.eval.datasets import load_dataset
 from attnsift.eval.metrics import evaluate
-from attnsift.eval.trec import read_qrels, read_run
+from attnsift.trec import read_qrels, read_run
 
 
 def _random_case(seed: int):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from helpers import load_benchmark
 
-from attnsift.eval.heads import QueryFeatures
-from attnsift.eval.headsel import judge
+from attnsift.analysis.heads import QueryFeatures
+from attnsift.analysis.headsel import judge
 
 
 def _judged(n_queries=30, n_docs=20, seed=0):

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from attnsift.rerank.train_blockrank import (  # noqa: E402
+from attnsift.train.blockrank import (  # noqa: E402
     TrainConfig,
     TrainExample,
     build_examples,
@@ -251,7 +251,7 @@ def test_resume_equals_an_uninterrupted_run(model_dir, tmp_path):
 
 def test_checkpoints_are_atomic(model_dir, tmp_path, monkeypatch):
     """A failure while writing a checkpoint leaves the previous one whole and no partial folder."""
-    import attnsift.rerank.train_blockrank as tb
+    import attnsift.train.blockrank as tb
 
     real_save = torch.save
     calls = {"n": 0}
@@ -408,7 +408,7 @@ def test_max_queries_takes_a_seeded_random_sample_in_file_order(tmp_path):
 def test_runs_saved_before_query_sample_resume_as_first_n(tmp_path):
     import dataclasses
 
-    from attnsift.rerank.train_blockrank import _check_resume_config
+    from attnsift.train.blockrank import _check_resume_config
 
     old = dataclasses.asdict(TrainConfig(max_queries=5, query_sample="first"))
     del old["query_sample"]  # a train_config.json written before the option existed

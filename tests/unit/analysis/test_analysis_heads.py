@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnsift.eval.heads import QueryFeatures, load_head_masses
-from attnsift.eval.headsel import (first_stage_as_run, first_stage_ndcg, judge, make_profile, ndcg10,
+from attnsift.analysis.heads import QueryFeatures, load_head_masses
+from attnsift.analysis.headsel import (first_stage_as_run, first_stage_ndcg, judge, make_profile, ndcg10,
                                    plot_head_heatmap, plot_layer_curve, select, selection_run)
 from attnsift.eval.metrics import evaluate
 
@@ -87,7 +87,7 @@ def test_collect_round_trip_resume_and_settings_guard(tmp_path: Path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rerank"))
     from test_head_scoring import icr, ranking
 
-    from attnsift.eval.heads import collect_head_masses
+    from attnsift.analysis.heads import collect_head_masses
     from attnsift.types import Query, Ranking, Run
 
     r1 = ranking(4)
@@ -121,7 +121,7 @@ def test_orders2_from_two_collections_equals_the_rerankers_orders2(tmp_path: Pat
     from helpers import load_benchmark
     from test_head_scoring import icr, ranking
 
-    from attnsift.eval.heads import collect_head_masses
+    from attnsift.analysis.heads import collect_head_masses
     from attnsift.types import Query, Ranking, Run
 
     bench = load_benchmark("icr_heads")

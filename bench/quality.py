@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from attnsift.eval.specs import SystemSpec
+from attnsift.bench.specs import SystemSpec
 from attnsift.io import atomic_write_json, atomic_write_text
 from attnsift.types import Candidate, Ranking, Run
 
@@ -261,7 +261,7 @@ def run_quality_bench(
     Parameters
     ----------
     datasets : names for :func:`attnsift.eval.datasets.load_dataset`
-    systems : spec strings (see :mod:`attnsift.eval.specs`) or parsed specs
+    systems : spec strings (see :mod:`attnsift.bench.specs`) or parsed specs
     out_dir : folder for runs, metrics and reports (created)
     max_queries : only the first N queries of each data set (file order), the same for every system
     stop_after : testing hook, raise after this many newly computed queries (simulates an interruption)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from attnsift.errors import DataFormatError
-from attnsift.eval.trec import read_qrels, read_run, write_qrels, write_run
+from attnsift.trec import read_qrels, read_run, write_qrels, write_run
 from attnsift.types import Candidate, Query, Ranking, Run
 
 

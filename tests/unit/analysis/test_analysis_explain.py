@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from attnsift.eval.explain import ExplainedDocument, Explanation, explain_icr, render_html, write_explanation  # noqa: E402
+from attnsift.analysis.explain import ExplainedDocument, Explanation, explain_icr, render_html, write_explanation  # noqa: E402
 from attnsift.rerank.icr import ICRReranker  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking  # noqa: E402
 

@@ -7,7 +7,7 @@ Two steps, kept apart so that the expensive one runs once:
    per-head 2-sigma-masked calibrated mass (``ICRDetails.head_raw / head_na / head_masked``). One
    ``.npz`` file per query, written atomically, so an interrupted collection resumes where it stopped.
 2. Everything else (per-head nDCG@10, the layer curve, head selection, calibration variants, position
-   debiasing, fusion with the first stage) is arithmetic on those arrays: :mod:`attnsift.eval.headsel`.
+   debiasing, fusion with the first stage) is arithmetic on those arrays: :mod:`attnsift.analysis.headsel`.
 
 Selection is made on held-out queries only (by default NFCorpus *dev*), never on the queries whose
 figures are reported.
@@ -59,7 +59,7 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
     top ``top_k`` candidates of every ranking of ``run`` and store the per-head masses under ``folder``.
 
     Queries already stored (same ``meta``) are skipped, so the call resumes an interrupted collection.
-    Rankings must carry document texts (see :func:`attnsift.eval.bench.attach_texts`).
+    Rankings must carry document texts (see :func:`attnsift.bench.quality.attach_texts`).
     """
     import numpy as np
 

@@ -199,7 +199,7 @@ def render_png(ex: Explanation, path: str | Path) -> Path:
             x += min(0.16, 0.02 + 0.012 * len(w))
     fig.suptitle(f"{ex.dataset} · “{ex.query[:90]}”", fontsize=11)
     fig.tight_layout()
-    from attnsift.eval.bench import _save_figure
+    from attnsift.bench.quality import _save_figure
 
     return _save_figure(plt, fig, path, dpi=110)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from attnsift.eval.bench import _Interrupted, run_quality_bench
-from attnsift.eval.specs import SystemSpec, split_specs
+from attnsift.bench.quality import _Interrupted, run_quality_bench
+from attnsift.bench.specs import SystemSpec, split_specs
 
 
 def test_spec_parsing_and_labels():
@@ -90,7 +90,7 @@ def test_reports_and_plots_are_written(data_dir, tmp_path: Path):
 
 
 def test_attach_texts_one_pass_top_k_only_and_foreign_runs(data_dir):
-    from attnsift.eval.bench import attach_texts
+    from attnsift.bench.quality import attach_texts
     from attnsift.eval.datasets import load_dataset
     from attnsift.types import Candidate, Ranking, Run
 

@@ -1,6 +1,6 @@
 """Head and layer selection, calibration variants and fusion, from stored per-head masses (issue 7).
 
-Input: what :func:`attnsift.eval.heads.collect_head_masses` stored for a set of queries, and their
+Input: what :func:`attnsift.analysis.heads.collect_head_masses` stored for a set of queries, and their
 qrels. Everything here is numpy arithmetic over those arrays: the per-head nDCG@10 grid (the heatmap),
 the per-layer curve, the choice of heads / variant / combination / fusion weight on HELD-OUT queries,
 and the application of that choice to other query sets. The scoring itself is
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from attnsift.eval.heads import QueryFeatures
+from attnsift.analysis.heads import QueryFeatures
 from attnsift.rerank.head_scoring import (AGGREGATES, FUSIONS, PROFILE_FORMAT, HeadScorer, head_values,
                                           resample_prior)
 from attnsift.types import Candidate, Query, Ranking, Run
@@ -229,7 +229,7 @@ def _ranking(f: QueryFeatures, scores: np.ndarray) -> Ranking:
 # ------------------------------------------------------------------------------------------ figures
 def plot_head_heatmap(profile: Mapping[str, Any], path: Any, variants: Sequence[str] = ("raw", "norm", "masked")) -> Any:
     """Layer x head heatmaps of single-head nDCG@10 (one panel per variant), selected heads boxed."""
-    from attnsift.eval.bench import _plt, _save_figure
+    from attnsift.bench.quality import _plt, _save_figure
 
     plt = _plt()
     grids = [np.asarray(profile["per_head"][v]) for v in variants]
@@ -258,7 +258,7 @@ def plot_head_heatmap(profile: Mapping[str, Any], path: Any, variants: Sequence[
 
 def plot_layer_curve(profile: Mapping[str, Any], path: Any) -> Any:
     """nDCG@10 of each layer's heads combined, per variant, against the first stage."""
-    from attnsift.eval.bench import _plt, _save_figure
+    from attnsift.bench.quality import _plt, _save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
