@@ -97,7 +97,8 @@ def measure(rr, r, device: str, repeats: int) -> dict:
     def call():
         from attnsift.rerank import icr as _icr
 
-        _icr._DETAILS_CACHE.clear()  # ICR caches score details per list; a repeat must compute
+        # ICR kept score details per list in a module cache (removed by issue 18); a timed repeat must compute.
+        getattr(_icr, "_DETAILS_CACHE", {}).clear()
         with torch.no_grad():
             out = rr.score(r)
         if device == "cuda":
