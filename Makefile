@@ -12,7 +12,8 @@ export ATTNSIFT_CACHE ?= $(HOME)/.cache/attnsift
 PYTEST_ARGS ?=
 # Fixed SciFact subset for the main job (first N test queries in file order).
 RUN_QUERIES ?= 30
-RUN_TOPK ?= 20
+# ICR reranks the top RUN_DEPTH of BM25's top 100.
+RUN_DEPTH ?= 20
 # Documents cut to 100 words: ~3.4K-token prompts, ~8 s per query with SmolLM2 on 2 CPU cores.
 RUN_MAX_WORDS ?= 100
 
@@ -34,7 +35,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 run: install
 	$(VENV)/bin/attnsift rerank --dataset scifact --retriever bm25 --reranker icr --model smollm2-135m \
-		--top-k $(RUN_TOPK) --max-queries $(RUN_QUERIES) --option max_words=$(RUN_MAX_WORDS)
+		--depth $(RUN_DEPTH) --max-queries $(RUN_QUERIES) --option max_words=$(RUN_MAX_WORDS)
 
 test: install
 	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)

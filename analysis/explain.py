@@ -48,17 +48,31 @@ class Explanation:
     rel_level: int = 1                   # minimum grade counted relevant (2 on TREC DL)
 
 
-def explain_icr(ds: Any, query_id: str, first: Ranking, reranker: Any, top_k: int = 10,
+def explain_icr(ds: Any, query_id: str, first: Ranking, reranker: Any, depth: int = 10,
                 metrics: Sequence[str] = ("nDCG@10",)) -> Explanation:
-    """Rerank ``first.top(top_k)`` with an ICR reranker and collect per-token attention for the page."""
-    from attnsift.eval.metrics import evaluate
-    from attnsift.types import Candidate, Run
+    """Rerank ``first.top(depth)`` with an ICR reranker and collect per-token attention for the page.
 
-    head = first.top(top_k)
+    Parameters
+    ----------
+    ds : Dataset
+        For the name, the qrels and the relevance level.
+    query_id : str
+    first : Ranking
+        The first stage's ranking of the query, texts attached to (at least) its top ``depth``.
+    reranker : ICRReranker
+    depth : int
+        How many first-stage candidates are reranked and shown.
+    metrics : sequence of str
+        Per-query measures shown for the first stage and the reranked list.
+    """
+    from attnsift.eval.metrics import evaluate
+    from attnsift.types import Candidate, Run, check_k
+
+    head = first.top(check_k(depth, "depth"))
     details = reranker.score_details(head)
     if details.tokens is None:
         raise ValueError(f"the {len(head)} candidates did not fit one prompt (windows were used); "
-                         "explain fewer candidates with --top-k or shorten documents with --option max_words=...")
+                         "explain fewer candidates with --depth or shorten documents with --option max_words=...")
     reranked = Ranking(head.query, tuple(Candidate(c.doc_id, s, c.document) for c, s in zip(head.candidates, details.scores)))
     new_rank = {c.doc_id: i + 1 for i, c in enumerate(reranked.candidates)}
     qrels = ds.qrels.get(query_id, {})

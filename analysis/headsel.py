@@ -223,7 +223,7 @@ def _ranking(f: QueryFeatures, scores: np.ndarray) -> Ranking:
     order = np.argsort(-s, kind="stable")
     rank_score = np.empty(n)
     rank_score[order] = np.arange(n, 0, -1, dtype=np.float64)
-    return Ranking(Query(f.qid, f.qid), tuple(Candidate(d, float(r)) for d, r in zip(f.doc_ids, rank_score)))
+    return Ranking(Query(f.qid), tuple(Candidate(d, float(r)) for d, r in zip(f.doc_ids, rank_score)))
 
 
 # ------------------------------------------------------------------------------------------ figures

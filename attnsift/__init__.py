@@ -2,8 +2,12 @@
 
 Public API (heavy dependencies are imported lazily, so ``import attnsift`` stays fast)::
 
-    from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline
+    from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline, first_stage
     from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker
+
+    ds = load_dataset("scifact")
+    pipe = Pipeline(first_stage(ds, "bm25"), ICRReranker("smollm2-135m"), depth=20, corpus=ds.corpus)
+    run = pipe.run(ds.queries)
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from attnsift.errors import (  # noqa: E402
     IndexCorruptedError,
     MissingDependencyError,
 )
-from attnsift.pipeline import Pipeline  # noqa: E402
+from attnsift.pipeline import Pipeline, PipelineResult, attach_texts, first_stage, provided_run  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking, Reranker, Retriever, Run  # noqa: E402
 
 # name -> "module:attribute", resolved on first access (PEP 562).
@@ -47,12 +51,16 @@ __all__ = [
     "IndexCorruptedError",
     "MissingDependencyError",
     "Pipeline",
+    "PipelineResult",
     "Query",
     "Ranking",
     "Reranker",
     "Retriever",
     "Run",
     "__version__",
+    "attach_texts",
+    "first_stage",
+    "provided_run",
 ]  # lazy names (_LAZY) are importable by name but left out of `import *`, which would load torch
 
 

@@ -1,80 +1,351 @@
-"""Pipeline: first stage, optional reranker, final cut-off."""
+"""Pipeline: the one runner. A first stage (a retriever, or a provided run), the reranker on the top
+``depth`` candidates, then the cut to ``k``.
+
+The CLI (``rerank``, ``retrieve``, ``explain``, ``analyze heads``), the quality benchmark and Python users
+all run through :class:`Pipeline`, so "first stage", "depth" and "k" mean the same thing everywhere::
+
+    first_stage_k   how many candidates the first stage returns per query (default 100)
+    depth           how many of them the reranker rescores (default: all first_stage_k)
+    k               how many the pipeline returns (default: all the first stage returned)
+
+A provided run (DL19's BM25 run, a TREC file) stands in for the first stage: its ranking of each query,
+cut to ``first_stage_k``. :func:`first_stage` picks the first stage of a data set, with the rule that a
+data set providing a run named like the requested retriever uses that run.
+"""
 from __future__ import annotations
 
-import itertools
-from typing import Any, Iterable, Mapping
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 
-from attnsift.types import Query, Ranking, Reranker, Retriever, Run, as_query, check_k
+from attnsift.types import Candidate, Query, Ranking, Reranker, Retriever, Run, as_query, check_k, missing_query_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FIRST_STAGE_K = 100
+
+
+def check_cuts(first_stage_k: int = DEFAULT_FIRST_STAGE_K, depth: int | None = None, k: int | None = None,
+               reranked: bool = True) -> tuple[int, int | None, int | None]:
+    """Validate a pipeline's cut-offs; returns ``(first_stage_k, depth, k)`` with ``depth`` resolved.
+
+    ``depth`` defaults to ``first_stage_k`` when there is a reranker and stays None without one.
+
+    Raises
+    ------
+    ValueError
+        A non-positive value, ``depth`` or ``k`` above ``first_stage_k`` (the first stage cannot supply
+        them), or ``depth`` without a reranker.
+    """
+    first_stage_k = check_k(first_stage_k, "first_stage_k")
+    for name, value in (("depth", depth), ("k", k)):
+        if value is None:
+            continue
+        check_k(value, name)
+        if value > first_stage_k:
+            raise ValueError(
+                f"{name} ({value}) is larger than first_stage_k ({first_stage_k}); the first stage returns only "
+                f"first_stage_k candidates: raise first_stage_k to at least {value} or lower {name}"
+            )
+    if depth is not None and not reranked:
+        raise ValueError(f"depth={depth} is how many candidates a reranker rescores, but there is no reranker; "
+                         "give a reranker or drop depth")
+    if depth is None and reranked:
+        depth = first_stage_k
+    return first_stage_k, depth, k
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """One query through the pipeline.
+
+    Attributes
+    ----------
+    query : Query
+    first_stage : Ranking
+        The first stage's candidates (at most ``first_stage_k``), texts attached where a stage needed them.
+    ranking : Ranking
+        The final ranking: reranked top ``depth``, the rest below in first-stage order, cut to ``k``.
+    first_stage_seconds : float
+        This query's share of the first-stage search (index building and document loading excluded).
+    rerank_seconds : float
+        What the reranker's scoring of this query cost (0 without a reranker).
+    """
+
+    query: Query
+    first_stage: Ranking
+    ranking: Ranking
+    first_stage_seconds: float
+    rerank_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        """First-stage share plus reranking."""
+        return self.first_stage_seconds + self.rerank_seconds
 
 
 class Pipeline:
-    """Retrieve ``first_stage_k`` candidates, rerank them, keep ``final_k``.
+    """First stage, then the reranker on the top ``depth`` candidates, then the cut to ``k``.
 
     Parameters
     ----------
-    retriever : Retriever
-        First stage (``BM25Retriever``, a dense retriever, a fusion, ...).
+    first_stage : Retriever or Run
+        A retriever (``BM25Retriever``, a dense retriever, a fusion, ...), or a provided Run that stands
+        in for retrieval: each query's ranking in it, cut to ``first_stage_k``. Query texts come from
+        the queries the pipeline is run on, so a run read from a file needs no texts of its own.
     reranker : Reranker, optional
         Second stage; ``None`` keeps the first-stage order.
     first_stage_k : int
-        How many candidates the first stage returns (and the reranker sees).
-    final_k : int
-        How many candidates the pipeline returns.
-    corpus : mapping doc_id -> Document, optional
-        Used to attach texts to candidates when the retriever does not (e.g. a provided run).
+        How many candidates the first stage returns per query.
+    depth : int, optional
+        How many of the first-stage candidates the reranker rescores (default: all ``first_stage_k``).
+        Only with a reranker.
+    k : int, optional
+        How many candidates the pipeline returns (default: all that the first stage returned, so
+        measures such as R@100 stay evaluable; a RAG application passes e.g. ``k=5``).
+    corpus : mapping doc_id -> Document, or an object with ``subset(ids) -> dict``, optional
+        Texts for candidates that carry none (a provided run, an index loaded without documents): read
+        in one pass per run for the top ``depth`` (without a reranker: for the returned candidates).
+
+    Raises
+    ------
+    TypeError
+        A first stage that is neither a Retriever nor a Run, a reranker without ``rerank``, a bad corpus.
+    ValueError
+        ``depth`` or ``k`` larger than ``first_stage_k``, or ``depth`` without a reranker.
 
     Examples
     --------
-    >>> pipe = Pipeline(BM25Retriever.from_corpus(docs), ICRReranker("smollm2-135m"), first_stage_k=20)
-    >>> pipe("what causes scurvy?").top(3)
+    >>> pipe = Pipeline(BM25Retriever.from_corpus(docs), ICRReranker("smollm2-135m"), depth=20, k=5)
+    >>> pipe("what causes scurvy?").doc_ids
+    >>> Pipeline(dataset.load_run("bm25"), icr, depth=20, corpus=dataset.corpus).run(dataset.queries)
     """
 
     def __init__(
         self,
-        retriever: Retriever,
+        first_stage: Retriever | Run,
         reranker: Reranker | None = None,
-        first_stage_k: int = 100,
-        final_k: int = 10,
-        corpus: Mapping[str, Any] | None = None,
+        *,
+        first_stage_k: int = DEFAULT_FIRST_STAGE_K,
+        depth: int | None = None,
+        k: int | None = None,
+        corpus: Mapping[str, Any] | Any | None = None,
     ) -> None:
-        if not hasattr(retriever, "retrieve"):
-            raise TypeError(f"retriever must implement retrieve(query, k), got {type(retriever).__name__}")
+        if not isinstance(first_stage, Run) and not (hasattr(first_stage, "retrieve") and hasattr(first_stage, "retrieve_batch")):
+            raise TypeError(f"first_stage must be a Retriever (retrieve, retrieve_batch) or a Run, "
+                            f"got {type(first_stage).__name__}")
         if reranker is not None and not hasattr(reranker, "rerank"):
             raise TypeError(f"reranker must implement rerank(ranking, k), got {type(reranker).__name__}")
-        self.retriever = retriever
+        if corpus is not None and not (isinstance(corpus, Mapping) or hasattr(corpus, "subset")):
+            raise TypeError(f"corpus must be a mapping doc_id -> Document or have subset(ids), got {type(corpus).__name__}")
+        self.first_stage = first_stage
         self.reranker = reranker
-        self.first_stage_k = check_k(first_stage_k, "first_stage_k")
-        self.final_k = check_k(final_k, "final_k")
-        if self.final_k > self.first_stage_k:
-            raise ValueError(
-                f"final_k ({final_k}) is larger than first_stage_k ({first_stage_k}); "
-                "the pipeline cannot return more candidates than the first stage finds"
-            )
+        self.first_stage_k, self.depth, self.k = check_cuts(first_stage_k, depth, k, reranked=reranker is not None)
         self.corpus = corpus
-        self._counter = itertools.count()
+        self._calls = 0
 
-    def _second_stage(self, ranking: Ranking) -> Ranking:
-        if self.reranker is not None:
-            if self.corpus is not None and any(c.document is None for c in ranking.candidates):
-                ranking = ranking.with_documents(self.corpus)
-            ranking = self.reranker.rerank(ranking)
-        return ranking.top(self.final_k)
+    @property
+    def first_stage_name(self) -> str:
+        """The first stage's name: the Run's name, or the retriever's ``name``."""
+        return str(getattr(self.first_stage, "name", None) or type(self.first_stage).__name__)
+
+    @property
+    def name(self) -> str:
+        """The name of the runs this pipeline produces (their TREC tag): ``first`` or ``first+reranker``."""
+        if self.reranker is None:
+            return self.first_stage_name
+        return f"{self.first_stage_name}+{getattr(self.reranker, 'name', type(self.reranker).__name__)}"
+
+    def __repr__(self) -> str:
+        return (f"Pipeline({self.name!r}, first_stage_k={self.first_stage_k}, depth={self.depth}, k={self.k}, "
+                f"corpus={'yes' if self.corpus is not None else 'no'})")
 
     def __call__(self, query: Query | str) -> Ranking:
-        q = as_query(query, default_id=f"q{next(self._counter)}")
-        ranking = self.retriever.retrieve(q, k=self.first_stage_k)
-        return self._second_stage(ranking)
+        """The final ranking for one query (a text, or a Query; over a provided run, a Query it ranks)."""
+        if isinstance(self.first_stage, Run) and not isinstance(query, Query):
+            raise TypeError(f"a pipeline over the provided run {self.first_stage.name!r} ranks only that run's queries: "
+                            f"call it with a Query whose id the run holds, not a {type(query).__name__}")
+        q = as_query(query, default_id=f"q{self._calls}")
+        self._calls += 1
+        return next(self.stream([q])).ranking
 
-    def run(self, queries: Iterable[Query] | Mapping[str, Query], progress: bool = False) -> Run:
-        """Run every query; returns a Run with ``final_k`` candidates per query."""
-        if isinstance(queries, Mapping):
-            queries = list(queries.values())
-        queries = [as_query(q, default_id=f"q{i}") for i, q in enumerate(queries)]
-        first = self.retriever.retrieve_batch(queries, k=self.first_stage_k)
-        items = list(first.values())
+    def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None, progress: bool = False) -> Run:
+        """Run every query; a Run named :attr:`name`, queries in the given order.
+
+        ``queries`` may be None over a provided run: its own queries (which need texts to be reranked).
+        """
+        return Run((r.ranking for r in self.stream(queries, progress=progress)), name=self.name)
+
+    def stream(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
+               progress: bool = False) -> Iterator[PipelineResult]:
+        """Yield one :class:`PipelineResult` per query, in order, as each is reranked.
+
+        The first stage runs for all queries at once (``retrieve_batch``) and texts are read in one pass
+        before the first result; reranking then proceeds query by query, so a consumer can record
+        each result as it comes (resumable benchmarks).
+        """
+        qs = self._queries(queries)
+        t0 = time.perf_counter()
+        first = self._first_stage_run(qs)
+        share = (time.perf_counter() - t0) / max(len(qs), 1)
+        if self.corpus is not None and (self.reranker is None or getattr(self.reranker, "needs_text", True)):
+            first = attach_texts(first, self.corpus, self.depth if self.reranker is not None else self.k)
+        items: Iterable[Query] = qs
         if progress and self.reranker is not None:
             from tqdm.auto import tqdm
 
-            items = tqdm(items, desc="rerank", unit="q", leave=False)
-        name = first.name if self.reranker is None else f"{first.name}+{getattr(self.reranker, 'name', 'rerank')}"
-        return Run((self._second_stage(r) for r in items), name=name)
+            items = tqdm(qs, desc=f"rerank ({self.name})", unit="q", leave=False)
+        for q in items:
+            ranking = first[q.id]
+            final, seconds = ranking, 0.0
+            if self.reranker is not None and len(ranking):
+                if ranking.query.text is None:
+                    raise missing_query_text(q.id, self.first_stage_name)
+                final, seconds = self._rerank(ranking)
+            yield PipelineResult(ranking.query, ranking, final.top(self.k), share, seconds)
+
+    def _queries(self, queries: Any) -> list[Query]:
+        if queries is None:
+            if not isinstance(self.first_stage, Run):
+                raise TypeError("run() needs the queries to search for (a list of Query or str, or a mapping id -> Query)")
+            return [r.query for r in self.first_stage.values()]
+        if isinstance(queries, (str, Query)):
+            raise TypeError("run() takes many queries (a list or a mapping); for one query call the pipeline: pipeline(query)")
+        if isinstance(queries, Mapping):
+            queries = queries.values()
+        return [as_query(q, default_id=f"q{i}") for i, q in enumerate(queries)]
+
+    def _first_stage_run(self, queries: list[Query]) -> Run:
+        stage = self.first_stage
+        if isinstance(stage, Run):
+            rankings, missing = [], 0
+            for q in queries:
+                found = stage.get(q.id)
+                missing += found is None
+                query = q if q.text is not None or found is None else found.query
+                rankings.append(Ranking(query, () if found is None else found.candidates[: self.first_stage_k]))
+            if missing:
+                log.warning("%d of %d queries have no ranking in the run %r; they get empty rankings",
+                            missing, len(queries), stage.name)
+            return Run(rankings, name=stage.name)
+        for q in queries:
+            if q.text is None:
+                raise missing_query_text(q.id)
+        found = stage.retrieve_batch(queries, k=self.first_stage_k)
+        return Run((found[q.id] if q.id in found else Ranking(q) for q in queries), name=self.first_stage_name)
+
+    def _rerank(self, ranking: Ranking) -> tuple[Ranking, float]:
+        detailed = getattr(self.reranker, "rerank_detailed", None)
+        if detailed is not None:
+            out = detailed(ranking, self.depth)
+            return out.ranking, float(out.seconds)
+        t0 = time.perf_counter()
+        ranked = self.reranker.rerank(ranking, self.depth)
+        return ranked, time.perf_counter() - t0
+
+
+def attach_texts(run: Run, corpus: Mapping[str, Any] | Any, depth: int | None = None) -> Run:
+    """Attach documents from ``corpus`` to the top ``depth`` candidates of every ranking (all when None).
+
+    One lookup for the whole run (``corpus.subset(ids)`` streams a large corpus once: MS MARCO's 8.8M
+    passages are read for the few the run names); candidates that carry a document keep it, order and
+    scores are untouched.
+
+    Raises
+    ------
+    ValueError
+        A candidate document the corpus does not hold (the run belongs to another data set).
+    """
+    needed = {c.doc_id for rk in run.values() for c in rk.top(depth) if c.document is None}
+    if not needed:
+        return run
+    if hasattr(corpus, "subset"):
+        docs = corpus.subset(needed)
+    elif isinstance(corpus, Mapping):
+        docs = {d: corpus[d] for d in needed if d in corpus}
+    else:
+        raise TypeError(f"corpus must be a mapping doc_id -> Document or have subset(ids), got {type(corpus).__name__}")
+    missing = needed - set(docs)
+    if missing:
+        where = getattr(corpus, "source", None) or f"{type(corpus).__name__} of {len(corpus)} documents"
+        raise ValueError(f"{len(missing)} candidate documents of run {run.name!r} (e.g. {sorted(missing)[:3]}) are not in "
+                         f"the corpus ({where}); the run does not belong to this data set")
+
+    def attached(rk: Ranking) -> Ranking:
+        return Ranking(rk.query, tuple(Candidate(c.doc_id, c.score, docs[c.doc_id]) if c.document is None and c.doc_id in docs
+                                       else c for c in rk.candidates))
+
+    return Run((attached(rk) for rk in run.values()), name=run.name)
+
+
+def provided_run(dataset: Any, retriever: str = "bm25", run: Run | str | os.PathLike | None = None) -> Run | None:
+    """The run that stands in for the first stage on ``dataset``, or None when the retriever must run.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Anything with ``name``, ``queries``, ``runs``, ``run_aliases`` and ``load_run(name)``
+        (:class:`attnsift.eval.datasets.Dataset`).
+    retriever : str
+        The requested first stage. A data set that provides a run of that name uses it (DL19 provides
+        ``bm25``: its local corpus is only the pool its runs retrieved, so indexing it would not be BM25).
+    run : Run, path or str, optional
+        An explicit run: a Run, a TREC file (read with query ids only; the texts come from the data set
+        when the pipeline runs) or the name of a run the data set provides.
+
+    Raises
+    ------
+    ValueError
+        ``run`` is neither a file nor a run of the data set (the message lists its runs), or a file ranks
+        none of the data set's queries.
+    """
+    if isinstance(run, Run):
+        return run
+    if run is not None:
+        path = Path(run)
+        if path.is_file():
+            from attnsift.trec import read_run
+
+            found = read_run(path, name=path.stem)
+            if dataset.queries and not any(q in found for q in dataset.queries):
+                raise ValueError(f"run file {path} ranks none of the {len(dataset.queries)} queries of {dataset.name}; "
+                                 "is it a run for another data set or split?")
+            return found
+        return dataset.load_run(str(run))
+    if retriever in getattr(dataset, "runs", {}) or retriever in getattr(dataset, "run_aliases", {}):
+        log.info("%s provides a %r run: it stands in for the %s first stage", dataset.name, retriever, retriever)
+        return dataset.load_run(retriever)
+    return None
+
+
+def first_stage(dataset: Any, retriever: str = "bm25", *, run: Run | str | os.PathLike | None = None,
+                model: str | None = None, options: Mapping[str, Any] | None = None,
+                progress: bool = False) -> Retriever | Run:
+    """The first stage for ``dataset``: the run of :func:`provided_run`, else ``retriever`` over its corpus.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    retriever : str
+        A registry name (``bm25``, ``dense``, ``late``, ``hybrid``).
+    run : Run, path or str, optional
+        See :func:`provided_run`.
+    model, options
+        The retriever's encoder and options (:func:`attnsift.registry.build_retriever`). A provided run
+        takes neither: giving them is an error rather than silently unused settings.
+    progress : bool
+        Progress bars while indexing.
+    """
+    found = provided_run(dataset, retriever, run)
+    if found is not None:
+        if model is not None or options:
+            given = ", ".join([*(["model=" + str(model)] if model is not None else []), *map(str, options or {})])
+            raise ValueError(f"the first stage of {dataset.name} is the provided run {found.name!r}, which takes no "
+                             f"model or options (given: {given}); drop them, or give another --retriever")
+        return found
+    from attnsift.registry import build_retriever
+
+    return build_retriever(retriever, dataset.corpus.iter_documents(), model=model, options=options, progress=progress)

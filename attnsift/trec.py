@@ -88,8 +88,8 @@ def read_run(
         The run file.
     queries : mapping of query id to Query, optional
         Attaches the real query texts. A query id in the file that is not in ``queries`` is an error
-        (a run for another data set or split) unless ``skip_unknown``. ``None``: each query gets its id
-        as text.
+        (a run for another data set or split) unless ``skip_unknown``. ``None``: the queries carry only
+        their ids (``Query.text`` is None), enough to evaluate the run but not to rerank it.
     name : str, optional
         Run name; defaults to the tag of the first line (or the file name for an empty file).
     skip_unknown : bool
@@ -138,7 +138,7 @@ def read_run(
     rankings = []
     for qid, cands in per_query.items():
         try:
-            q = queries[qid] if queries is not None else Query(qid, qid)
+            q = queries[qid] if queries is not None else Query(qid)
         except (TypeError, ValueError) as exc:
             raise DataFormatError(f"{path}: query id {qid!r}: {exc}") from None
         rankings.append(Ranking(q, tuple(cands)))

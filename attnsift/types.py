@@ -61,17 +61,46 @@ class Document:
 
 @dataclass(frozen=True)
 class Query:
-    """A query: an id and its text (non-empty)."""
+    """A query: an id and its text.
+
+    ``text`` is None when only the id is known: a run read from a file without the data set's queries
+    names its queries by id alone. Such a query can be evaluated, never searched for or reranked (see
+    :func:`missing_query_text`); a given text must be non-empty.
+    """
 
     id: str
-    text: str
+    text: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", _check_id(self.id, "Query.id"))
+        if self.text is None:
+            return
         if not isinstance(self.text, str):
-            raise TypeError(f"Query.text must be str, got {type(self.text).__name__} (query {self.id!r})")
+            raise TypeError(f"Query.text must be str or None, got {type(self.text).__name__} (query {self.id!r})")
         if not self.text.strip():
             raise ValueError(f"Query {self.id!r} has empty text; give every query some words to search for.")
+
+
+def missing_query_text(query_id: str, source: str | None = None) -> ValueError:
+    """The error for a query that must be searched for or reranked but carries only its id.
+
+    Parameters
+    ----------
+    query_id : str
+        The query without text.
+    source : str, optional
+        Where the query came from (a run's name or file), for the message.
+
+    Returns
+    -------
+    ValueError
+        To raise; every stage that needs query text says the same thing.
+    """
+    where = f"run {source!r}" if source else "a run read from a file"
+    return ValueError(
+        f"{where} has no query text for {query_id!r} (run files name queries by id only); give the data set's "
+        "queries: --dataset on the CLI, read_run(path, queries=dataset.queries) or Pipeline(run).run(dataset.queries)"
+    )
 
 
 @dataclass(frozen=True)
@@ -234,9 +263,10 @@ class Run(Mapping[str, Ranking]):
     def from_dict(
         cls, scores: Mapping[str, Mapping[str, float]], queries: Mapping[str, Query] | None = None, name: str = "attnsift"
     ) -> "Run":
+        """A Run from ``{query_id: {doc_id: score}}``; queries not in ``queries`` carry only their id (no text)."""
         rankings = []
         for qid, docs in scores.items():
-            q = queries[qid] if queries is not None and qid in queries else Query(qid, qid)
+            q = queries[qid] if queries is not None and qid in queries else Query(qid)
             rankings.append(Ranking(q, tuple(Candidate(d, s) for d, s in docs.items())))
         return cls(rankings, name=name)
 

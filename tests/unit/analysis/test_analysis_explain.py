@@ -60,7 +60,7 @@ def test_tokens_rebuild_each_document_and_scores_match_rerank():
 
 def test_explanation_ranks_relevance_and_files(tmp_path: Path):
     rr = tiny_icr()
-    ex = explain_icr(_DS(), "q1", _ranking(), rr, top_k=4)
+    ex = explain_icr(_DS(), "q1", _ranking(), rr, depth=4)
     assert sorted(d.new_rank for d in ex.documents) == [1, 2, 3, 4]
     assert [d.new_rank for d in ex.documents] == [1, 2, 3, 4]  # listed in the new order
     by_id = {d.doc_id: d for d in ex.documents}
