@@ -1,7 +1,7 @@
 """Segment attention mass: how much of each query row's softmax attention falls on each segment.
 
-Used by ICR (mass of the query-span rows on every document, softmax over all keys) and BlockRank
-(re-softmax over the document keys only). Never builds an N x N matrix; the per-segment output
+Used by ICR (per-token mass of the query-span rows, softmax over all keys the row may see, through
+:mod:`attnsift.attention_kernels.hf`) and BlockRank (re-softmax over the document keys only). Never builds an N x N matrix; the per-segment output
 never needs rows x keys x heads memory.
 """
 from __future__ import annotations
@@ -41,7 +41,8 @@ class SegmentMass:
 
 def segment_mass(q: "Tensor", k: "Tensor", segment_offsets: "Tensor", scale: float | None = None,
                  q_positions: "Tensor | None" = None, softmax_over: str = "all",
-                 return_token_mass: bool = False, impl: str = "auto") -> SegmentMass:
+                 return_token_mass: bool = False, impl: str = "auto", key_start: "Tensor | None" = None,
+                 softcap: float | None = None) -> SegmentMass:
     """Softmax attention mass of a few query rows on each segment of a long key sequence.
 
     Parameters
@@ -60,6 +61,11 @@ def segment_mass(q: "Tensor", k: "Tensor", segment_offsets: "Tensor", scale: flo
     q_positions : Tensor, optional
         [R] int64 key index of each row for causal masking: row r sees keys ``j <= q_positions[r]``.
         None: every row sees all N keys.
+    key_start : Tensor, optional
+        [R] int64 first key index each row may see (sliding-window attention): row r sees keys
+        ``j >= key_start[r]`` (and ``j <= q_positions[r]``). None: no lower bound.
+    softcap : float, optional
+        Logit soft-capping (Gemma 2): the scaled logits ``s`` become ``softcap * tanh(s / softcap)``.
     softmax_over : {"all", "segments"}
         ``"all"``: denominator over every allowed key (ICR). ``"segments"``: re-softmax over the keys
         inside segments only (BlockRank).
@@ -108,14 +114,29 @@ def segment_mass(q: "Tensor", k: "Tensor", segment_offsets: "Tensor", scale: flo
             raise ValueError("segment_mass: q_positions must be >= 0 (key index of each query row).")
         tensors.append(("q_positions", q_positions))
         q_positions = q_positions.to(torch.int64)
+    if key_start is not None:
+        if not isinstance(key_start, torch.Tensor) or key_start.dtype.is_floating_point or key_start.dtype == torch.bool:
+            raise TypeError("segment_mass: key_start must be an integer tensor [R] (int64) or None.")
+        if tuple(key_start.shape) != (R,):
+            raise ValueError(f"segment_mass: key_start must have shape [R]=({R},), got {tuple(key_start.shape)}.")
+        if bool((key_start < 0).any()):
+            raise ValueError("segment_mass: key_start must be >= 0 (first key index each query row sees).")
+        tensors.append(("key_start", key_start))
+        key_start = key_start.to(torch.int64)
+    if softcap is not None:
+        softcap = float(softcap)
+        if not math.isfinite(softcap) or softcap <= 0:
+            raise ValueError(f"segment_mass: softcap must be a positive finite number or None, got {softcap}.")
     check_same_device(tensors)
     which = resolve_impl(impl, q.device, "segment_mass")
     if which == "triton":
         from attnsift.attention_kernels.segment_mass.triton import segment_mass_triton
 
-        lse, seg, tok = segment_mass_triton(q, k, off, scale, q_positions, softmax_over, bool(return_token_mass))
+        lse, seg, tok = segment_mass_triton(q, k, off, scale, q_positions, softmax_over, bool(return_token_mass),
+                                            key_start=key_start, softcap=softcap)
     else:
         from attnsift.attention_kernels.segment_mass.reference import segment_mass_reference
 
-        lse, seg, tok = segment_mass_reference(q, k, off, scale, q_positions, softmax_over, bool(return_token_mass))
+        lse, seg, tok = segment_mass_reference(q, k, off, scale, q_positions, softmax_over, bool(return_token_mass),
+                                                  key_start=key_start, softcap=softcap)
     return SegmentMass(lse=lse, segment_mass=seg, token_mass=tok)

@@ -12,22 +12,28 @@ from torch import Tensor
 DEFAULT_CHUNK = 4096
 
 
-def _logits(qg: Tensor, k: Tensor, lo: int, hi: int, scale: float) -> Tensor:
-    """Scaled logits of every query row/head against keys [lo, hi).
+def _logits(qg: Tensor, k: Tensor, lo: int, hi: int, scale: float, softcap: float | None = None) -> Tensor:
+    """Scaled (and optionally soft-capped) logits of every query row/head against keys [lo, hi).
 
     qg : [R, Hk, G, D] float32; k : [N, Hk, D]. Returns [R, Hk*G, hi-lo] float32.
     """
     kc = k[lo:hi].to(torch.float32)  # [C, Hk, D]
     s = torch.einsum("rhgd,chd->rhgc", qg, kc) * scale  # [R, Hk, G, C]
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     return s.reshape(qg.shape[0], qg.shape[1] * qg.shape[2], hi - lo)
 
 
-def _allowed(lo: int, hi: int, q_positions: Tensor | None, in_seg: Tensor | None, device) -> Tensor | None:
+def _allowed(lo: int, hi: int, q_positions: Tensor | None, in_seg: Tensor | None, device,
+             key_start: Tensor | None = None) -> Tensor | None:
     """Bool [R, 1, C] (or [1, 1, C]) mask of allowed keys in [lo, hi), None when all are allowed."""
     mask = None
+    j = torch.arange(lo, hi, device=device)
     if q_positions is not None:
-        j = torch.arange(lo, hi, device=device)
         mask = (j[None, :] <= q_positions[:, None])[:, None, :]  # [R, 1, C]
+    if key_start is not None:
+        m1 = (j[None, :] >= key_start[:, None])[:, None, :]  # [R, 1, C]
+        mask = m1 if mask is None else (mask & m1)
     if in_seg is not None:
         m2 = in_seg[lo:hi][None, None, :]  # [1, 1, C]
         mask = m2 if mask is None else (mask & m2)
@@ -36,13 +42,15 @@ def _allowed(lo: int, hi: int, q_positions: Tensor | None, in_seg: Tensor | None
 
 def segment_mass_reference(q: Tensor, k: Tensor, segment_offsets: Tensor, scale: float,
                            q_positions: Tensor | None, softmax_over: str, return_token_mass: bool,
-                           chunk: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor, Tensor | None]:
+                           chunk: int = DEFAULT_CHUNK, key_start: Tensor | None = None,
+                           softcap: float | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Reference segment mass; inputs already validated by the API.
 
     Parameters
     ----------
     q : [R, Hq, D]; k : [N, Hk, D]; segment_offsets : [S+1] int64 (CPU)
-    q_positions : [R] int64 on q's device or None.
+    q_positions, key_start : [R] int64 on q's device or None (last / first key each row sees).
+    softcap : logit soft-capping or None.
 
     Returns
     -------
@@ -69,8 +77,8 @@ def segment_mass_reference(q: Tensor, k: Tensor, segment_offsets: Tensor, scale:
     l = torch.zeros((R, Hq), dtype=torch.float32, device=dev)
     for lo in range(lo_all, hi_all, chunk):
         hi = min(lo + chunk, hi_all)
-        s = _logits(qg, k, lo, hi, scale)  # [R, Hq, C]
-        mask = _allowed(lo, hi, q_positions, in_seg, dev)
+        s = _logits(qg, k, lo, hi, scale, softcap)  # [R, Hq, C]
+        mask = _allowed(lo, hi, q_positions, in_seg, dev, key_start)
         if mask is not None:
             s = s.masked_fill(~mask, float("-inf"))
         m_new = torch.maximum(m, s.amax(dim=-1))
@@ -90,8 +98,8 @@ def segment_mass_reference(q: Tensor, k: Tensor, segment_offsets: Tensor, scale:
         hi = min(lo + chunk, hi_pass2)
         if softmax_over == "segments" and (hi <= seg_lo or lo >= seg_hi):
             continue  # no allowed key here; token mass stays 0
-        s = _logits(qg, k, lo, hi, scale)
-        mask = _allowed(lo, hi, q_positions, in_seg, dev)
+        s = _logits(qg, k, lo, hi, scale, softcap)
+        mask = _allowed(lo, hi, q_positions, in_seg, dev, key_start)
         p = torch.exp(s - shift)  # [R, Hq, C]
         if mask is not None:
             p = p.masked_fill(~mask, 0.0)

@@ -29,13 +29,23 @@ LN2 = 0.6931471805599453
 
 
 @triton.jit
+def _scaled_logits(dot, qk_scale, sm_scale, softcap, HAS_SOFTCAP: tl.constexpr):
+    """Base-2 logits from raw q.k products; with soft-capping, ``softcap * tanh(s / softcap)`` first
+    (tanh written as 2 sigmoid(2x) - 1)."""
+    if HAS_SOFTCAP:
+        x = dot * sm_scale / softcap
+        return softcap * (2.0 * tl.sigmoid(2.0 * x) - 1.0) * 1.4426950408889634
+    return dot * qk_scale
+
+
+@triton.jit
 def _segment_mass_lse_kernel(
-    Q, K, QPOS, RANGE_LO, RANGE_HI, M_OUT, L_OUT,
-    n_rows, group, qk_scale,
+    Q, K, QPOS, KSTART, RANGE_LO, RANGE_HI, M_OUT, L_OUT,
+    n_rows, group, qk_scale, sm_scale, softcap,
     stride_qr, stride_qh, stride_qd,
     stride_kn, stride_kh, stride_kd,
     stride_pp, stride_pr, stride_ph,
-    HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
@@ -52,6 +62,8 @@ def _segment_mass_lse_kernel(
                 mask=valid_m[:, None] & d_ok[None, :], other=0.0)  # [BM, BD]
     if HAS_CAUSAL:
         qpos = tl.load(QPOS + row, mask=valid_m, other=-1)  # [BM]
+    if HAS_WINDOW:
+        kstart = tl.load(KSTART + row, mask=valid_m, other=0)  # [BM] first key each row sees
     lo = tl.load(RANGE_LO + pid_rg)
     hi = tl.load(RANGE_HI + pid_rg)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -61,10 +73,13 @@ def _segment_mass_lse_kernel(
         n_ok = offs_n < hi
         k = tl.load(K + offs_n[:, None] * stride_kn + pid_kvh * stride_kh + offs_d[None, :] * stride_kd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)  # [BN, BD]
-        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale  # [BM, BN] base-2 logits
+        s = _scaled_logits(tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION), qk_scale, sm_scale, softcap,
+                           HAS_SOFTCAP)  # [BM, BN] base-2 logits
         ok = n_ok[None, :] & valid_m[:, None]
         if HAS_CAUSAL:
             ok = ok & (offs_n[None, :] <= qpos[:, None])
+        if HAS_WINDOW:
+            ok = ok & (offs_n[None, :] >= kstart[:, None])
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing allowed yet
@@ -77,14 +92,15 @@ def _segment_mass_lse_kernel(
 
 @triton.jit
 def _segment_mass_fwd_kernel(
-    Q, K, QPOS, LSE2, RANGE_LO, RANGE_HI, RANGE_SEG, SEG_OUT, TOK_OUT,
-    n_rows, group, qk_scale,
+    Q, K, QPOS, KSTART, LSE2, RANGE_LO, RANGE_HI, RANGE_SEG, SEG_OUT, TOK_OUT,
+    n_rows, group, qk_scale, sm_scale, softcap,
     stride_qr, stride_qh, stride_qd,
     stride_kn, stride_kh, stride_kd,
     stride_lr, stride_lh,
     stride_sr, stride_sh, stride_ss,
     stride_tr, stride_th, stride_tn,
-    HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr, WRITE_TOKENS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HAS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    WRITE_TOKENS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
 ):
@@ -102,6 +118,8 @@ def _segment_mass_fwd_kernel(
     lse2 = tl.load(LSE2 + row * stride_lr + head * stride_lh, mask=valid_m, other=0.0)  # [BM] base 2
     if HAS_CAUSAL:
         qpos = tl.load(QPOS + row, mask=valid_m, other=-1)
+    if HAS_WINDOW:
+        kstart = tl.load(KSTART + row, mask=valid_m, other=0)
     lo = tl.load(RANGE_LO + pid_rg)
     hi = tl.load(RANGE_HI + pid_rg)
     seg = tl.load(RANGE_SEG + pid_rg)  # segment index, -1 for keys outside every segment
@@ -111,10 +129,13 @@ def _segment_mass_fwd_kernel(
         n_ok = offs_n < hi
         k = tl.load(K + offs_n[:, None] * stride_kn + pid_kvh * stride_kh + offs_d[None, :] * stride_kd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)  # [BN, BD]
-        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale  # [BM, BN]
+        s = _scaled_logits(tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION), qk_scale, sm_scale, softcap,
+                           HAS_SOFTCAP)  # [BM, BN]
         ok = n_ok[None, :] & valid_m[:, None]
         if HAS_CAUSAL:
             ok = ok & (offs_n[None, :] <= qpos[:, None])
+        if HAS_WINDOW:
+            ok = ok & (offs_n[None, :] >= kstart[:, None])
         p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)  # [BM, BN]
         acc += tl.sum(p, 1)
         if WRITE_TOKENS:
@@ -130,7 +151,8 @@ def _split(lo: int, hi: int, chunk: int) -> list[tuple[int, int]]:
 
 def segment_mass_triton(q: Tensor, k: Tensor, segment_offsets: Tensor, scale: float,
                         q_positions: Tensor | None, softmax_over: str, return_token_mass: bool,
-                        range_chunk: int = 1024, block_n: int = 64) -> tuple[Tensor, Tensor, Tensor | None]:
+                        range_chunk: int = 1024, block_n: int = 64, key_start: Tensor | None = None,
+                        softcap: float | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Launch the kernels; inputs validated by the API. Shapes as in ``segment_mass``.
 
     Returns (lse [R, Hq], segment_mass [R, Hq, S], token_mass [R, Hq, N] or None), float32.
@@ -165,6 +187,9 @@ def segment_mass_triton(q: Tensor, k: Tensor, segment_offsets: Tensor, scale: fl
     qk_scale = float(scale) * LOG2E
     qpos = q_positions if q_positions is not None else torch.zeros(1, dtype=torch.int64, device=dev)
     has_causal = q_positions is not None
+    kstart = key_start if key_start is not None else qpos
+    flags = dict(HAS_CAUSAL=has_causal, HAS_WINDOW=key_start is not None, HAS_SOFTCAP=softcap is not None)
+    cap = float(softcap) if softcap is not None else 1.0
 
     seg_mass = torch.zeros((R, Hq, S), dtype=torch.float32, device=dev)
     token_mass = torch.zeros((R, Hq, N), dtype=torch.float32, device=dev) if return_token_mass else None
@@ -177,12 +202,12 @@ def segment_mass_triton(q: Tensor, k: Tensor, segment_offsets: Tensor, scale: fl
     m_part = torch.empty((P, R, Hq), dtype=torch.float32, device=dev)
     l_part = torch.empty((P, R, Hq), dtype=torch.float32, device=dev)
     launchable(_segment_mass_lse_kernel, dev)[(n_mblocks, Hk, P)](
-        q, k, qpos, rlo, rhi, m_part, l_part,
-        R, G, qk_scale,
+        q, k, qpos, kstart, rlo, rhi, m_part, l_part,
+        R, G, qk_scale, float(scale), cap,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         m_part.stride(0), m_part.stride(1), m_part.stride(2),
-        HEAD_DIM=D, HAS_CAUSAL=has_causal,
+        HEAD_DIM=D, **flags,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, INPUT_PRECISION=precision,
     )
     # merge the partials (base 2): lse2 = M + log2(sum_p l_p * 2^(m_p - M))
@@ -198,14 +223,14 @@ def segment_mass_triton(q: Tensor, k: Tensor, segment_offsets: Tensor, scale: fl
         fseg = torch.tensor([s for _, _, s in fwd_ranges], dtype=torch.int32, device=dev)
         tok = token_mass if token_mass is not None else seg_mass  # dummy pointer when not written
         launchable(_segment_mass_fwd_kernel, dev)[(n_mblocks, Hk, len(fwd_ranges))](
-            q, k, qpos, lse2, flo, fhi, fseg, seg_mass, tok,
-            R, G, qk_scale,
+            q, k, qpos, kstart, lse2, flo, fhi, fseg, seg_mass, tok,
+            R, G, qk_scale, float(scale), cap,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
             lse2.stride(0), lse2.stride(1),
             seg_mass.stride(0), seg_mass.stride(1), seg_mass.stride(2),
             tok.stride(0), tok.stride(1), tok.stride(2),
-            HEAD_DIM=D, HAS_CAUSAL=has_causal, WRITE_TOKENS=token_mass is not None,
+            HEAD_DIM=D, **flags, WRITE_TOKENS=token_mass is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, INPUT_PRECISION=precision,
         )
     return lse2 * LN2, seg_mass, token_mass

@@ -5,15 +5,19 @@ import torch
 from attnsift.attention_kernels.segment_mass import SegmentMass, segment_mass
 
 
-def oracle(q, k, off, scale, qpos, mode):
+def oracle(q, k, off, scale, qpos, mode, kstart=None, softcap=None):
     """Dense float64 softmax over the allowed keys; returns (lse, seg_mass, token_mass)."""
     R, Hq, D = q.shape
     N, Hk, _ = k.shape
     ke = k.double().repeat_interleave(Hq // Hk, dim=1)  # [N, Hq, D]
     s = torch.einsum("rhd,nhd->rhn", q.double(), ke) * scale
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
     allowed = torch.ones(R, N, dtype=torch.bool)
     if qpos is not None:
         allowed &= torch.arange(N)[None] <= qpos[:, None]
+    if kstart is not None:
+        allowed &= torch.arange(N)[None] >= kstart[:, None]
     if mode == "segments":
         inside = torch.zeros(N, dtype=torch.bool)
         inside[int(off[0]):int(off[-1])] = True
@@ -165,3 +169,35 @@ def test_gpu_bf16_matches_reference():
     tri = segment_mass(qc, kc, off, impl="triton")
     torch.testing.assert_close(tri.segment_mass, ref.segment_mass, rtol=2e-2, atol=1e-4)
     torch.testing.assert_close(tri.lse, ref.lse, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_sliding_window_rows_and_softcap_match_oracle(softcap, within_budget):
+    # What ICR needs on sliding-window layers (Gemma 2/3): row r sees keys [key_start[r], q_positions[r]].
+    R, Hq, Hk, D, N = 4, 4, 2, 16, 83
+    q, k = make(R, Hq, Hk, D, N, seed=13)
+    off = torch.tensor([0, N])
+    qp = torch.tensor([79, 80, 81, 82])
+    ks = torch.tensor([56, 57, 58, 59])  # a 24-key window
+    lse64, seg64, tok64 = oracle(q, k, off, D ** -0.5, qp, "all", ks, softcap)
+    ref = segment_mass(q, k, off, q_positions=qp, key_start=ks, softcap=softcap, return_token_mass=True,
+                       impl="reference")
+    tri = segment_mass(q, k, off, q_positions=qp, key_start=ks, softcap=softcap, return_token_mass=True,
+                       impl="triton")
+    assert float(ref.token_mass[:, :, :56].abs().sum()) == 0.0  # keys before the window get nothing
+    within_budget(tri.lse, ref.lse, lse64, "lse")
+    within_budget(tri.token_mass, ref.token_mass, tok64, "token_mass")
+    if softcap is not None:  # the cap changes the answer: the check can fail
+        _, _, plain = oracle(q, k, off, D ** -0.5, qp, "all", ks, None)
+        assert not torch.allclose(plain, tok64, atol=1e-4)
+
+
+def test_window_and_softcap_bad_input():
+    q, k = make(2, 2, 1, 8, 10)
+    off = torch.tensor([0, 10])
+    with pytest.raises(ValueError, match="key_start must have shape"):
+        segment_mass(q, k, off, key_start=torch.tensor([1]))
+    with pytest.raises(TypeError, match="key_start must be an integer"):
+        segment_mass(q, k, off, key_start=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="softcap must be a positive"):
+        segment_mass(q, k, off, softcap=0.0)
