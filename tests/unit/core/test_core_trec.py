@@ -46,12 +46,15 @@ def test_run_round_trip_keeps_order_scores_and_queries(tmp_path):
     assert read_run(p2).to_dict() == run.to_dict()
 
 
-def test_read_run_without_queries_uses_ids_as_text(tmp_path):
+def test_read_run_without_queries_invents_no_text(tmp_path):
     p = _write(tmp_path / "r.trec", "7 Q0 a 1 2.0 t\n7 Q0 b 2 1.0 t\n")
     run = read_run(p, name="given")
     assert run.name == "given"
-    assert run["7"].query == Query("7", "7")
+    assert run["7"].query == Query("7") and run["7"].query.text is None
     assert run["7"].doc_ids == ["a", "b"]
+    # what only evaluates a run keeps working
+    assert run.to_dict() == {"7": {"a": 2.0, "b": 1.0}}
+    assert Run.from_dict(run.to_dict())["7"].query.text is None
 
 
 @pytest.mark.parametrize(

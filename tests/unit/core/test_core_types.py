@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from attnsift import Candidate, Document, Pipeline, Query, Ranking, Run
+from attnsift import Candidate, Document, Query, Ranking, Run
 from attnsift.rerank.base import BaseReranker, IdentityReranker
-from attnsift.types import check_k
+from attnsift.types import check_k, missing_query_text
 
 
 def test_ranking_sorts_by_score_then_doc_id():
@@ -38,7 +38,18 @@ def test_ids_must_be_nonempty_without_whitespace(bad):
 def test_query_text_must_not_be_empty():
     with pytest.raises(ValueError, match="empty text"):
         Query("q", "   ")
+    with pytest.raises(TypeError, match="str or None"):
+        Query("q", 5)
     assert Query(5, "x").id == "5"  # int ids are normalised to strings
+
+
+def test_query_may_carry_only_its_id():
+    q = Query("q1")
+    assert q.text is None and q == Query("q1", None)
+    err = missing_query_text("q1", "bm25_flat")
+    assert isinstance(err, ValueError)
+    assert "run 'bm25_flat' has no query text for 'q1'" in str(err) and "--dataset" in str(err)
+    assert "read_run(path, queries=" in str(missing_query_text("q1"))
 
 
 def test_candidate_document_id_must_match():
@@ -100,37 +111,3 @@ def test_base_reranker_empty_and_single():
     assert len(_Reverse().rerank(empty)) == 0
     one = _ranking(1)
     assert _Reverse().rerank(one).doc_ids == ["d0"]
-
-
-class _ListRetriever:
-    name = "list"
-
-    def __init__(self, docs):
-        self.docs = docs
-
-    def retrieve(self, query, k=100):
-        words = set(query.text.lower().split())
-        scored = [Candidate(d.id, float(len(words & set(d.text.lower().split()))), None) for d in self.docs]
-        return Ranking(query, tuple(scored)).top(k)
-
-    def retrieve_batch(self, queries, k=100):
-        return Run((self.retrieve(q, k) for q in queries), name=self.name)
-
-
-def test_pipeline_call_and_run_attach_texts_from_corpus():
-    docs = [Document("a", "red apple"), Document("b", "green apple pie"), Document("c", "blue sky")]
-    pipe = Pipeline(_ListRetriever(docs), _Reverse(), first_stage_k=3, final_k=2, corpus={d.id: d for d in docs})
-    top = pipe("green apple")
-    assert len(top) == 2
-    # first stage: b (2), a (1), c (0); reversed by the reranker -> c, a
-    assert top.doc_ids == ["c", "a"]
-    run = pipe.run([Query("1", "green apple"), Query("2", "blue")])
-    assert set(run) == {"1", "2"} and all(len(r) == 2 for r in run.values())
-    assert run.name == "list+reverse"
-
-
-def test_pipeline_rejects_bad_config():
-    with pytest.raises(ValueError, match="final_k"):
-        Pipeline(_ListRetriever([]), first_stage_k=5, final_k=10)
-    with pytest.raises(TypeError):
-        Pipeline(object())
