@@ -27,77 +27,35 @@ from typing import Any, Callable, Iterable, Sequence
 
 from attnsift.bench.specs import SystemSpec
 from attnsift.io import atomic_write_json, atomic_write_text
+from attnsift.pipeline import Pipeline, first_stage
 from attnsift.types import Candidate, Ranking, Run
 
 log = logging.getLogger(__name__)
 
 BENCH_METRICS = ("nDCG@10", "MRR@10", "R@100")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the spec's top_k is called depth
 
 
 class _Interrupted(Exception):
     """Raised by the test hook ``stop_after`` to simulate an interruption."""
 
 
-def first_stage_run(ds: Any, spec: SystemSpec, cache: dict, progress: bool = False) -> tuple[Run, float]:
-    """The first-stage run for ``spec`` on ``ds`` and its seconds per query (cached per data set + stage).
+def _first_stage(ds: Any, spec: SystemSpec, cache: dict, progress: bool = False) -> tuple[Run, float]:
+    """The first-stage run of ``spec`` on ``ds`` and its search seconds per query, through the Pipeline.
 
-    A data set that provides a run of the same name as the first stage (DL19 provides ``bm25``: its
-    corpus is only the pool those runs retrieved, not the 8.8M-passage collection) uses that run, so
-    ``bm25`` means the real BM25 first stage everywhere.
+    Cached per data set, first stage, ``first_stage_k`` and query set, so the systems that share a first
+    stage share one retrieval (and ``bm25`` and ``bm25+icr`` rerank the very same candidates).
     """
-    from attnsift.registry import build_retriever
-
     key = (ds.name, str(spec.first), spec.first_stage_k, tuple(ds.queries))
-    if key in cache:
-        return cache[key]
-    queries = list(ds.queries.values())
-    t0 = time.perf_counter()
-    provided = spec.first.model if spec.first.name == "run" else spec.first.name
-    if spec.first.name == "run" or provided in getattr(ds, "runs", {}) or provided in getattr(ds, "run_aliases", {}):
-        try:
-            full = ds.load_run(provided)
-        except ValueError:
-            if spec.first.name == "run":
-                raise
-            full = None
-        if full is not None:
-            if spec.first.name != "run":
-                log.info("%s provides a %r run: using it as the %s first stage", ds.name, provided, provided)
-            run = Run((full[q.id] for q in queries if q.id in full), name=provided).top(spec.first_stage_k)
-            missing = [q.id for q in queries if q.id not in full]
-            if missing:
-                log.warning("%d queries of %s have no ranking in the provided run", len(missing), ds.name)
-            result = (run, (time.perf_counter() - t0) / max(len(queries), 1))
-            cache[key] = result
-            return result
-    retriever = build_retriever(spec.first.name, ds.corpus.iter_documents(), model=spec.first.model,
-                                options=dict(spec.first.options), progress=progress)
-    t1 = time.perf_counter()
-    run = retriever.retrieve_batch(queries, k=spec.first_stage_k)
-    # Index building is a one-off cost; seconds per query counts the search only.
-    result = (run, (time.perf_counter() - t1) / max(len(queries), 1))
-    cache[key] = result
-    return result
-
-
-def attach_texts(run: Run, ds: Any, k: int | None) -> Run:
-    """Attach document texts to the top ``k`` candidates of every ranking (all when ``k`` is None).
-
-    One streaming pass over the corpus for the whole run, so a provided run over a large collection
-    (MS MARCO: 8.8M passages) reads only the passages it names, once.
-    """
-    needed = {c.doc_id for rk in run.values() for c in rk.top(k) if c.document is None}
-    if not needed:
-        return run
-    docs = ds.corpus.subset(needed)
-    missing = needed - set(docs)
-    if missing:
-        raise ValueError(f"{len(missing)} candidate documents (e.g. {sorted(missing)[:3]}) are not in the corpus of "
-                         f"{ds.name}; the run does not belong to this data set")
-    return Run((Ranking(rk.query, tuple(c if c.document is not None or c.doc_id not in docs
-                                        else Candidate(c.doc_id, c.score, docs[c.doc_id]) for c in rk.candidates))
-                for rk in run.values()), name=run.name)
+    if key not in cache:
+        run = spec.first.model if spec.first.name == "run" else None
+        stage = first_stage(ds, spec.first.name, run=run, model=None if run else spec.first.model,
+                            options=dict(spec.first.options), progress=progress)
+        pipe = Pipeline(stage, first_stage_k=spec.first_stage_k)
+        results = list(pipe.stream(ds.queries))
+        spq = sum(r.first_stage_seconds for r in results) / max(len(results), 1)
+        cache[key] = (Run((r.ranking for r in results), name=pipe.name), spq)
+    return cache[key]
 
 
 def _config_hash(config: dict) -> str:
@@ -167,7 +125,7 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
     folder.mkdir(parents=True, exist_ok=True)
     metrics_path, progress_path, config_path = folder / "metrics.json", folder / "progress.jsonl", folder / "config.json"
 
-    first_run, first_spq = first_stage_run(ds, spec, cache, progress=progress)
+    first_run, first_spq = _first_stage(ds, spec, cache, progress=progress)
     q_ids = [q.id for q in queries]
     first_report = None
     if spec.reranker is not None:
@@ -198,9 +156,6 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
     done = _read_progress(progress_path)
     resumed = len(done)
     todo = [q for q in queries if q.id not in done]
-    if todo and spec.reranker is not None:
-        first_run = attach_texts(Run((first_run[q.id] for q in todo if q.id in first_run), name=first_run.name),
-                                 ds, spec.top_k)
     if todo:
         reranker = None
         if spec.reranker is not None:
@@ -209,33 +164,28 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
                 rerankers[key] = build_reranker(spec.reranker.name, model=spec.reranker.model,
                                                 options=dict(spec.reranker.options))
             reranker = rerankers[key]
-        items: Iterable = todo
+        # The cached first-stage run stands in for the first stage: the systems sharing it rerank the same
+        # candidates, and its search seconds per query are added to each query's reranking seconds.
+        pipe = Pipeline(first_run, reranker, first_stage_k=spec.first_stage_k, depth=spec.depth,
+                        corpus=ds.corpus if reranker is not None else None)
+        items: Iterable = pipe.stream(todo)
         if progress:
             from tqdm.auto import tqdm
 
-            items = tqdm(todo, desc=f"{ds.name} {spec.label}", unit="q", leave=False)
+            items = tqdm(items, total=len(todo), desc=f"{ds.name} {spec.label}", unit="q", leave=False)
         with open(progress_path, "a", encoding="utf-8") as fh:
-            for n, q in enumerate(items):
+            for n, res in enumerate(items):
                 if stop_after is not None and n >= stop_after:
                     raise _Interrupted(f"stopped after {n} queries")
-                ranking = first_run[q.id] if q.id in first_run else Ranking(q)
-                t0 = time.perf_counter()
-                if reranker is not None and len(ranking):
-                    if hasattr(reranker, "last_compute_seconds"):
-                        reranker.last_compute_seconds = None
-                    ranking = reranker.rerank(ranking, k=spec.top_k)
-                secs = time.perf_counter() - t0
-                # A reranker that reused a pass shared with another system (ICR's calibrations) reports
-                # what that pass cost: the cost of the system run alone, not of a cache lookup.
-                shared = getattr(reranker, "last_compute_seconds", None)
-                if shared is not None and shared > secs:
-                    secs = shared
-                secs += first_spq
-                rec = {"qid": q.id, "docs": [[c.doc_id, c.score] for c in ranking.candidates], "seconds": secs}
+                # rerank_seconds is the scoring's compute, also when served from a pass shared with another
+                # system (ICR's calibrations): the cost of the system run alone.
+                secs = first_spq + res.rerank_seconds
+                rec = {"qid": res.query.id, "docs": [[c.doc_id, c.score] for c in res.ranking.candidates],
+                       "seconds": secs}
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-                done[q.id] = {"docs": rec["docs"], "seconds": secs}
+                done[res.query.id] = {"docs": rec["docs"], "seconds": secs}
 
     run = Run((Ranking(q, tuple(Candidate(d, s) for d, s in done[q.id]["docs"])) for q in queries), name=spec.label)
     run.to_trec(folder / "run.trec", tag=spec.slug)

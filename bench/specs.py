@@ -6,16 +6,19 @@ Grammar (whitespace ignored)::
     stage    := name [ ":" model ] [ "[" key=value { ";" key=value } "]" ]
 
 The first stage is ``bm25``, ``dense``, ``late``, ``hybrid`` or ``run:NAME`` (a run the data set provides,
-e.g. ``run:bm25`` on DL19). The reranker is ``icr``, ``listwise``, ``blockrank`` (or ``none``). Two
-options belong to the pipeline rather than to a stage: ``top_k`` (how many candidates are reranked,
-default 20) and ``first_stage_k`` (default 100); they may appear in either stage's brackets.
+e.g. ``run:bm25`` on DL19; a data set that provides a run named like the first stage uses it, see
+:func:`attnsift.pipeline.first_stage`). The reranker is ``icr``, ``listwise``, ``blockrank`` (or ``none``).
+Two options belong to the :class:`~attnsift.pipeline.Pipeline` rather than to a stage, with the
+Pipeline's names: ``first_stage_k`` (default 100) and ``depth`` (how many candidates the reranker
+rescores; default 20 here, or ``first_stage_k`` when that is smaller); they may appear in either
+stage's brackets. ``depth`` above ``first_stage_k``, or without a reranker, is an error.
 
 Examples::
 
     bm25
     dense:minilm
     bm25+icr:smollm2-135m
-    bm25+icr:smollm2-135m[calibration=none;top_k=50]
+    bm25+icr:smollm2-135m[calibration=none;depth=50]
     run:bm25+icr[span=last_token]
 
 The same spec string works in the CLI (``attnsift bench quality --systems ...``), in Python
@@ -28,8 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnsift.config import _coerce
+from attnsift.pipeline import DEFAULT_FIRST_STAGE_K, check_cuts
 
-PIPELINE_OPTIONS = {"top_k": 20, "first_stage_k": 100}
+# The benchmark's default depth: the figures recorded so far rerank BM25's top 20.
+DEFAULT_DEPTH = 20
+PIPELINE_OPTIONS = ("depth", "first_stage_k")
+RENAMED_OPTIONS = {"top_k": "depth"}
 
 
 def split_specs(text: str) -> list[str]:
@@ -90,12 +97,15 @@ def _parse_stage(text: str, whole: str) -> StageSpec:
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """A parsed system: first stage, optional reranker, and the pipeline cut-offs."""
+    """A parsed system: first stage, optional reranker, and the pipeline cut-offs.
+
+    ``depth`` is None exactly when there is no reranker.
+    """
 
     first: StageSpec
     reranker: StageSpec | None = None
-    top_k: int = 20
-    first_stage_k: int = 100
+    depth: int | None = None
+    first_stage_k: int = DEFAULT_FIRST_STAGE_K
     text: str = field(default="", compare=False)
 
     @classmethod
@@ -105,11 +115,11 @@ class SystemSpec:
         whole = text.strip()
         if not whole:
             raise ValueError("empty system spec; e.g. bm25 or bm25+icr:smollm2-135m")
-        depth, parts, cur = 0, [], []
+        nesting, parts, cur = 0, [], []
         for ch in whole:  # split on '+' outside brackets
-            depth += ch == "["
-            depth -= ch == "]"
-            if ch == "+" and depth == 0:
+            nesting += ch == "["
+            nesting -= ch == "]"
+            if ch == "+" and nesting == 0:
                 parts.append("".join(cur))
                 cur = []
             else:
@@ -126,7 +136,7 @@ class SystemSpec:
         reranker = _parse_stage(parts[1], whole) if len(parts) == 2 else None
         if reranker is not None and reranker.name not in RERANKERS:
             raise ValueError(f"unknown reranker {reranker.name!r} in {whole!r}; choose one of {', '.join(sorted(RERANKERS))}")
-        pipe = dict(PIPELINE_OPTIONS)
+        pipe: dict[str, int] = {}
         stages = []
         for st in (first, reranker):
             if st is None:
@@ -134,7 +144,12 @@ class SystemSpec:
                 continue
             kept = []
             for k, v in st.options:
+                if k in RENAMED_OPTIONS:
+                    raise ValueError(f"option {k}={v} in {whole!r} is now called {RENAMED_OPTIONS[k]}: "
+                                     f"write {RENAMED_OPTIONS[k]}={v}")
                 if k in PIPELINE_OPTIONS:
+                    if k in pipe:
+                        raise ValueError(f"{k} is given twice in {whole!r}; give it once")
                     pipe[k] = _coerce(v, int, k)
                 else:
                     kept.append((k, v))
@@ -142,10 +157,15 @@ class SystemSpec:
         first, reranker = stages
         if reranker is not None and reranker.name == "none":
             reranker = None
-        for k in ("top_k", "first_stage_k"):
-            if pipe[k] <= 0:
-                raise ValueError(f"{k} must be positive in {whole!r}")
-        return cls(first, reranker, top_k=pipe["top_k"], first_stage_k=max(pipe["first_stage_k"], pipe["top_k"]), text=whole)
+        first_stage_k = pipe.get("first_stage_k", DEFAULT_FIRST_STAGE_K)
+        depth = pipe.get("depth")
+        if depth is None and reranker is not None:
+            depth = min(DEFAULT_DEPTH, max(first_stage_k, 1))
+        try:
+            check_cuts(first_stage_k, depth, reranked=reranker is not None)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{exc} (in {whole!r})") from None
+        return cls(first, reranker, depth=depth, first_stage_k=first_stage_k, text=whole)
 
     @property
     def label(self) -> str:
@@ -153,9 +173,9 @@ class SystemSpec:
         s = str(self.first)
         if self.reranker is not None:
             s += "+" + str(self.reranker)
-            if self.top_k != PIPELINE_OPTIONS["top_k"]:
-                s += f"@{self.top_k}"
-        if self.first_stage_k != PIPELINE_OPTIONS["first_stage_k"]:
+            if self.depth not in (None, DEFAULT_DEPTH):
+                s += f"@{self.depth}"
+        if self.first_stage_k != DEFAULT_FIRST_STAGE_K:
             s += f"/{self.first_stage_k}"
         return s
 
@@ -170,6 +190,6 @@ class SystemSpec:
             "first_stage": {"name": self.first.name, "model": self.first.model, "options": dict(self.first.options)},
             "reranker": None if self.reranker is None else {
                 "name": self.reranker.name, "model": self.reranker.model, "options": dict(self.reranker.options)},
-            "top_k": self.top_k,
+            "depth": self.depth,
             "first_stage_k": self.first_stage_k,
         }

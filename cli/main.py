@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from attnsift.cli.common import fail, guard
+from attnsift.types import Run
 
 app = typer.Typer(
     name="attnsift",
@@ -137,12 +138,12 @@ def index(
 @app.command()
 @_guard
 def retrieve(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set to index and search (all its queries)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set to search (all its queries); its provided run of the same name stands in (dl19: bm25)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="A saved index (from `attnsift index`)."),
     query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Ad-hoc query text (repeatable)."),
     retriever: str = typer.Option("bm25", help="bm25 | dense | late | hybrid"),
     model: Optional[str] = typer.Option(None, help="Encoder for dense / late / hybrid."),
-    top_k: int = typer.Option(100, "--top-k", "-k", help="Candidates per query."),
+    k: int = typer.Option(100, "--k", "-k", help="Results per query."),
     max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of the data set."),
     save_run: Optional[Path] = typer.Option(None, help="Write the run (TREC format, atomically)."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable)."),
@@ -150,13 +151,16 @@ def retrieve(
 ) -> None:
     """Run a first stage: over a data set's queries (writing a run), or for ad-hoc --query texts."""
     from attnsift.config import parse_option_strings
+    from attnsift.pipeline import Pipeline, first_stage
     from attnsift.registry import build_retriever
     from attnsift.types import Query, check_k
 
-    check_k(top_k, "--top-k")
+    check_k(k, "--k")
+    if max_queries is not None:
+        check_k(max_queries, "--max-queries")
     if dataset is None and index_dir is None:
         raise ValueError("give --dataset (to index its corpus) or --index (a saved index)")
-    corpus = None
+    options = parse_option_strings(option)
     ds = None
     if dataset is not None:
         from attnsift.eval.datasets import load_dataset
@@ -164,12 +168,17 @@ def retrieve(
         ds = load_dataset(dataset)
         if max_queries is not None:
             ds = ds.subset(max_queries=max_queries)
-        corpus = None if index_dir is not None else ds.corpus.iter_documents()
-    r = build_retriever(retriever, corpus, model=model, index=index_dir, options=parse_option_strings(option), progress=True)
+    if index_dir is not None:
+        stage = build_retriever(retriever, None, model=model, index=index_dir, options=options, progress=True)
+    elif query:
+        stage = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=options, progress=True)
+    else:
+        stage = first_stage(ds, retriever, model=model, options=options, progress=not as_json)
     if query:
+        pipe = Pipeline(stage, first_stage_k=k)
         out = []
         for i, text in enumerate(query):
-            ranking = r.retrieve(Query(f"adhoc{i}", text), k=top_k)
+            ranking = pipe(Query(f"adhoc{i}", text))
             out.append({"query": text, "results": [
                 {"rank": j + 1, "doc_id": c.doc_id, "score": c.score,
                  "title": (c.document.title if c.document else None),
@@ -185,13 +194,14 @@ def retrieve(
         return
     if ds is None:
         raise ValueError("without --dataset, give one or more --query texts to search the index")
-    t0 = time.perf_counter()
-    run = r.retrieve_batch(list(ds.queries.values()), k=top_k)
-    secs = time.perf_counter() - t0
+    pipe = Pipeline(stage, first_stage_k=k)
+    results = list(pipe.stream(ds.queries))
+    run = Run((r.ranking for r in results), name=pipe.name)
+    secs = sum(r.first_stage_seconds for r in results)
     if save_run is not None:
-        run.to_trec(save_run, tag=retriever)
-    info = {"dataset": ds.name, "retriever": retriever, "queries": len(run), "seconds": round(secs, 3),
-            "queries_per_second": round(len(run) / secs, 2) if secs > 0 else None,
+        run.to_trec(save_run)
+    info = {"dataset": ds.name, "retriever": retriever, "first_stage": pipe.name, "queries": len(run),
+            "k": k, "seconds": round(secs, 3), "queries_per_second": round(len(run) / secs, 2) if secs > 0 else None,
             "run": str(save_run) if save_run else None}
     typer.echo(json.dumps(info))
 
@@ -243,8 +253,9 @@ def _rerank_impl(
     run: Optional[str],
     reranker: str,
     model: Optional[str],
-    top_k: int,
     first_stage_k: int,
+    depth: Optional[int],
+    k: Optional[int],
     max_queries: Optional[int],
     save_run: Optional[Path],
     metrics: str,
@@ -257,78 +268,60 @@ def _rerank_impl(
     from attnsift.config import parse_option_strings
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate as _evaluate
-    from attnsift.registry import build_reranker, build_retriever
+    from attnsift.pipeline import Pipeline, check_cuts, first_stage, provided_run
+    from attnsift.registry import build_reranker
     from attnsift.types import check_k
 
-    check_k(top_k, "--top-k")
-    check_k(first_stage_k, "--first-stage-k")
+    # Cheap checks first (cut-offs, metrics, options, data set, --run), then the model, then retrieval.
+    check_cuts(first_stage_k, depth, k, reranked=reranker != "none")
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
     names = _metrics(metrics)
-    first_stage_k = max(first_stage_k, top_k)
-    # Build the reranker first: a bad model name or option fails before any retrieval work.
-    rr = build_reranker(reranker, model=model, options=parse_option_strings(option))
+    options, retriever_options = parse_option_strings(option), parse_option_strings(retriever_option)
     ds = load_dataset(dataset, split=split)
     if max_queries is not None:
         ds = ds.subset(max_queries=max_queries)
-    queries = list(ds.queries.values())
-    if run is None and (retriever in ds.runs or retriever in getattr(ds, "run_aliases", {})):
-        # A reranking set (DL19) holds only the pool of its provided runs: retrieving over that pool
-        # would not be the real first stage, so the provided run of the same name stands in for it.
+    provided = provided_run(ds, retriever, run)
+    if provided is not None and run is None:
         typer.echo(f"note: {ds.name} provides a {retriever!r} run; using it as the first stage", err=True)
-        run = retriever
-    t0 = time.perf_counter()
-    if run is not None:
-        path = Path(run)
-        if path.is_file():
-            from attnsift.trec import read_run
-
-            first = read_run(path, queries=ds.queries, name=path.stem)
-        else:
-            first = ds.load_run(run)
-        first = type(first)((first[q.id] for q in queries if q.id in first), name=first.name).top(first_stage_k)
-        stage_name = first.name
-    else:
-        r = build_retriever(retriever, ds.corpus.iter_documents(), model=None if retriever == "bm25" else model,
-                            options=parse_option_strings(retriever_option), progress=not as_json)
-        first = r.retrieve_batch(queries, k=first_stage_k)
-        stage_name = retriever
-    first_s = time.perf_counter() - t0
-    if reranker != "none":
-        from attnsift.bench.quality import attach_texts
-
-        first = attach_texts(first, ds, top_k)
-    t1 = time.perf_counter()
+    rr = build_reranker(reranker, model=model, options=options)
     if reranker == "none":
-        final = first
-    else:
-        final = rr.rerank_batch(first, k=top_k, progress=not as_json)
-    rerank_s = time.perf_counter() - t1
-    system = stage_name if reranker == "none" else f"{stage_name}+{reranker}"
-    final.name = system
+        rr = None
+    # --model names the reranker's model, and the encoder of a first stage that takes one.
+    encoder = model if provided is None and retriever in ("dense", "late", "hybrid") else None
+    stage = first_stage(ds, retriever, run=provided, model=encoder, options=retriever_options, progress=not as_json)
+    pipe = Pipeline(stage, rr, first_stage_k=first_stage_k, depth=depth, k=k, corpus=None if rr is None else ds.corpus)
+    results = list(pipe.stream(ds.queries, progress=not as_json))
+    final = Run((r.ranking for r in results), name=pipe.name)
+    first = Run((r.first_stage for r in results), name=pipe.first_stage_name)
+    first_s = sum(r.first_stage_seconds for r in results)
+    rerank_s = sum(r.rerank_seconds for r in results)
     if save_run is not None:
-        final.to_trec(save_run, tag=system.replace(" ", "_"))
-    q_ids = [q.id for q in queries]
-    report = _evaluate(final, ds.qrels, metrics=names, rel_level=ds.rel_level, name=system, queries=q_ids)
+        final.to_trec(save_run)
+    q_ids = list(ds.queries)
+    report = _evaluate(final, ds.qrels, metrics=names, rel_level=ds.rel_level, name=pipe.name, queries=q_ids)
+    n = max(len(q_ids), 1)
     timing = {"first_stage_s": round(first_s, 3), "rerank_s": round(rerank_s, 3),
-              "seconds_per_query": round((first_s + rerank_s) / max(len(queries), 1), 4),
-              "rerank_seconds_per_query": round(rerank_s / max(len(queries), 1), 4)}
+              "seconds_per_query": round((first_s + rerank_s) / n, 4),
+              "rerank_seconds_per_query": round(rerank_s / n, 4)}
     reports = [report]
     comparison = None
-    if reranker != "none" and compare_first_stage:
-        base = _evaluate(first, ds.qrels, metrics=names, rel_level=ds.rel_level, name=stage_name, queries=q_ids)
+    if rr is not None and compare_first_stage:
+        base = _evaluate(first, ds.qrels, metrics=names, rel_level=ds.rel_level, name=first.name, queries=q_ids)
         reports = [base, report]
         comparison = base.compare(report)
     if as_json:
-        obj = {"dataset": ds.name, "system": system, "num_queries": report.num_queries, **report.aggregate,
-               "top_k": top_k, "first_stage_k": first_stage_k, "timing": timing,
+        obj = {"dataset": ds.name, "system": pipe.name, "num_queries": report.num_queries, **report.aggregate,
+               "first_stage_k": pipe.first_stage_k, "depth": pipe.depth, "k": pipe.k, "timing": timing,
                "run": str(save_run) if save_run else None}
         if comparison is not None:
-            obj["first_stage"] = {"system": stage_name, **reports[0].aggregate}
+            obj["first_stage"] = {"system": first.name, **reports[0].aggregate}
             obj["comparison"] = comparison.to_dict()
         _print_json(obj)
     else:
-        what = "first stage only" if reranker == "none" else f"{reranker} reranks the top {top_k} of {first_stage_k}"
+        what = "first stage only" if rr is None else f"{reranker} reranks the top {pipe.depth} of {pipe.first_stage_k}"
+        if pipe.k is not None:
+            what += f", cut to {pipe.k}"
         title = (f"{ds.name}: {report.num_queries} queries, {what}; "
                  f"{timing['seconds_per_query']} s/query")
         _print_table(reports, title=title)
@@ -341,12 +334,13 @@ _RERANK_HELP = "Run a first stage (or take a provided run), optionally rerank, e
 @_guard
 def rerank(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias, ir_datasets id or BEIR folder."),
-    retriever: str = typer.Option("bm25", help="First stage: bm25 | dense | late | hybrid."),
+    retriever: str = typer.Option("bm25", help="First stage: bm25 | dense | late | hybrid (a provided run of the same name stands in: dl19 bm25)."),
     run: Optional[str] = typer.Option(None, "--run", help="Use a provided run instead of a first stage: a TREC file or a run name of the data set (dl19: bm25, splade)."),
     reranker: str = typer.Option("none", help="none | icr | listwise | blockrank"),
     model: Optional[str] = typer.Option(None, help="Model for the reranker (default smollm2-135m), or the encoder of a dense first stage."),
-    top_k: int = typer.Option(100, "--top-k", "-k", help="How many first-stage candidates are reranked."),
-    first_stage_k: int = typer.Option(100, help="How many candidates the first stage returns (at least --top-k)."),
+    first_stage_k: int = typer.Option(100, "--first-stage-k", help="How many candidates the first stage returns per query."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="How many first-stage candidates the reranker rescores (default: --first-stage-k)."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="How many candidates per query the final run keeps (default: all)."),
     max_queries: Optional[int] = typer.Option(None, help="Only the first N queries (in file order)."),
     save_run: Optional[Path] = typer.Option(None, help="Write the final run (TREC format, atomically)."),
     metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metric names."),
@@ -356,7 +350,7 @@ def rerank(
     compare_first_stage: bool = typer.Option(True, help="Also print the first stage's row and a paired t-test."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing)."),
 ) -> None:
-    _rerank_impl(dataset, retriever, run, reranker, model, top_k, first_stage_k, max_queries, save_run, metrics,
+    _rerank_impl(dataset, retriever, run, reranker, model, first_stage_k, depth, k, max_queries, save_run, metrics,
                  option, retriever_option, split, compare_first_stage, as_json)
 
 
@@ -368,35 +362,33 @@ def explain(
     reranker: str = typer.Option("icr", help="Attention reranker: icr."),
     model: Optional[str] = typer.Option(None, help="Model (default smollm2-135m)."),
     retriever: str = typer.Option("bm25", help="First stage (a provided run of the same name is used when the data set has one)."),
-    top_k: int = typer.Option(10, "--top-k", "-k", help="How many first-stage candidates to rerank and show."),
+    depth: int = typer.Option(10, "--depth", help="How many first-stage candidates to rerank and show."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
     out: Path = typer.Option(Path("explain-out"), "--out", "-o", help="Folder for the HTML page and the PNG."),
     split: str = typer.Option("test", help="Qrels split."),
 ) -> None:
     """Show which tokens of each candidate drew the query's attention, beside the rank change (HTML + PNG)."""
-    from attnsift.config import parse_option_strings
-    from attnsift.bench.quality import first_stage_run
-    from attnsift.eval.datasets import load_dataset
     from attnsift.analysis.explain import explain_icr, write_explanation
-    from attnsift.bench.specs import SystemSpec
+    from attnsift.config import parse_option_strings
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.pipeline import Pipeline, check_cuts, first_stage, provided_run
     from attnsift.registry import build_reranker
-    from attnsift.types import check_k
 
-    check_k(top_k, "--top-k")
+    check_cuts(depth=depth)
     if reranker != "icr":
         raise ValueError(f"explain supports --reranker icr (per-token attention); got {reranker!r}")
+    options = parse_option_strings(option)
     ds = load_dataset(dataset, split=split)
     if query_id not in ds.queries:
         some = ", ".join(list(ds.queries)[:5])
         raise ValueError(f"query {query_id!r} is not a judged query of {ds.name} ({split}); e.g. {some}")
-    rr = build_reranker(reranker, model=model, options=parse_option_strings(option))
     sub = ds.subset([query_id])
-    spec = SystemSpec.parse(f"{retriever}[top_k={top_k}]")
-    run, _ = first_stage_run(sub, spec, {}, progress=False)
-    from attnsift.bench.quality import attach_texts
-
-    first = attach_texts(run.top(top_k), sub, top_k)[query_id]
-    ex = explain_icr(sub, query_id, first, rr, top_k=top_k)
+    provided = provided_run(sub, retriever)
+    rr = build_reranker(reranker, model=model, options=options)
+    # The explanation scores the candidates itself (per-token masses): the pipeline gives the first stage's
+    # top `depth` with their texts.
+    first = Pipeline(first_stage(sub, retriever, run=provided), k=depth, corpus=sub.corpus)(sub.queries[query_id])
+    ex = explain_icr(sub, query_id, first, rr, depth=depth)
     html_path, png_path = write_explanation(ex, out)
     typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}))
 
