@@ -2,18 +2,18 @@
 
 The CLI, the benchmark specs and Python users all build systems through here, so ``bm25``,
 ``dense`` with ``model=minilm`` or ``icr`` with ``model=smollm2-135m`` mean the same thing everywhere.
-Implementations are imported lazily: naming a system costs nothing until it is built.
+Implementations are imported lazily: naming a system costs nothing until it is built. Options are
+not parsed here: each component builds its frozen config from them
+(:func:`attnsift.config.config_from_options`), so the same checks apply from Python, the CLI and specs.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 import logging
-import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from attnsift.config import _coerce
 from attnsift.types import Document
 
 log = logging.getLogger(__name__)
@@ -45,47 +45,10 @@ def _unknown(kind: str, name: str, known: Iterable[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(known))}")
 
 
-def call_with_options(fn: Callable[..., Any], options: Mapping[str, Any] | None, *,
-                      signature_of: Callable[..., Any] | None = None, **fixed: Any) -> Any:
-    """Call ``fn(**fixed, **options)``, converting string options to the annotated parameter types.
-
-    Unknown option names are rejected with the list of accepted ones, unless the signature takes
-    ``**kwargs`` (then they are passed through, and ``fn`` checks them itself). ``signature_of`` names
-    the callable whose signature types the options when ``fn`` only forwards them (``from_corpus(**params)``
-    forwarding to ``__init__``).
-    """
-    options = dict(options or {})
-    params: dict[str, inspect.Parameter] = {}
-    hints: dict[str, Any] = {}
-    takes_kwargs = True
-    for source in (fn, signature_of) if signature_of is not None else (fn,):
-        target = source.__init__ if inspect.isclass(source) else source
-        sig = inspect.signature(target)
-        try:
-            found = typing.get_type_hints(target)
-        except Exception:  # unresolvable forward references: convert nothing
-            found = {}
-        named = {n: p for n, p in sig.parameters.items()
-                 if n != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
-        for n, p in named.items():
-            params.setdefault(n, p)
-            if n in found:
-                hints.setdefault(n, found[n])
-        # options reach the last signature only if every one before it forwards **kwargs
-        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-        if not takes_kwargs:
-            break
-    converted = {}
-    for key, value in options.items():
-        if key in params:
-            converted[key] = _coerce(value, hints.get(key, Any), key)
-        elif takes_kwargs:
-            converted[key] = value
-        else:
-            accepted = [n for n in params if n not in fixed]
-            name = getattr(signature_of or fn, "__name__", fn)
-            raise ValueError(f"unknown option {key!r} for {name}; accepted: {', '.join(accepted)}")
-    return fn(**fixed, **converted)
+def _no_device(kind: str, name: str, device: Any, dtype: Any) -> None:
+    given = [n for n, v in (("device", device), ("dtype", dtype)) if v is not None]
+    if given:
+        raise ValueError(f"{kind} {name!r} runs no model, so it takes no {' or '.join(given)}; drop {' and '.join(given)}")
 
 
 def build_retriever(
@@ -95,6 +58,8 @@ def build_retriever(
     index: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    device: Any = None,
+    dtype: Any = None,
 ) -> Any:
     """Build (or load, with ``index``) the first stage called ``name``.
 
@@ -104,46 +69,84 @@ def build_retriever(
     corpus : iterable of Document, optional
         What to index when ``index`` is not given.
     model : str, optional
-        Encoder for dense / late interaction (default ``minilm``).
+        Encoder for dense / late interaction / hybrid (default ``minilm`` when building; a loaded
+        index defaults to the encoder its manifest records).
     index : path, optional
         A saved index (``attnsift index``) to load instead of building.
     options : mapping
-        Engine parameters (``k1``, ``b`` for BM25; ``index_type`` for dense; ``method``, ``weights`` for hybrid).
+        The retriever's config fields, strings allowed (``BM25Config``: ``k1``, ``b``, ...;
+        ``DenseConfig``: ``index_type``, ...; ``LateInteractionConfig``; for hybrid the
+        ``FusionConfig`` fields, the others going to the dense part). A loaded index takes only the
+        options that apply at search time.
+    progress : bool
+        Progress bars while indexing.
+    device, dtype : optional
+        For the encoder of dense / late / hybrid (default: CUDA when available, float32); BM25 takes none.
+
+    Raises
+    ------
+    ValueError
+        An unknown name or option (the message lists the accepted ones), options that contradict each
+        other, a model, device or dtype for BM25, or neither a corpus nor an index.
     """
     options = dict(options or {})
     if name == HYBRID:
-        fusion_opts = {k: options.pop(k) for k in list(options) if k in ("method", "weights", "rrf_k", "depth", "normalization")}
+        if index is not None:
+            raise ValueError("a hybrid first stage is built from a corpus; saved hybrid indexes do not exist (drop --index)")
+        fusion_cfg = _resolve("attnsift.retrieval.config:FusionConfig")
+        fusion_keys = [f.name for f in dataclasses.fields(fusion_cfg)]
+        fusion_opts = {k: options.pop(k) for k in list(options) if k in fusion_keys}
         if corpus is not None and not isinstance(corpus, (list, tuple)) and not hasattr(corpus, "iter_documents"):
             corpus = list(corpus)  # both stages index it: a one-shot iterator would leave the second empty
         parts = [build_retriever("bm25", corpus, progress=progress),
-                 build_retriever("dense", corpus, model=model, progress=progress, options=options)]
-        fusion = _resolve("attnsift.retrieval.fusion:FusionRetriever")
-        return call_with_options(fusion, fusion_opts, retrievers=parts)
+                 build_retriever("dense", corpus, model=model, options=options, progress=progress, device=device,
+                                 dtype=dtype)]
+        return _resolve("attnsift.retrieval.fusion:FusionRetriever")(parts, **fusion_opts)
     if name not in RETRIEVERS:
         raise _unknown("retriever", name, [*RETRIEVERS, HYBRID])
     cls = _resolve(RETRIEVERS[name])
-    if name in DEFAULT_MODELS and model is None:
-        model = DEFAULT_MODELS[name]
+    model_based = name in DEFAULT_MODELS
+    if not model_based:
+        if model is not None:
+            raise ValueError(f"retriever {name!r} takes no model (got {model!r}); drop --model or use --retriever dense")
+        _no_device("retriever", name, device, dtype)
     if index is not None:
-        kwargs = {"model": model} if name in ("dense", "late") else {}
-        return cls.load(index, **kwargs)
+        extra = {"model": model, "device": device, "dtype": dtype} if model_based else {}
+        return cls.load(index, **extra, **options)
     if corpus is None:
         raise ValueError(f"retriever {name!r} needs a corpus to index, or an index path (--index) to load")
-    fixed: dict[str, Any] = {"corpus": corpus, "progress": progress}
-    if name in ("dense", "late"):
-        fixed["model"] = model
-    elif model is not None:
-        raise ValueError(f"retriever {name!r} takes no model (got {model!r}); drop --model or use --retriever dense")
-    return call_with_options(cls.from_corpus, options, signature_of=cls, **fixed)
+    if model_based:
+        return cls.from_corpus(corpus, model or DEFAULT_MODELS[name], progress=progress, device=device, dtype=dtype,
+                               **options)
+    return cls.from_corpus(corpus, progress=progress, **options)
 
 
-def build_reranker(name: str, model: str | None = None, options: Mapping[str, Any] | None = None) -> Any:
-    """Build the reranker called ``name`` (``none`` gives the identity reranker)."""
+def build_reranker(name: str, model: str | None = None, options: Mapping[str, Any] | None = None,
+                   device: Any = None, dtype: Any = None) -> Any:
+    """Build the reranker called ``name`` (``none`` gives the identity reranker).
+
+    Parameters
+    ----------
+    name : {"none", "icr", "listwise", "blockrank"}
+    model : str, optional
+        The language model (default: :data:`DEFAULT_MODELS` for ``name``).
+    options : mapping
+        The reranker's config fields, strings allowed; unknown keys are rejected by its config.
+    device, dtype : optional
+        Where and in what precision the model runs (default: CUDA when available; float32 on the
+        CPU, bfloat16 on CUDA).
+
+    Returns
+    -------
+    Reranker
+        ``cls(model, device=device, dtype=dtype, **options)``.
+    """
     if name not in RERANKERS:
         raise _unknown("reranker", name, RERANKERS)
     cls = _resolve(RERANKERS[name])
     if name == "none":
         if model is not None or options:
             raise ValueError("--reranker none takes no model or options")
+        _no_device("reranker", name, device, dtype)
         return cls()
-    return call_with_options(cls, options, model=model or DEFAULT_MODELS[name])
+    return cls(model or DEFAULT_MODELS[name], device=device, dtype=dtype, **dict(options or {}))

@@ -25,7 +25,6 @@ Result semantics
 from __future__ import annotations
 
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
@@ -33,15 +32,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.bm25_index import BM25IndexData, load_bm25_index, save_bm25_index
 from attnsift.retrieval.analysis import ANALYZER_VERSION, Analyzer
+from attnsift.retrieval.config import BM25_METHODS, NONOCCURRENCE_METHODS, BM25Config, check_bm25_params
 from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
-_NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
+METHODS = BM25_METHODS
+__all__ = ["BM25Config", "BM25Retriever", "METHODS", "check_bm25_params"]
 
 # Queries scored per sparse product: bounds the (chunk x num_docs) intermediate for large corpora.
 _QUERY_CHUNK = 256
@@ -74,38 +75,16 @@ def _topk_indices(scores: np.ndarray, docs: np.ndarray, k: int, id_rank: np.ndar
     return np.concatenate([above, tied])
 
 
-def check_bm25_params(k1: Any, b: Any, **more: Any) -> None:
-    """Reject BM25 parameters that are not finite numbers, ``k1 < 0`` or ``b`` outside [0, 1]
-    (shared by the bm25s and the Lucene backends; ``more``: other numeric parameters, e.g. ``delta``)."""
-    for pname, value in {"k1": k1, "b": b, **more}.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError(f"{pname} must be a finite number, got {value!r}")
-    if k1 < 0:
-        raise ValueError(f"k1 must be >= 0 (Anserini's BEIR setting is 0.9), got {k1}")
-    if not 0.0 <= b <= 1.0:
-        raise ValueError(f"b must be in [0, 1] (Anserini's BEIR setting is 0.4), got {b}")
-
-
 class BM25Retriever:
     """BM25 over a corpus, indexed in memory with bm25s; saved and loaded as a checksummed folder.
 
     Parameters
     ----------
-    k1 : float
-        Term-frequency saturation (>= 0). 0.9 is Anserini's BEIR setting.
-    b : float
-        Length normalisation in [0, 1]. 0.4 is Anserini's BEIR setting.
-    method : str
-        bm25s scoring variant: ``"lucene"`` (Lucene/Anserini), ``"robertson"``, ``"atire"``,
-        ``"bm25l"`` or ``"bm25+"``.
-    stemmer : str or None
-        PyStemmer algorithm; ``"porter"`` is Lucene's PorterStemFilter.
-    stopwords : str or None
-        ``"en"``: Lucene's 33-word English stop set; None keeps every token.
-    store_text : bool
-        Keep the documents, so candidates carry their :class:`Document` (rerankers need the text).
-    delta : float
-        The delta of BM25L / BM25+ (ignored by the other methods).
+    config : BM25Config, optional
+        k1, b, method, stemmer, stopwords, store_text, delta (see
+        :class:`~attnsift.retrieval.config.BM25Config`; defaults reproduce Anserini's BEIR BM25).
+    **options
+        The same fields as keywords (strings allowed: ``k1="1.2"``), instead of ``config``.
 
     Examples
     --------
@@ -116,32 +95,35 @@ class BM25Retriever:
 
     name = "bm25"
 
-    def __init__(
-        self,
-        k1: float = 0.9,
-        b: float = 0.4,
-        method: str = "lucene",
-        stemmer: str | None = "porter",
-        stopwords: str | None = "en",
-        store_text: bool = True,
-        *,
-        delta: float = 0.5,
-    ) -> None:
-        check_bm25_params(k1, b, delta=delta)
-        if method not in METHODS:
-            raise ValueError(f"unknown BM25 method {method!r}; expected one of {list(METHODS)}")
-        self.k1 = float(k1)
-        self.b = float(b)
-        self.delta = float(delta)
-        self.method = method
-        self.store_text = bool(store_text)
-        self.analyzer = Analyzer(stemmer=stemmer, stopwords=stopwords)
+    def __init__(self, *, config: BM25Config | None = None, **options: Any) -> None:
+        self.config = resolve_config(BM25Config, config, options, "BM25Retriever")
+        self.analyzer = Analyzer(stemmer=self.config.stemmer, stopwords=self.config.stopwords)
         self._index: BM25IndexData | None = None
         self._vocab_ids: dict[str, int] = {}
         self._matrix: Any = None  # scipy.sparse.csr_matrix [V, N]
         self._id_rank: np.ndarray | None = None
 
     # ------------------------------------------------------------------ properties
+    @property
+    def k1(self) -> float:
+        return self.config.k1
+
+    @property
+    def b(self) -> float:
+        return self.config.b
+
+    @property
+    def delta(self) -> float:
+        return self.config.effective_delta
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def store_text(self) -> bool:
+        return self.config.store_text
+
     @property
     def stemmer(self) -> str | None:
         return self.analyzer.stemmer_name
@@ -205,9 +187,10 @@ class BM25Retriever:
 
     # ------------------------------------------------------------------ indexing
     @classmethod
-    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, **params: Any) -> "BM25Retriever":
-        """Build a retriever with ``params`` (see the class) and index ``corpus``."""
-        return cls(**params).index(corpus, progress=progress)
+    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, *, config: BM25Config | None = None,
+                    **options: Any) -> "BM25Retriever":
+        """Build a retriever with ``config`` or ``options`` (see the class) and index ``corpus``."""
+        return cls(config=config, **options).index(corpus, progress=progress)
 
     def index(self, documents: Iterable[Document], progress: bool = False) -> "BM25Retriever":
         """Index ``documents`` (their ``contents``: title + text), replacing any previous index.
@@ -430,7 +413,7 @@ class BM25Retriever:
         return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s")
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "BM25Retriever":
+    def load(cls, path: str | Path, verify: bool = True, **options: Any) -> "BM25Retriever":
         """Load an index written by :meth:`save`.
 
         Parameters
@@ -439,13 +422,22 @@ class BM25Retriever:
             The index folder.
         verify : bool
             Check every file against the manifest's checksums first.
+        **options
+            None accepted: an index keeps the parameters it was built with (the message says so).
 
         Raises
         ------
+        ValueError
+            Options given (they would be silently ignored).
         IndexCorruptedError
             Missing, modified or mismatched files, or an index of another kind or analyzer version;
             the message says to rebuild it.
         """
+        if options:
+            raise ValueError(
+                f"a saved BM25 index keeps the parameters it was built with; got options {', '.join(sorted(options))}: "
+                "rebuild the index with them (attnsift index --option ...) or drop them"
+            )
         index, manifest = load_bm25_index(path, verify=verify)
         p = index.params
         if p["analyzer_version"] != ANALYZER_VERSION:
@@ -454,15 +446,17 @@ class BM25Retriever:
                 f"{ANALYZER_VERSION}; queries would be analyzed differently, so rebuild the index"
             )
         try:
-            retriever = cls(
+            config = BM25Config(
                 k1=p["k1"],
                 b=p["b"],
                 method=p["method"],
                 stemmer=p["stemmer"],
                 stopwords=p["stopwords"],
                 store_text=index.documents is not None,
-                delta=p["delta"],
+                # every manifest records delta (0.5 by default); only BM25L / BM25+ use it
+                delta=p["delta"] if p["method"] in NONOCCURRENCE_METHODS else None,
             )
+            retriever = cls(config=config)
         except (TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json has invalid parameters ({exc}); rebuild the index") from exc
         retriever._set_index(index)

@@ -26,8 +26,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.retrieval.config import DenseConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
 logger = logging.getLogger(__name__)
@@ -133,10 +135,31 @@ def check_encoder(encoder: Any, manifest_encoder: dict, probe: Sequence[float] |
             )
 
 
-def load_encoder(model: str | None, manifest_encoder: dict, device: Any = None, batch_size: int = 64) -> Any:
-    """The encoder recorded in a manifest (or ``model`` when given), with the recorded options."""
+def make_encoder(model: Any, encoder_options: Mapping[str, Any], device: Any = None, dtype: Any = None) -> Any:
+    """``model`` if it is an :class:`Encoder`, else ``Encoder(model, device=, dtype=, **encoder_options)``.
+
+    Options, a device or a dtype given with an already built Encoder would be silently ignored, so
+    they are a ValueError.
+    """
+    from attnsift.retrieval.encoders import Encoder
+
+    if not isinstance(model, Encoder):
+        return Encoder(model, device=device, dtype=dtype, **encoder_options)
+    given = [*encoder_options, *(["device"] if device is not None else []), *(["dtype"] if dtype is not None else [])]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} given with an already built Encoder ({model.name!r}), which keeps its own; "
+            "build the Encoder with them, or pass the model name instead"
+        )
+    return model
+
+
+def load_encoder(model: Any, manifest_encoder: dict, device: Any = None, dtype: Any = None) -> Any:
+    """``model`` (a name or an Encoder), or the encoder recorded in a manifest, with the recorded options."""
     from attnsift.retrieval.encoders import MINILM_ALIASES, Encoder
 
+    if isinstance(model, Encoder):
+        return make_encoder(model, {}, device, dtype)
     if model is None:
         name, loc = manifest_encoder["name"], manifest_encoder.get("location")
         # A local folder is reloaded from where it was (its recorded name is only the folder name).
@@ -144,7 +167,7 @@ def load_encoder(model: str | None, manifest_encoder: dict, device: Any = None, 
     return Encoder(
         model,
         device=device,
-        batch_size=batch_size,
+        dtype=dtype,
         max_length=manifest_encoder.get("max_length"),
         query_prefix=manifest_encoder.get("query_prefix", ""),
         doc_prefix=manifest_encoder.get("doc_prefix", ""),
@@ -181,6 +204,7 @@ class DenseRetriever:
         self.documents = list(documents)
         self.doc_ids = [d.id for d in self.documents]
         self.probe = list(probe) if probe is not None else None
+        self.config: DenseConfig | None = None  # how it was built (from_corpus); None when loaded
         self.stats: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -195,11 +219,12 @@ class DenseRetriever:
         cls,
         corpus: Iterable[Document],
         model: str | Any = "minilm",
-        index_type: str = "flat",
+        *,
+        config: DenseConfig | None = None,
         progress: bool = False,
-        cache_dir: str | Path | None = None,
-        index_options: dict | None = None,
-        **encoder_opts: Any,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
     ) -> "DenseRetriever":
         """Encode ``corpus`` and index it.
 
@@ -208,30 +233,31 @@ class DenseRetriever:
         corpus : iterable of Document, mapping or Corpus
         model : str or Encoder
             A model name for :class:`Encoder` (``"minilm"``, a folder, a hub id) or an Encoder.
-        index_type : {"flat", "hnsw", "ivfpq"}
+        config : DenseConfig, optional
+            Index type, encoding cache, encoder overrides, faiss options (see
+            :class:`~attnsift.retrieval.config.DenseConfig`); or give them as keyword ``options``.
         progress : bool
             Progress bar while encoding.
-        cache_dir : path, optional
-            Keep encoded chunks here; a rerun resumes from them.
-        index_options : dict, optional
-            Passed to :meth:`FaissIndex.build` (``nlist``, ``pq_m``, ``hnsw_m``, ...).
-        **encoder_opts
-            Passed to :class:`Encoder` (``batch_size``, ``query_prefix``, ``doc_prefix``, ...).
+        device, dtype : optional
+            Where and in what precision the encoder runs (default: CUDA when available, float32).
+        **options
+            :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``batch_size="32"``).
         """
-        from attnsift.indexes.faiss_index import INDEX_TYPES, FaissIndex
-        from attnsift.retrieval.encoders import Encoder, encode_corpus_cached
+        from attnsift.indexes.faiss_index import FaissIndex
+        from attnsift.retrieval.encoders import encode_corpus_cached
 
-        if index_type not in INDEX_TYPES:
-            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        cfg = resolve_config(DenseConfig, config, options, "DenseRetriever")
         docs = collect_documents(corpus)
-        encoder = model if isinstance(model, Encoder) else Encoder(model, **encoder_opts)
+        encoder = make_encoder(model, cfg.encoder_options(), device, dtype)
         t0 = time.perf_counter()
-        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cache_dir, kinds=("dense",), progress=progress)
+        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cfg.cache_dir,
+                                   kinds=("dense",), progress=progress)
         t1 = time.perf_counter()
-        index = FaissIndex.build(enc["dense"], index_type=index_type, metric="ip", **(index_options or {}))
+        index = FaissIndex.build(enc["dense"], index_type=cfg.index_type, metric="ip", **cfg.index_options())
         t2 = time.perf_counter()
         probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
         out = cls(encoder, index, docs, probe=probe)
+        out.config = cfg
         out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
         return out
 
@@ -280,7 +306,8 @@ class DenseRetriever:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None) -> "DenseRetriever":
+    def load(cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None,
+             dtype: Any = None, **options: Any) -> "DenseRetriever":
         """Load an index written by :meth:`save`.
 
         Parameters
@@ -291,15 +318,25 @@ class DenseRetriever:
             Check every file's checksum first.
         model : str or Encoder, optional
             The query encoder; defaults to the one in the manifest. Another encoder is an error.
+        device, dtype : optional
+            For the query encoder (as in :meth:`from_corpus`).
+        **options
+            None accepted: a dense index keeps how it was built (the message says so).
 
         Raises
         ------
+        ValueError
+            Options given.
         IndexCorruptedError
             (a ValueError) missing / modified files, another kind of index, or a mismatched encoder.
         """
         from attnsift.indexes.faiss_index import FaissIndex
-        from attnsift.retrieval.encoders import Encoder
 
+        if options:
+            raise ValueError(
+                f"a saved dense index keeps how it was built; got options {', '.join(sorted(options))}: "
+                "rebuild the index with them or drop them"
+            )
         path = Path(path)
         manifest = read_manifest(path, KIND, verify=verify)
         try:
@@ -310,7 +347,7 @@ class DenseRetriever:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = FaissIndex.load(path, info)
         docs = read_indexed_documents(path, doc_count, index.ntotal, "vectors")
-        encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
+        encoder = load_encoder(model, menc, device=device, dtype=dtype)
         check_encoder(encoder, menc, manifest.get("probe"), path)
         return cls(encoder, index, docs, probe=manifest.get("probe"))
 

@@ -28,15 +28,16 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from attnsift.config import resolve_config, resolve_device, resolve_dtype
 from attnsift.errors import require
 from attnsift.io import atomic_file, atomic_write_json
+from attnsift.retrieval.config import EncoderConfig
 
 logger = logging.getLogger(__name__)
 
 #: Names that resolve to the bundled all-MiniLM-L6-v2 folder (no download needed).
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-_POOLINGS = ("auto", "mean", "cls", "max", "lasttoken")
 
 
 def resolve_model(model: str) -> tuple[str, str]:
@@ -120,52 +121,44 @@ class Encoder:
     ----------
     model : str
         ``"minilm"`` (bundled all-MiniLM-L6-v2), a model folder, or a hub id.
+    config : EncoderConfig, optional
+        Batch size, length limit, prefixes, normalisation, pooling (see
+        :class:`~attnsift.retrieval.config.EncoderConfig`); or give them as keyword ``options``, not both.
     device : str or torch.device, optional
-        Defaults to ``"cuda"`` when available, else ``"cpu"``.
-    batch_size : int
-        Texts per forward pass.
-    max_length : int, optional
-        Token limit per text; defaults to the sentence-transformers ``max_seq_length``, else the
-        tokenizer's limit (capped at 512).
-    query_prefix, doc_prefix : str
-        Prepended to queries / documents (e5: ``"query: "`` / ``"passage: "``; bge: an instruction).
-    normalize : bool
-        L2-normalise sentence vectors (so inner product is cosine similarity). Token vectors from
-        :meth:`encode_tokens` are always normalised.
-    pooling : {"auto", "mean", "cls", "max", "lasttoken"}
-        ``"auto"`` reads the sentence-transformers pooling config, else uses mean pooling.
+        Defaults to CUDA when available, else the CPU.
+    dtype : torch.dtype or str, optional
+        Weights and activations (``"float32"``, ``"bfloat16"``, ``"float16"``). Defaults to float32 on
+        every device (encoders are small; half precision changes the vectors, so an index built in
+        one precision may not load with a query encoder in another: its probe vector differs).
+    **options
+        :class:`EncoderConfig` fields, strings allowed (``batch_size="32"``).
+
+    Attributes
+    ----------
+    config : dict
+        What index manifests and encoding caches record (name, dim, max_length, pooling, normalize,
+        prefixes).
+    encoder_config : EncoderConfig
+        The options it was built with.
     """
 
-    def __init__(
-        self,
-        model: str = "minilm",
-        device: Any = None,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        query_prefix: str = "",
-        doc_prefix: str = "",
-        normalize: bool = True,
-        pooling: str = "auto",
-    ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
-            raise ValueError(f"max_length must be an integer >= 2 (room for the special tokens) or None, got {max_length!r}")
-        if pooling not in _POOLINGS:
-            raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
-        if not isinstance(query_prefix, str) or not isinstance(doc_prefix, str):
-            raise TypeError("query_prefix and doc_prefix must be strings")
-        torch = require("torch", "dense", purpose="dense encoders")
+    def __init__(self, model: str = "minilm", *, config: EncoderConfig | None = None, device: Any = None,
+                 dtype: Any = None, **options: Any) -> None:
+        cfg = resolve_config(EncoderConfig, config, options, "Encoder")
+        require("torch", "dense", purpose="dense encoders")
         transformers = require("transformers", "dense", purpose="dense encoders")
 
+        self.encoder_config = cfg
         self.name, self.location = resolve_model(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, accelerator_default="float32")
         st = _read_st_config(self.location)
-        self.pooling = (st.pooling or "mean") if pooling == "auto" else pooling
-        self.normalize = bool(normalize)
+        self.pooling = (st.pooling or "mean") if cfg.pooling == "auto" else cfg.pooling
+        self.normalize = cfg.normalize
         self.lowercase = st.lowercase
-        self.query_prefix = query_prefix
-        self.doc_prefix = doc_prefix
-        self.batch_size = batch_size
+        self.query_prefix = cfg.query_prefix
+        self.doc_prefix = cfg.doc_prefix
+        self.batch_size = cfg.batch_size
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.location)
             self.model = transformers.AutoModel.from_pretrained(self.location)
@@ -174,13 +167,10 @@ class Encoder:
                 f"could not load encoder {model!r} (looked for {self.location!r}): give an existing model folder, "
                 f"a hub id reachable from this machine, or the offline alias 'minilm'. Original error: {exc}"
             ) from exc
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        self.model.to(device=self.device, dtype=self.dtype).eval()
         tok_limit = getattr(self.tokenizer, "model_max_length", None) or 512
         tok_limit = tok_limit if tok_limit < 100_000 else 512
-        self.max_length = int(max_length or st.max_length or min(tok_limit, 512))
+        self.max_length = int(cfg.max_length or st.max_length or min(tok_limit, 512))
         self.dim = int(self.model.config.hidden_size)
         self.config = {
             "name": self.name,
@@ -364,6 +354,8 @@ def encode_corpus_cached(
     if cache is not None:
         meta = {
             "encoder": encoder.config,
+            # float32 caches predate this field: it is recorded only for other precisions.
+            **({"dtype": dtype} if (dtype := str(getattr(encoder, "dtype", "torch.float32"))) != "torch.float32" else {}),
             "texts_sha256": _texts_fingerprint(ids, texts),
             "count": n,
             "chunk_size": chunk_size,

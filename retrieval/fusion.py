@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from attnsift.config import resolve_config
+from attnsift.retrieval.config import FusionConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
 _NORMALIZATIONS = ("minmax", "zscore", "none")
-_METHODS = ("rrf", "score")
 
 
 def _check_rankings(rankings: Sequence[Ranking]) -> list[Ranking]:
@@ -37,14 +38,10 @@ def _check_rankings(rankings: Sequence[Ranking]) -> list[Ranking]:
 
 
 def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """One weight per ranking (1 each by default), checked as :class:`FusionConfig` checks them."""
     if weights is None:
         return [1.0] * n
-    weights = [float(w) for w in weights]
-    if len(weights) != n:
-        raise ValueError(f"got {len(weights)} weights for {n} rankings/retrievers; give one weight each")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
-        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
-    return weights
+    return FusionConfig.from_options(weights=tuple(weights)).weights_for(n)
 
 
 def _documents(rankings: Sequence[Ranking]) -> dict[str, Document | None]:
@@ -149,47 +146,31 @@ class FusionRetriever:
     ----------
     retrievers : sequence of Retriever
         Anything with ``retrieve_batch(queries, k) -> Run`` (BM25, dense, late, another fusion).
-    method : {"rrf", "score"}
-    weights : sequence of float, optional
-        One per retriever.
-    rrf_k : int
-        RRF constant.
-    depth : int
-        Candidates taken from each retriever before fusing.
-    normalization : {"minmax", "zscore", "none"}
-        For ``method="score"``.
+    config : FusionConfig, optional
+        ``method`` ("rrf" or "score"), ``weights`` (one per retriever), ``rrf_k``, ``depth``
+        (candidates taken from each retriever before fusing), ``normalization`` (for "score"); see
+        :class:`~attnsift.retrieval.config.FusionConfig`.
     name : str
         Run name (default ``"hybrid"``).
+    **options
+        :class:`FusionConfig` fields as keywords, instead of ``config``.
     """
 
-    def __init__(
-        self,
-        retrievers: Sequence[Any],
-        method: str = "rrf",
-        weights: Sequence[float] | None = None,
-        rrf_k: int = 60,
-        depth: int = 100,
-        normalization: str = "minmax",
-        name: str = "hybrid",
-    ) -> None:
+    def __init__(self, retrievers: Sequence[Any], *, config: FusionConfig | None = None, name: str = "hybrid",
+                 **options: Any) -> None:
+        self.config = resolve_config(FusionConfig, config, options, "FusionRetriever")
         retrievers = list(retrievers)
         if not retrievers:
             raise ValueError("FusionRetriever needs at least one retriever")
         for r in retrievers:
             if not callable(getattr(r, "retrieve_batch", None)):
                 raise TypeError(f"{type(r).__name__} has no retrieve_batch(queries, k); it is not a Retriever")
-        if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-        if normalization not in _NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
         self.retrievers = retrievers
-        self.method = method
-        self.weights = _check_weights(weights, len(retrievers))
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
-            raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
-        self.rrf_k = rrf_k
-        self.depth = check_k(depth, "depth")
-        self.normalization = normalization
+        self.method = self.config.method
+        self.weights = self.config.weights_for(len(retrievers))
+        self.rrf_k = self.config.effective_rrf_k
+        self.depth = self.config.depth
+        self.normalization = self.config.effective_normalization
         self.name = name
 
     def __repr__(self) -> str:

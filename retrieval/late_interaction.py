@@ -27,8 +27,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from attnsift.config import config_from_options, resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.retrieval.config import LateInteractionConfig
 from attnsift.retrieval.dense import (
     PROBE_DIMS,
     PROBE_TEXT,
@@ -36,6 +38,7 @@ from attnsift.retrieval.dense import (
     check_encoder,
     collect_documents,
     load_encoder,
+    make_encoder,
     read_indexed_documents,
     write_documents,
 )
@@ -44,7 +47,6 @@ from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 logger = logging.getLogger(__name__)
 
 KIND = "late"
-_NORMALIZE = ("none", "query_length")
 _DOC_CHUNK_TOKENS = 131_072  # tokens of candidate documents scored per MaxSim call (~200 MB float32 at dim 384)
 
 
@@ -57,13 +59,15 @@ class LateInteractionRetriever:
     index : TokenIndex
     documents : sequence of Document
         In index order.
-    candidate_k : int
-        Nearest document tokens fetched per query token for candidate generation.
-    normalize : {"none", "query_length"}
-        Divide MaxSim by the number of real query tokens (ranking per query is unchanged; it makes
-        scores comparable across queries, e.g. for fusion with score normalisation).
-    impl : str
-        MaxSim implementation (``"auto"``, ``"reference"``, ``"triton"``).
+    config : LateInteractionConfig, optional
+        Its search options apply here: ``candidate_k`` (nearest document tokens fetched per query
+        token), ``normalize`` ("query_length" divides MaxSim by the number of real query tokens: the
+        ranking per query is unchanged, scores become comparable across queries) and ``impl`` (MaxSim
+        implementation); see :class:`~attnsift.retrieval.config.LateInteractionConfig`.
+    probe : sequence of float, optional
+        The index's probe vector (recorded in saved manifests).
+    **options
+        :class:`LateInteractionConfig` fields as keywords, instead of ``config``.
     """
 
     name = "late"
@@ -73,14 +77,12 @@ class LateInteractionRetriever:
         encoder: Any,
         index: Any,
         documents: Sequence[Document],
-        candidate_k: int = 32,
-        normalize: str = "none",
-        impl: str = "auto",
+        *,
+        config: LateInteractionConfig | None = None,
         probe: Sequence[float] | None = None,
+        **options: Any,
     ) -> None:
-        check_k(candidate_k, "candidate_k")
-        if normalize not in _NORMALIZE:
-            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
+        self.config = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         if index.num_docs != len(documents):
             raise ValueError(f"the token index holds {index.num_docs} documents but {len(documents)} were given")
         if index.dim != encoder.dim:
@@ -89,9 +91,9 @@ class LateInteractionRetriever:
         self.index = index
         self.documents = list(documents)
         self.doc_ids = [d.id for d in self.documents]
-        self.candidate_k = candidate_k
-        self.normalize = normalize
-        self.impl = impl
+        self.candidate_k = self.config.candidate_k
+        self.normalize = self.config.normalize
+        self.impl = self.config.impl
         self.probe = list(probe) if probe is not None else None
         self.stats: dict[str, float] = {}
 
@@ -106,37 +108,42 @@ class LateInteractionRetriever:
         cls,
         corpus: Iterable[Document],
         model: str | Any = "minilm",
-        index_type: str = "auto",
+        *,
+        config: LateInteractionConfig | None = None,
         progress: bool = False,
-        cache_dir: str | Path | None = None,
-        candidate_k: int = 32,
-        normalize: str = "none",
-        impl: str = "auto",
-        index_options: dict | None = None,
-        **encoder_opts: Any,
+        device: Any = None,
+        dtype: Any = None,
+        **options: Any,
     ) -> "LateInteractionRetriever":
         """Encode the corpus's token vectors and index them.
 
         Parameters
         ----------
-        index_type : {"auto", "flat", "hnsw", "ivfpq"}
-            ANN index over token vectors (``auto``: flat up to 200K tokens, else IVF-PQ).
-        cache_dir : path, optional
-            Resumable encoding cache (chunks of float16 token vectors).
-        Other parameters as in the class and :meth:`DenseRetriever.from_corpus`.
+        corpus : iterable of Document, mapping or Corpus
+        model : str or Encoder
+            As in :meth:`DenseRetriever.from_corpus <attnsift.retrieval.dense.DenseRetriever.from_corpus>`.
+        config : LateInteractionConfig, optional
+            ANN index type (``auto``: flat up to 200K tokens, else IVF-PQ), resumable encoding cache,
+            encoder overrides, faiss options and the search options; or give them as keyword ``options``.
+        progress : bool
+            Progress bar while encoding.
+        device, dtype : optional
+            Where and in what precision the encoder runs (default: CUDA when available, float32).
         """
         from attnsift.indexes.token_index import TokenIndex
-        from attnsift.retrieval.encoders import Encoder, encode_corpus_cached
+        from attnsift.retrieval.encoders import encode_corpus_cached
 
+        cfg = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         docs = collect_documents(corpus)
-        encoder = model if isinstance(model, Encoder) else Encoder(model, **encoder_opts)
+        encoder = make_encoder(model, cfg.encoder_options(), device, dtype)
         t0 = time.perf_counter()
-        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cache_dir, kinds=("tokens",), progress=progress)
+        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cfg.cache_dir,
+                                   kinds=("tokens",), progress=progress)
         t1 = time.perf_counter()
-        index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=index_type, **(index_options or {}))
+        index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=cfg.index_type, **cfg.index_options())
         t2 = time.perf_counter()
         probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
-        out = cls(encoder, index, docs, candidate_k=candidate_k, normalize=normalize, impl=impl, probe=probe)
+        out = cls(encoder, index, docs, config=cfg, probe=probe)
         out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
         return out
 
@@ -251,16 +258,23 @@ class LateInteractionRetriever:
 
     @classmethod
     def load(
-        cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None, mmap: bool = False, **options: Any
+        cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None,
+        dtype: Any = None, mmap: bool = False, **options: Any,
     ) -> "LateInteractionRetriever":
         """Load an index written by :meth:`save` (see :meth:`DenseRetriever.load`).
 
         ``mmap=True`` maps the token vectors from disk instead of reading them into memory.
-        ``options`` override ``candidate_k``, ``normalize``, ``impl``.
+        ``options`` override the recorded search options ``candidate_k``, ``normalize``, ``impl``;
+        build options (index type, encoder, faiss) are an error: the index keeps how it was built.
         """
         from attnsift.indexes.token_index import TokenIndex
-        from attnsift.retrieval.encoders import Encoder
 
+        build_only = sorted(set(options) - set(LateInteractionConfig.SEARCH_OPTIONS))
+        if build_only:
+            raise ValueError(
+                f"a saved late-interaction index keeps how it was built; {', '.join(build_only)} cannot change on load "
+                f"(accepted: {', '.join(LateInteractionConfig.SEARCH_OPTIONS)}); rebuild the index to change them"
+            )
         path = Path(path)
         manifest = read_manifest(path, KIND, verify=verify)
         try:
@@ -271,7 +285,8 @@ class LateInteractionRetriever:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = TokenIndex.load(path, info, mmap=mmap)
         docs = read_indexed_documents(path, doc_count, index.num_docs, "token offsets")
-        encoder = model if isinstance(model, Encoder) else load_encoder(model, menc, device=device)
+        encoder = load_encoder(model, menc, device=device, dtype=dtype)
         check_encoder(encoder, menc, manifest.get("probe"), path)
-        opts = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none"), **options}
-        return cls(encoder, index, docs, probe=manifest.get("probe"), **opts)
+        recorded = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none")}
+        config = config_from_options(LateInteractionConfig, {**recorded, **options})
+        return cls(encoder, index, docs, config=config, probe=manifest.get("probe"))

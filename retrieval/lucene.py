@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from attnsift.errors import IndexCorruptedError, require
 from attnsift.io import atomic_dir, read_manifest, write_manifest
-from attnsift.retrieval.bm25 import check_bm25_params
+from attnsift.config import resolve_config
+from attnsift.retrieval.config import BM25Config
 from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
 
 logger = logging.getLogger(__name__)
@@ -48,38 +49,27 @@ class LuceneBM25Retriever:
 
     Parameters
     ----------
-    k1, b : float
-        BM25 parameters (Anserini's BEIR setting: 0.9, 0.4).
-    method : str
-        Only ``"lucene"``.
-    stemmer : str or None
-        ``"porter"`` (default), ``"krovetz"`` or None.
-    stopwords : str or None
-        ``"en"`` (Lucene's English stop set) or None.
-    store_text : bool
-        Keep the documents so candidates carry their Document.
+    config : BM25Config, optional
+        As for :class:`~attnsift.retrieval.bm25.BM25Retriever`, within what Lucene supports:
+        ``method="lucene"``, ``stemmer`` "porter" / "krovetz" / None, ``stopwords`` "en" / None, no
+        ``delta``.
+    **options
+        The same fields as keywords, instead of ``config``.
     """
 
     name = "bm25-lucene"
 
-    def __init__(
-        self,
-        k1: float = 0.9,
-        b: float = 0.4,
-        method: str = "lucene",
-        stemmer: str | None = "porter",
-        stopwords: str | None = "en",
-        store_text: bool = True,
-    ) -> None:
-        check_bm25_params(k1, b)
-        if method != "lucene":
-            raise ValueError(f"the Lucene backend scores with Lucene's BM25 only (method='lucene'), got {method!r}")
-        if stemmer not in _STEMMERS:
-            raise ValueError(f"stemmer must be one of {list(_STEMMERS)} for Lucene, got {stemmer!r}")
-        if stopwords not in ("en", None):
-            raise ValueError(f"stopwords must be 'en' or None for Lucene, got {stopwords!r}")
-        self.k1, self.b, self.method = float(k1), float(b), method
-        self.stemmer, self.stopwords, self.store_text = stemmer, stopwords, bool(store_text)
+    def __init__(self, *, config: BM25Config | None = None, **options: Any) -> None:
+        cfg = resolve_config(BM25Config, config, options, "LuceneBM25Retriever")
+        if cfg.method != "lucene":
+            raise ValueError(f"the Lucene backend scores with Lucene's BM25 only (method='lucene'), got {cfg.method!r}")
+        if cfg.stemmer not in _STEMMERS:
+            raise ValueError(f"stemmer must be one of {list(_STEMMERS)} for Lucene, got {cfg.stemmer!r}")
+        if cfg.stopwords not in ("en", None):
+            raise ValueError(f"stopwords must be 'en' or None for Lucene, got {cfg.stopwords!r}")
+        self.config = cfg
+        self.k1, self.b, self.method = cfg.k1, cfg.b, cfg.method
+        self.stemmer, self.stopwords, self.store_text = cfg.stemmer, cfg.stopwords, cfg.store_text
         self._dir: Path | None = None
         self._doc_ids: list[str] = []
         self._documents: dict[str, Document] | None = None
@@ -124,8 +114,10 @@ class LuceneBM25Retriever:
 
     # ------------------------------------------------------------------ indexing
     @classmethod
-    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, **params: Any) -> "LuceneBM25Retriever":
-        return cls(**params).index(corpus, progress=progress)
+    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, *, config: BM25Config | None = None,
+                    **options: Any) -> "LuceneBM25Retriever":
+        """Build a retriever with ``config`` or ``options`` and index ``corpus``."""
+        return cls(config=config, **options).index(corpus, progress=progress)
 
     def index(self, documents: Iterable[Document], progress: bool = False, threads: int = 1) -> "LuceneBM25Retriever":
         """Index ``documents`` (title + text as one ``contents`` field, like pyserini's BEIR flat indexes)."""

@@ -7,7 +7,7 @@ import pytest
 from attnsift.config import config_from_options, parse_option_strings
 from attnsift.errors import IndexCorruptedError, MissingDependencyError, require
 from attnsift.io import atomic_dir, atomic_file, read_manifest, write_manifest
-from attnsift.registry import build_reranker, build_retriever, call_with_options
+from attnsift.registry import build_reranker, build_retriever
 
 
 def test_atomic_file_leaves_nothing_on_failure(tmp_path: Path):
@@ -99,13 +99,7 @@ def test_config_from_options_coerces_and_rejects():
         parse_option_strings(["depth"])
 
 
-def test_call_with_options_and_registry_errors():
-    def f(a: int, b: float = 1.0):
-        return a * b
-
-    assert call_with_options(f, {"b": "2.5"}, a=2) == 5.0
-    with pytest.raises(ValueError, match="accepted: b"):
-        call_with_options(f, {"c": "1"}, a=2)
+def test_registry_errors():
     with pytest.raises(ValueError, match="unknown reranker 'nope'"):
         build_reranker("nope")
     with pytest.raises(ValueError, match="unknown retriever 'nope'"):

@@ -96,8 +96,11 @@ def test_not_indexed_and_bad_params():
         BM25Retriever(b=1.5)
     with pytest.raises(ValueError, match="method"):
         BM25Retriever(method="tfidf")
-    with pytest.raises(TypeError):
-        BM25Retriever(k1="0.9")
+    assert BM25Retriever(k1="1.2", method="bm25l", delta="0.7").params["delta"] == 0.7  # options are parsed
+    with pytest.raises(ValueError, match="k1='high': expected a number"):
+        BM25Retriever(k1="high")
+    with pytest.raises(TypeError, match="expected a number"):
+        BM25Retriever(k1=[0.9])
 
 
 def test_mapping_corpus_accepted():
