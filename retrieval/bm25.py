@@ -104,25 +104,12 @@ class BM25Retriever:
         self._id_rank: np.ndarray | None = None
 
     # ------------------------------------------------------------------ properties
-    @property
-    def k1(self) -> float:
-        return self.config.k1
-
-    @property
-    def b(self) -> float:
-        return self.config.b
-
-    @property
-    def delta(self) -> float:
-        return self.config.effective_delta
-
-    @property
-    def method(self) -> str:
-        return self.config.method
-
-    @property
-    def store_text(self) -> bool:
-        return self.config.store_text
+    # the scoring parameters, read from the config (one source of truth)
+    k1 = property(lambda self: self.config.k1, doc="Term-frequency saturation.")
+    b = property(lambda self: self.config.b, doc="Length normalisation.")
+    delta = property(lambda self: self.config.effective_delta, doc="BM25L / BM25+ delta (0.5 unless set).")
+    method = property(lambda self: self.config.method, doc="bm25s scoring variant.")
+    store_text = property(lambda self: self.config.store_text, doc="Whether documents are kept.")
 
     @property
     def stemmer(self) -> str | None:
