@@ -42,12 +42,24 @@ def test_evaluate_provided_dl19_runs_reproduce_anserini(data_dir: Path):
 
 def test_evaluate_compare_gives_paired_test(data_dir: Path):
     runs = data_dir / "trec-dl19-passage" / "runs"
-    out = _json(runner.invoke(app, ["evaluate", "--dataset", "dl19", "--run", str(runs / "splade_pp_ed.top100.trec"),
-                                    "--baseline", str(runs / "bm25_flat.top100.trec"), "--json"]))
+    args = ["evaluate", "--dataset", "dl19", "--run", str(runs / "splade_pp_ed.top100.trec"),
+            "--baseline", str(runs / "bm25_flat.top100.trec")]
+    out = _json(runner.invoke(app, [*args, "--json"]))
     cmp = out["comparison"]
-    assert cmp  # one entry per metric, with a difference and a p-value
-    text = json.dumps(cmp)
-    assert "p" in text
+    assert (cmp["a"], cmp["b"]) == ("bm25_flat.top100.trec", "splade_pp_ed.top100.trec")
+    assert cmp["common_queries"] == 43 and set(cmp["metrics"]) == {"nDCG@10", "MRR@10", "R@100", "AP"}
+    ndcg = cmp["metrics"]["nDCG@10"]
+    assert ndcg["mean_a"] == pytest.approx(0.5058, abs=5e-5)  # BM25, as evaluated alone
+    assert ndcg["mean_b"] == pytest.approx(out["nDCG@10"], abs=1e-12) == pytest.approx(0.7308, abs=5e-5)
+    for m in cmp["metrics"].values():
+        assert m["diff"] == pytest.approx(m["mean_b"] - m["mean_a"], abs=1e-12)
+        assert 0.0 <= m["p"] <= 1.0 and m["n"] == 43
+    assert ndcg["p"] < 0.01  # SPLADE++ is far above BM25 on DL19
+    # the table has both systems, the baseline marked, and the significant difference flagged (†)
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "bm25_flat.top100.trec (baseline)" in table.stdout and "splade_pp_ed.top100.trec" in table.stdout
+    assert f"{ndcg['mean_a']:.4f} " in table.stdout and f"{ndcg['mean_b']:.4f}†" in table.stdout
 
 
 def test_rerank_bm25_subset_json_and_save_run(data_dir: Path, tmp_path: Path):
@@ -66,14 +78,35 @@ def test_rerank_bm25_subset_json_and_save_run(data_dir: Path, tmp_path: Path):
     assert again["nDCG@10"] == pytest.approx(out["nDCG@10"], abs=1e-9)
 
 
-def test_rerank_provided_run_with_identity(data_dir: Path):
-    out = _json(runner.invoke(app, ["rerank", "--dataset", "dl19", "--run", "bm25", "--top-k", "20", "--json"]))
+def test_rerank_provided_run_with_identity(data_dir: Path, tmp_path: Path):
+    out = _json(runner.invoke(app, ["rerank", "--dataset", "dl19", "--run", "bm25", "--json"]))
     assert out["nDCG@10"] == pytest.approx(0.5058, abs=5e-5)
+    assert (out["first_stage_k"], out["depth"], out["k"]) == (100, None, None)
+    # -k cuts the final run; a run file stands in for the first stage with the data set's query texts
+    run_file = tmp_path / "cut.trec"
+    cut = _json(runner.invoke(app, ["rerank", "--dataset", "dl19", "--run", "bm25", "-k", "10",
+                                    "--save-run", str(run_file), "--json"]))
+    assert cut["k"] == 10 and cut["nDCG@10"] == pytest.approx(out["nDCG@10"], abs=1e-12) and cut["R@100"] < out["R@100"]
+    lines = run_file.read_text().splitlines()
+    assert len(lines) == 43 * 10
+    again = _json(runner.invoke(app, ["rerank", "--dataset", "dl19", "--run", str(run_file), "--max-queries", "5", "--json"]))
+    assert again["num_queries"] == 5
+
+
+def test_rerank_old_top_k_flag_is_gone(data_dir: Path):
+    result = runner.invoke(app, ["rerank", "--dataset", "scifact", "--top-k", "20"])
+    assert result.exit_code == 2
+    assert "No such option" in result.output and "--top-k" in result.output
 
 
 @pytest.mark.parametrize("args, message", [
     (["rerank", "--dataset", "no-such-set"], "unknown data set"),
-    (["rerank", "--dataset", "scifact", "--top-k", "0"], "positive integer"),
+    (["rerank", "--dataset", "scifact", "--reranker", "icr", "--depth", "0"], "positive integer"),
+    (["rerank", "--dataset", "scifact", "--reranker", "icr", "--depth", "200"], "larger than first_stage_k (100)"),
+    (["rerank", "--dataset", "scifact", "--first-stage-k", "10", "-k", "20"], "k (20) is larger than first_stage_k (10)"),
+    (["rerank", "--dataset", "scifact", "--depth", "20"], "no reranker"),
+    (["rerank", "--dataset", "dl19", "--retriever-option", "k1=1.2"], "provided run 'bm25_flat'"),
+    (["rerank", "--dataset", "dl19", "--run", "no-such-run", "--reranker", "icr"], "no provided run 'no-such-run'"),
     (["rerank", "--dataset", "scifact", "--reranker", "magic"], "unknown reranker"),
     (["rerank", "--dataset", "scifact", "--option", "calibration"], "key=value"),
     (["rerank", "--dataset", "scifact", "--metrics", "nDCG@ten", "--max-queries", "2"], "metric"),
@@ -102,7 +135,7 @@ def test_index_then_retrieve_ad_hoc(data_dir: Path, tmp_path: Path):
     again = runner.invoke(app, ["index", "--dataset", "scifact", "--out", str(idx)])
     assert again.exit_code == 2 and "--overwrite" in again.output
     out = _json(runner.invoke(app, ["retrieve", "--index", str(idx), "--query", "vitamin D bone density",
-                                    "--top-k", "5", "--json"]))
+                                    "-k", "5", "--json"]))
     results = out["queries"][0]["results"]
     assert len(results) == 5 and results[0]["score"] >= results[-1]["score"]
 

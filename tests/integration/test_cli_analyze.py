@@ -33,29 +33,11 @@ def write_beir(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from attnsift.rerank.llm import load_tokenizer
-
-    try:
-        tok = load_tokenizer("smollm2-135m")
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    d = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 def test_analyze_heads_then_rerank_with_the_profile(tmp_path: Path, tiny_model_dir: Path):
     data = write_beir(tmp_path / "toy")
     out = tmp_path / "prof" / "icr-tiny.json"
     res = runner.invoke(app, ["analyze", "heads", "--model", str(tiny_model_dir), "--dataset", str(data), "--split", "dev",
-                              "--top-k", "5", "--max-words", "8", "--out", str(out), "--features", str(tmp_path / "feat")])
+                              "--depth", "5", "--max-words", "8", "--out", str(out), "--features", str(tmp_path / "feat")])
     assert res.exit_code == 0, res.output
     prof = json.loads(out.read_text())
     assert prof["reranker"] == "icr" and prof["num_layers"] == 3 and prof["num_heads"] == 2
@@ -66,7 +48,7 @@ def test_analyze_heads_then_rerank_with_the_profile(tmp_path: Path, tiny_model_d
     # The selection's held-out nDCG is what ranking by those heads gives on the same queries.
     assert 0.0 <= prof["selection"]["heldout_ndcg"] <= 1.0
     res = runner.invoke(app, ["rerank", "--dataset", str(data), "--split", "test", "--reranker", "icr",
-                              "--model", str(tiny_model_dir), "--top-k", "5", "--option", f"heads={out}",
+                              "--model", str(tiny_model_dir), "--depth", "5", "--option", f"heads={out}",
                               "--option", "max_words=8", "--option", "fusion=profile", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["num_queries"] == 8
@@ -76,7 +58,7 @@ def test_analyze_heads_blockrank_picks_a_scoring_layer(tmp_path: Path, tiny_mode
     data = write_beir(tmp_path / "toy")
     out = tmp_path / "br.json"
     res = runner.invoke(app, ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir),
-                              "--dataset", str(data), "--split", "dev", "--top-k", "5", "--max-words", "8",
+                              "--dataset", str(data), "--split", "dev", "--depth", "5", "--max-words", "8",
                               "--block-tokens", "48", "--out", str(out), "--features", str(tmp_path / "feat")])
     assert res.exit_code == 0, res.output
     prof = json.loads(out.read_text())
@@ -84,7 +66,7 @@ def test_analyze_heads_blockrank_picks_a_scoring_layer(tmp_path: Path, tiny_mode
     assert prof["reranker"] == "blockrank" and len(curve) == 3
     assert curve[prof["scoring_layer"]] == max(curve)
     res = runner.invoke(app, ["rerank", "--dataset", str(data), "--reranker", "blockrank", "--model", str(tiny_model_dir),
-                              "--top-k", "5", "--option", f"scoring_layer={out}", "--option", "block_tokens=48", "--json"])
+                              "--depth", "5", "--option", f"scoring_layer={out}", "--option", "block_tokens=48", "--json"])
     assert res.exit_code == 0, res.output
 
 
@@ -104,7 +86,7 @@ def test_analyze_heads_options_reach_the_reranker_and_name_the_features(tmp_path
     monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path / "cache"))
     data = write_beir(tmp_path / "toy")
     base = ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir), "--dataset", str(data),
-            "--split", "dev", "--top-k", "5", "--max-words", "8", "--block-tokens", "48"]
+            "--split", "dev", "--depth", "5", "--max-words", "8", "--block-tokens", "48"]
     curves = {}
     for opts in ([], ["--option", "query_positions=999"]):
         out = tmp_path / f"br{len(opts)}.json"

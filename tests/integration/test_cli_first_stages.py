@@ -37,7 +37,7 @@ def beir(tmp_path_factory) -> Path:
                                                 ("hybrid", ["--retriever-option", "method=score"])])
 def test_first_stages_rank_the_obvious_answers_first(beir: Path, retriever, options):
     res = runner.invoke(app, ["rerank", "--dataset", str(beir), "--retriever", retriever, "--first-stage-k", "5",
-                              "--top-k", "5", "--json", *options])
+                              "--json", *options])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["num_queries"] == 3
@@ -50,7 +50,7 @@ def test_dense_index_then_retrieve_and_mismatch(beir: Path, tmp_path: Path):
     res = runner.invoke(app, ["index", "--dataset", str(beir), "--retriever", "dense", "--out", str(idx)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["retrieve", "--index", str(idx), "--retriever", "dense", "--query", "sailors disease",
-                              "--top-k", "3", "--json"])
+                              "-k", "3", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["queries"][0]["results"][0]["doc_id"] == "d1"
     # a dense index is not a BM25 index: a clear error, not garbage

@@ -9,23 +9,30 @@ from attnsift.bench.specs import SystemSpec, split_specs
 
 
 def test_spec_parsing_and_labels():
-    s = SystemSpec.parse("bm25+icr:smollm2-135m[calibration=none;top_k=50]")
+    s = SystemSpec.parse("bm25+icr:smollm2-135m[calibration=none;depth=50]")
     assert s.first.name == "bm25" and s.reranker.name == "icr" and s.reranker.model == "smollm2-135m"
     assert dict(s.reranker.options) == {"calibration": "none"}
-    assert s.top_k == 50 and s.first_stage_k == 100
+    assert s.depth == 50 and s.first_stage_k == 100
     assert s.label == "bm25+icr:smollm2-135m[calibration=none]@50"
+    assert s.to_dict()["depth"] == 50 and "top_k" not in s.to_dict()
+    assert SystemSpec.parse("bm25+icr").depth == 20 and SystemSpec.parse("bm25").depth is None
     # option order does not change the label
     assert SystemSpec.parse("bm25+icr[b=2;a=1]").label == SystemSpec.parse("bm25+icr[a=1;b=2]").label
     assert SystemSpec.parse("dense:minilm").first.model == "minilm"
     assert SystemSpec.parse("run:bm25+icr").first.model == "bm25"
     assert SystemSpec.parse("bm25+none").reranker is None
-    assert SystemSpec.parse("bm25[first_stage_k=10;top_k=50]").first_stage_k == 50  # never below top_k
+    # the default depth follows a smaller first stage; an explicit one never silently moves
+    short = SystemSpec.parse("bm25[first_stage_k=10]+icr")
+    assert (short.first_stage_k, short.depth, short.label) == (10, 10, "bm25+icr@10/10")
 
 
 @pytest.mark.parametrize("bad, msg", [
     ("", "empty"), ("magic", "unknown first stage"), ("bm25+magic", "unknown reranker"),
-    ("bm25+icr+icr", "stages"), ("run", "provided run"), ("bm25+icr[top_k=0]", "positive"),
+    ("bm25+icr+icr", "stages"), ("run", "provided run"), ("bm25+icr[depth=0]", "positive"),
     ("bm25+icr[calibration]", "key=value"),
+    ("bm25+icr[top_k=50]", "now called depth: write depth=50"),
+    ("bm25[first_stage_k=10;depth=50]+icr", r"depth \(50\) is larger than first_stage_k \(10\)"),
+    ("bm25[depth=5]", "no reranker"), ("bm25[depth=5]+icr[depth=6]", "twice"),
 ])
 def test_spec_errors(bad, msg):
     with pytest.raises(ValueError, match=msg):
@@ -89,15 +96,15 @@ def test_reports_and_plots_are_written(data_dir, tmp_path: Path):
     assert a.report.per_query != b.report.per_query or a.report.aggregate != b.report.aggregate
 
 
-def test_attach_texts_one_pass_top_k_only_and_foreign_runs(data_dir):
-    from attnsift.bench.quality import attach_texts
+def test_attach_texts_one_pass_depth_only_and_foreign_runs(data_dir):
     from attnsift.eval.datasets import load_dataset
+    from attnsift.pipeline import attach_texts
     from attnsift.types import Candidate, Ranking, Run
 
     ds = load_dataset("dl19").subset(max_queries=3)
     run = ds.load_run("bm25")
     assert all(c.document is None for rk in run.values() for c in rk)  # a provided run carries no text
-    out = attach_texts(run, ds, 5)
+    out = attach_texts(run, ds.corpus, 5)
     for rk in out.values():
         assert all(c.document is not None and c.document.id == c.doc_id for c in rk.top(5))
         assert all(c.document is None for c in rk.candidates[5:])  # only what will be reranked is read
@@ -105,4 +112,33 @@ def test_attach_texts_one_pass_top_k_only_and_foreign_runs(data_dir):
     q = next(iter(ds.queries.values()))
     foreign = Run([Ranking(q, (Candidate("not-a-passage", 1.0),))])
     with pytest.raises(ValueError, match="does not belong"):
-        attach_texts(foreign, ds, 5)
+        attach_texts(foreign, ds.corpus, 5)
+
+
+class _FixedCost:
+    """A reranker whose scoring reports a fixed compute time (as ICR does for a pass shared by two systems)."""
+
+    name = "fixed"
+    needs_text = False
+
+    def rerank_detailed(self, ranking, k=None):
+        from attnsift.rerank.base import Reranked
+
+        return Reranked(ranking, 2.0)
+
+    def rerank(self, ranking, k=None):
+        return ranking
+
+
+def test_bench_records_the_rerankers_own_seconds(data_dir, tmp_path: Path, monkeypatch):
+    import attnsift.bench.quality as quality
+
+    monkeypatch.setattr("attnsift.registry.build_reranker", lambda name, model=None, options=None: _FixedCost())
+    res = run_quality_bench(["dl19"], ["bm25", "bm25+icr"], tmp_path, max_queries=4, progress=False, plots=False)
+    assert res.get("dl19", "bm25+icr").seconds_per_query >= 2.0  # first-stage share + the reported 2 s
+    assert res.get("dl19", "bm25").seconds_per_query < 2.0
+    lines = [json.loads(x) for x in (tmp_path / "dl19" / SystemSpec.parse("bm25+icr").slug / "progress.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and all(rec["seconds"] >= 2.0 for rec in lines)
+    assert quality.FORMAT_VERSION == 2
+    cfg = json.loads((tmp_path / "dl19" / SystemSpec.parse("bm25+icr").slug / "config.json").read_text())
+    assert cfg["system"]["depth"] == 20 and cfg["format"] == 2
