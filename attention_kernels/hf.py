@@ -10,12 +10,16 @@ Outside a :func:`recording` block the function is plain SDPA. Inside one:
 - ``mode="prefix"``: plain SDPA (the KV cache is being filled); after ``last_layer`` a controlled
   :class:`EarlyExit` stops the forward pass (layers above it are not needed).
 - ``mode="query"``: the forward pass runs only the query-span tokens on top of the cached prefix. For
-  every selected layer their softmax rows against all keys are computed explicitly — rows x keys per
-  head, never keys x keys — and reduced to the mass per key token (mean over span rows, or the last
-  row), kept per head. The layer output is those probabilities times the values (exact).
+  every selected layer their softmax rows against all keys they may see (causal, and the window of a
+  sliding-window layer) come from the :func:`~attnsift.attention_kernels.segment_mass.segment_mass` op
+  (per-token mass; PyTorch reference on CPU, Triton on CUDA) — rows x keys per head, never keys x
+  keys — and are reduced to the mass per key token (mean over span rows, or the last row), kept per
+  head. The layer output is those probabilities times the values (exact).
 
 Memory is linear in the prompt length: ``heads x span_rows x keys`` per layer plus
 ``layers x heads x keys`` for the recorded masses.
+
+:func:`span_probabilities` is the same softmax in plain, differentiable PyTorch (for training code).
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ class Recorder:
     span : "span_mean" | "last_token"
     total_len : int
         Prefix + span length (to place the keys of sliding-window layers, which see only the last keys).
+    impl : "auto" | "reference" | "triton"
+        The ``segment_mass`` implementation.
     mass : dict[int, Tensor]
         layer -> (batch, heads, total_len) float32 mass of the span rows on every token.
     """
@@ -56,6 +62,7 @@ class Recorder:
     mode: str = "prefix"
     span: str = "span_mean"
     total_len: int = 0
+    impl: str = "auto"
     mass: dict[int, Any] = field(default_factory=dict)
 
 
@@ -151,6 +158,71 @@ def span_probabilities(
     return torch.softmax(logits, dim=-1)
 
 
+def row_key_bounds(attention_mask: Any, batch: int, rows: int, keys: int, device: Any) -> tuple[Any, Any]:
+    """The keys each query row may see, as ``(last, first)`` key indices ([rows] int64; ``first`` None
+    when every row starts at key 0), from a transformers attention mask.
+
+    ``attention_mask`` is None (causal, bottom-right aligned: row ``i`` sees keys ``<= keys - rows + i``),
+    or (batch or 1, 1, rows, >=keys) boolean (True = attend) or additive float (0 = attend, very negative =
+    masked). The allowed keys of every row must be one contiguous band (causal, sliding window).
+
+    Raises
+    ------
+    ValueError
+        A mask that is not a band per row, or an additive mask holding biases other than 0 / -inf.
+    """
+    import torch
+
+    if attention_mask is None:
+        return torch.arange(rows, device=device) + (keys - rows), None
+    m = attention_mask[min(batch, attention_mask.shape[0] - 1), 0, :, :keys]  # (rows, keys)
+    if m.dtype == torch.bool:
+        allowed = m
+    else:
+        allowed = m == 0
+        if bool((~allowed & (m > torch.finfo(m.dtype).min / 2)).any()):
+            raise ValueError("ICR's attention recording takes masks of 0 / -inf only; this model adds attention "
+                             "biases (e.g. ALiBi), which the segment_mass op does not apply")
+    idx = torch.arange(keys, device=allowed.device)
+    last = torch.where(allowed, idx, -1).amax(dim=-1)
+    first = torch.where(allowed, idx, keys).amin(dim=-1)
+    if bool((last < 0).any()) or bool((allowed.sum(dim=-1) != last - first + 1).any()):
+        raise ValueError("ICR's attention recording needs each query row to see one contiguous band of keys "
+                         "(causal or sliding-window attention); this model's mask is not of that form")
+    return last.to(device), (first.to(device) if bool((first > 0).any()) else None)
+
+
+def span_attention_rows(query: Any, key: Any, attention_mask: Any, scaling: float, softcap: float | None = None,
+                        impl: str = "auto") -> Any:
+    """Softmax attention rows of ``query`` against ``key`` through the ``segment_mass`` op.
+
+    Parameters
+    ----------
+    query : Tensor (batch, heads, rows, dim)
+    key : Tensor (batch, kv_heads, keys, dim); GQA: query head h reads kv head ``h // (heads // kv_heads)``
+    attention_mask : see :func:`row_key_bounds`
+    impl : "auto" | "reference" | "triton"
+
+    Returns
+    -------
+    Tensor (batch, heads, rows, keys) float32: each row's probabilities (0 on keys it may not see).
+    """
+    import torch
+
+    from attnsift.attention_kernels.segment_mass import segment_mass
+
+    batch, _, rows, _ = query.shape
+    keys = key.shape[2]
+    whole = torch.tensor([0, keys], dtype=torch.int64)  # one segment: only the per-token mass is used
+    out = []
+    for b in range(batch):
+        last, first = row_key_bounds(attention_mask, b, rows, keys, query.device)
+        res = segment_mass(query[b].transpose(0, 1), key[b].transpose(0, 1), whole, scale=scaling, q_positions=last,
+                           key_start=first, softcap=softcap, return_token_mass=True, impl=impl)
+        out.append(res.token_mass.transpose(0, 1))  # (heads, rows, keys)
+    return torch.stack(out)
+
+
 def icr_attention_forward(
     module: Any,
     query: Any,
@@ -181,8 +253,7 @@ def icr_attention_forward(
 
         if scaling is None:
             scaling = query.shape[-1] ** -0.5
-        groups = getattr(module, "num_key_value_groups", 1)
-        probs = span_probabilities(query, key, attention_mask, scaling, groups, kwargs.get("softcap"))  # (B, H, Q, K)
+        probs = span_attention_rows(query, key, attention_mask, scaling, kwargs.get("softcap"), rec.impl)  # (B, H, Q, K)
         rows = probs if rec.span == "span_mean" else probs[:, :, -1:]
         m = rows.mean(dim=2)  # (B, H, K)
         keys = m.shape[-1]
@@ -190,6 +261,7 @@ def icr_attention_forward(
         # Sliding-window layers see only the last `keys` positions.
         full[..., rec.total_len - keys:] = m
         rec.mass[layer] = full
+        groups = getattr(module, "num_key_value_groups", 1)
         v = value.repeat_interleave(groups, dim=1) if groups > 1 else value
         out = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).contiguous()  # (B, Q, H, D)
         out = (out, None)

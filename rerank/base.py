@@ -49,7 +49,19 @@ class BaseReranker:
                     "(retrievers built from a corpus attach them automatically)."
                 )
 
+    def score_timed(self, ranking: Ranking) -> tuple[Sequence[float], float]:
+        """:meth:`score` and the seconds computing the scores cost (wall clock here; a reranker serving
+        scores from a shared computation reports what that computation cost)."""
+        t0 = time.perf_counter()
+        scores = self.score(ranking)
+        return scores, time.perf_counter() - t0
+
     def rerank(self, ranking: Ranking, k: int | None = None) -> Ranking:
+        """Rescore the top ``k`` candidates (all when None); the rest keep their order below them."""
+        return self.rerank_detailed(ranking, k).ranking
+
+    def rerank_detailed(self, ranking: Ranking, k: int | None = None) -> Reranked:
+        """:meth:`rerank` plus the seconds its scoring took (what benchmarks record per query)."""
         if k is not None:
             check_k(k)
         if not isinstance(ranking, Ranking):
@@ -57,9 +69,10 @@ class BaseReranker:
         head = ranking.top(k)
         tail = ranking.candidates[len(head):]
         if len(head) == 0:
-            return ranking
+            return Reranked(ranking, 0.0)
         self._check(head)
-        scores = list(self.score(head))
+        scores, seconds = self.score_timed(head)
+        scores = list(scores)
         if len(scores) != len(head):
             raise RuntimeError(f"{self.name} returned {len(scores)} scores for {len(head)} candidates")
         new = [Candidate(c.doc_id, float(s), c.document) for c, s in zip(head.candidates, scores)]
@@ -67,13 +80,7 @@ class BaseReranker:
             floor = min(c.score for c in new)
             # Tail keeps first-stage order strictly below every reranked candidate.
             new += [Candidate(c.doc_id, floor - 1.0 - i, c.document) for i, c in enumerate(tail)]
-        return Ranking(ranking.query, tuple(new))
-
-    def rerank_detailed(self, ranking: Ranking, k: int | None = None) -> Reranked:
-        """:meth:`rerank` plus the seconds its scoring took (what benchmarks record per query)."""
-        t0 = time.perf_counter()
-        out = self.rerank(ranking, k)
-        return Reranked(out, time.perf_counter() - t0)
+        return Reranked(Ranking(ranking.query, tuple(new)), seconds)
 
     def rerank_batch(self, run: Run, k: int | None = None, progress: bool = False) -> Run:
         items = list(run.values())

@@ -11,14 +11,13 @@ Zero-shot here; fine-tuning (L_lm + lambda * InfoNCE over these scores) is ``tra
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from attnsift.config import config_from_options
-from attnsift.rerank.base import BaseReranker
+from attnsift.rerank.head_scoring import parse_heads
+from attnsift.rerank.llm_base import LLMReranker
 from attnsift.types import Ranking
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class BlockRankConfig:
         if isinstance(self.scoring_layer, str) and self.scoring_layer != "auto" and not self.scoring_layer.endswith(".json"):
             raise ValueError(f"scoring_layer must be a layer index, 'auto' or a .json profile, got {self.scoring_layer!r}")
         if self.heads is not None:
-            object.__setattr__(self, "heads", _parse_heads(self.heads))
+            object.__setattr__(self, "heads", parse_heads(self.heads))
         if self.block_tokens is not None and (isinstance(self.block_tokens, bool) or not isinstance(self.block_tokens, int) or self.block_tokens < 16):
             raise ValueError(f"block_tokens must be an integer >= 16 or None, got {self.block_tokens!r}")
         if self.scoring_layer is not None and not isinstance(self.scoring_layer, str) and (isinstance(self.scoring_layer, bool) or not isinstance(self.scoring_layer, int) or self.scoring_layer < 0):
@@ -93,46 +92,14 @@ class BlockRankConfig:
             raise ValueError(f"ids must be one of {', '.join(_IDS)}, got {self.ids!r}")
 
 
-def _parse_heads(v: Any) -> Any:
-    if isinstance(v, str):
-        t = v.strip()
-        if t == "auto" or t.endswith(".json"):
-            return t
-        try:
-            pairs = tuple(tuple(int(x) for x in p.split(":")) for p in t.split(",") if p.strip())
-        except ValueError:
-            pairs = ()
-        if not pairs or any(len(p) != 2 for p in pairs):
-            raise ValueError(f"heads must be 'auto', a .json profile or 'layer:head,layer:head', got {v!r}")
-        return pairs
-    try:
-        pairs = tuple((int(l), int(h)) for l, h in v)
-    except (TypeError, ValueError):
-        raise ValueError(f"heads must be 'auto', a .json profile or (layer, head) pairs, got {v!r}") from None
-    if not pairs:
-        raise ValueError("heads must name at least one (layer, head) pair")
-    return pairs
-
-
-def _text_config(model: Any) -> Any:
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-
-
-class BlockRankReranker(BaseReranker):
+class BlockRankReranker(LLMReranker):
     """Zero-shot BlockRank reranker.
 
     Parameters
     ----------
-    model : str or PreTrainedModel
-        An alias (``smollm2-135m``), a folder, a .gguf file, a hub id (loaded with
-        :func:`attnsift.rerank.llm.load_causal_lm`), or a loaded causal LM (then give ``tokenizer``).
-    tokenizer : optional
-        The model's fast tokenizer (required with a model object).
-    config : BlockRankConfig, optional
-    **options
-        Fields of :class:`BlockRankConfig`, possibly as strings (``scoring_layer="15"``); they override
-        ``config``.
+    model, tokenizer, config, device, dtype, **options
+        As for :class:`~attnsift.rerank.llm_base.LLMReranker`; options are :class:`BlockRankConfig`
+        fields, possibly as strings (``scoring_layer="15"``).
 
     Examples
     --------
@@ -141,32 +108,16 @@ class BlockRankReranker(BaseReranker):
     """
 
     name = "blockrank"
+    config_class = BlockRankConfig
 
-    def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, config: BlockRankConfig | None = None,
-                 **options: Any) -> None:
-        if config is not None and not isinstance(config, BlockRankConfig):
-            raise TypeError(f"config must be a BlockRankConfig, got {type(config).__name__}")
-        base = config or BlockRankConfig()
-        self.config = config_from_options(BlockRankConfig, {**dataclasses.asdict(base), **options}) if options else base
-        if isinstance(model, str):
-            from attnsift.rerank.llm import load_causal_lm
+    def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *, config: BlockRankConfig | None = None,
+                 device: str | None = None, dtype: Any = None, **options: Any) -> None:
+        super().__init__(model, tokenizer, config=config, device=device, dtype=dtype, **options)
+        self._configure()
 
-            loaded, tok = load_causal_lm(model)
-            self.model = loaded
-            self.tokenizer = tokenizer or tok
-        else:
-            if tokenizer is None:
-                raise TypeError("BlockRankReranker(model=<model object>) needs tokenizer=<its tokenizer>")
-            if not hasattr(model, "config") or not hasattr(model, "set_attn_implementation"):
-                raise TypeError(
-                    f"model must be a model name or a transformers causal LM, got {type(model).__name__}"
-                )
-            self.model, self.tokenizer = model, tokenizer
-        tcfg = _text_config(self.model)
-        self.model_name = model if isinstance(model, str) else getattr(self.model.config, "_name_or_path", "")
-        self.num_layers = int(tcfg.num_hidden_layers)
-        self.num_heads = int(tcfg.num_attention_heads)
+    def _configure(self) -> None:
         model_name = self.model_name
+        tcfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
         self.profile = None
         self.head_pairs, self.head_aggregate = None, "sum"
         layer = self.config.scoring_layer
@@ -206,10 +157,6 @@ class BlockRankReranker(BaseReranker):
         if self.max_positions is not None and self.config.final_offset > self.max_positions:
             log.info("blockrank: final_offset %d is beyond the model's %d positions; the last block is placed "
                      "at the end of the context instead", self.config.final_offset, self.max_positions)
-
-    @classmethod
-    def from_options(cls, model: Any = "smollm2-135m", options: Mapping[str, Any] | None = None) -> "BlockRankReranker":
-        return cls(model=model, **dict(options or {}))
 
     def _labels(self, ranking: Ranking) -> list[int]:
         if self.config.ids == "rank":

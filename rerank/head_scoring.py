@@ -13,7 +13,8 @@ Per head, with ``R`` the real query's mass per document, ``A`` the N/A query's, 
 position over held-out queries)::
 
     raw    : R
-    na     : A                      (diagnostic: the content-free query alone)
+    na_mass: A                      (diagnostic: the content-free query alone; old profiles say "na",
+                                     which is still read: it is not ICR's calibration="na", R - A)
     cal    : R - A                  (ICR's calibration, per head)
     masked : M                      (ICR's masked_na, per head)
     norm   : R / sum R - A / sum A  (distributions over the documents, then subtracted)
@@ -31,7 +32,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-VARIANTS = ("raw", "na", "cal", "masked", "norm", "prior")
+VARIANTS = ("raw", "na_mass", "cal", "masked", "norm", "prior")
+#: earlier names of head variants, still accepted (profiles written before the rename)
+_RENAMED = {"na": "na_mass"}
 AGGREGATES = ("sum", "z")
 FUSIONS = ("interp", "rrf")
 PROFILE_FORMAT = "attnsift-head-profile"
@@ -40,12 +43,18 @@ RRF_K = 60.0
 _EPS = 1e-12
 
 
+def variant_name(variant: str) -> str:
+    """The current name of a head variant (``"na"`` -> ``"na_mass"``; others unchanged)."""
+    return _RENAMED.get(variant, variant)
+
+
 def head_values(raw: np.ndarray, na: np.ndarray, masked: np.ndarray | None, variant: str,
                 prior: np.ndarray | None = None) -> np.ndarray:
     """Per-head document values (..., N) of ``variant`` from masses of shape (..., N)."""
+    variant = variant_name(variant)
     if variant == "raw":
         return raw
-    if variant == "na":
+    if variant == "na_mass":
         return na
     if variant == "cal":
         return raw - na
@@ -123,6 +132,7 @@ class HeadScorer:
 
     def __init__(self, heads: Sequence[tuple[int, int]], variant: str = "norm", aggregate: str = "sum",
                  prior: Any = None, fusion: str | None = None, fusion_weight: float | None = None):
+        variant = variant_name(variant)
         if variant not in VARIANTS:
             raise ValueError(f"unknown head variant {variant!r}; valid: {VARIANTS}")
         if aggregate not in AGGREGATES:
@@ -161,6 +171,40 @@ class HeadScorer:
 
 
 # ---------------------------------------------------------------------------------------- profiles
+def is_profile(heads: Any) -> bool:
+    """Whether ``heads`` names a head profile (``"auto"`` or a ``.json`` path) rather than (layer, head) pairs."""
+    return isinstance(heads, str)
+
+
+def parse_heads(value: Any) -> tuple[tuple[int, int], ...] | str | None:
+    """``heads`` as given (``"10:3,12:0"``, ``"auto"``, ``"p.json"``, pairs or None) -> pairs, a profile, or None.
+
+    Raises
+    ------
+    ValueError
+        Anything else, with the accepted forms.
+    """
+    accepted = "(layer, head) pairs such as '10:3,12:0', 'auto', a .json head profile, or none"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "auto" or text.endswith(".json"):
+            return text
+        try:
+            pairs = tuple(tuple(int(x) for x in p.split(":")) for p in text.split(",") if p.strip())
+        except ValueError:
+            raise ValueError(f"heads must be {accepted}; got {value!r}") from None
+    else:
+        try:
+            pairs = tuple(tuple(int(x) for x in p) for p in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"heads must be {accepted}; got {value!r}") from None
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"heads must be {accepted} (at least one pair, two numbers each); got {value!r}")
+    return tuple((int(l), int(h)) for l, h in pairs)
+
+
 def packaged_profile(model_name: str, reranker: str = "icr") -> Path:
     """The profile shipped for ``model_name`` (an alias such as ``smollm2-135m``) and ``reranker``
     (``icr`` or ``blockrank``): ``rerank/profiles/<reranker>-<model>.json``."""

@@ -8,9 +8,10 @@ input order after the ones it named. Returned scores are ``n - final position``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from attnsift.rerank.base import BaseReranker
+from attnsift.rerank.llm_base import LLMReranker, positional_scores, slide_windows
 from attnsift.types import Ranking
 
 _ID = re.compile(r"\[?(\d+)\]?")
@@ -30,54 +31,67 @@ def parse_permutation(text: str, n: int) -> list[int]:
     return seen + [i for i in range(n) if i not in seen]
 
 
-class ListwiseReranker(BaseReranker):
+@dataclass(frozen=True)
+class ListwiseConfig:
+    """Options of :class:`ListwiseReranker`.
+
+    Attributes
+    ----------
+    window, stride : int
+        Sliding window [20] and step [10]; ``window >= 2``, ``1 <= stride < window``.
+    max_words : int
+        Words kept per passage in the prompt [100].
+    max_new_tokens : int or None
+        Generation budget per window (None: 5 tokens per passage + 8).
+    """
+
+    window: int = 20
+    stride: int = 10
+    max_words: int = 100
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("window", 2), ("stride", 1), ("max_words", 1), ("max_new_tokens", 1)):
+            v = getattr(self, name)
+            if v is None and name == "max_new_tokens":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}"
+                                 f"{' or None' if name == 'max_new_tokens' else ''}, got {v!r}")
+        if self.stride >= self.window:
+            raise ValueError(f"stride must be smaller than window (windows must overlap), got stride={self.stride} "
+                             f"with window={self.window}")
+
+
+class ListwiseReranker(LLMReranker):
     """RankGPT-style listwise reranker with a local causal LM.
 
     Parameters
     ----------
-    model : str or PreTrainedModel
-        As for :class:`attnsift.rerank.icr.ICRReranker`.
-    window, stride : int
-        Sliding window [20] and step [10].
-    max_words : int
-        Words kept per passage in the prompt [100].
-    max_new_tokens : int or None
-        Generation budget per window (default: 5 tokens per passage + 8).
+    model, tokenizer, config, device, dtype, **options
+        As for :class:`~attnsift.rerank.llm_base.LLMReranker`; options are :class:`ListwiseConfig` fields.
+
+    Attributes
+    ----------
+    last_outputs : list[str]
+        The generated answer of every window so far (for inspection).
     """
 
     name = "listwise"
+    config_class = ListwiseConfig
 
-    def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, window: int | str = 20, stride: int | str = 10,
-                 max_words: int | str = 100, max_new_tokens: int | str | None = None, device: str | None = None,
-                 dtype: Any = None):
-        try:
-            window, stride, max_words = int(window), int(stride), int(max_words)
-            max_new_tokens = None if max_new_tokens in (None, "none", "None") else int(max_new_tokens)
-        except (TypeError, ValueError):
-            raise ValueError("listwise options window, stride, max_words, max_new_tokens must be integers") from None
-        if window < 2 or not 1 <= stride < window:
-            raise ValueError(f"need window >= 2 and 1 <= stride < window, got window={window}, stride={stride}")
-        if max_words < 1:
-            raise ValueError(f"max_words must be >= 1, got {max_words}")
-        if isinstance(model, str):
-            from attnsift.rerank.llm import load_causal_lm
-
-            model, tokenizer = load_causal_lm(model, device=device, dtype=dtype)
-        elif tokenizer is None:
-            raise ValueError("a loaded model needs its tokenizer: ListwiseReranker(model, tokenizer=...)")
-        from attnsift.rerank.icr import _check_causal_lm
-
-        _check_causal_lm(model)
-        self.model, self.tokenizer = model, tokenizer
-        self.window, self.stride, self.max_words, self.max_new_tokens = window, stride, max_words, max_new_tokens
+    def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *, config: ListwiseConfig | None = None,
+                 device: str | None = None, dtype: Any = None, **options: Any) -> None:
+        super().__init__(model, tokenizer, config=config, device=device, dtype=dtype, **options)
         self.last_outputs: list[str] = []
 
     def generate(self, prompt: str, n: int) -> str:
+        """Greedy answer of the model to ``prompt`` (a window of ``n`` passages)."""
         import torch
 
         ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        ids = ids.to(next(self.model.parameters()).device)
-        budget = self.max_new_tokens or 5 * n + 8
+        ids = ids.to(self.device)
+        budget = self.config.max_new_tokens or 5 * n + 8
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
@@ -85,9 +99,10 @@ class ListwiseReranker(BaseReranker):
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
     def permute(self, query: str, docs: Sequence[tuple[str | None, str]]) -> list[int]:
+        """The model's order of one window's ``docs`` (0-based, best first)."""
         from attnsift.rerank.prompts import build_listwise_prompt
 
-        text = self.generate(build_listwise_prompt(self.tokenizer, query, docs, self.max_words), len(docs))
+        text = self.generate(build_listwise_prompt(self.tokenizer, query, docs, self.config.max_words), len(docs))
         self.last_outputs.append(text)
         return parse_permutation(text, len(docs))
 
@@ -95,16 +110,8 @@ class ListwiseReranker(BaseReranker):
         if len(ranking) == 0:
             raise ValueError("listwise reranking needs at least one candidate; got an empty ranking")
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
-        n = len(docs)
-        order = list(range(n))
-        if n > 1:
-            start = max(n - self.window, 0)
-            while True:
-                idx = order[start:start + self.window]
-                perm = self.permute(ranking.query.text, [docs[i] for i in idx])
-                order[start:start + self.window] = [idx[j] for j in perm]
-                if start == 0:
-                    break
-                start = max(start - self.stride, 0)
-        pos = {d: p for p, d in enumerate(order)}
-        return [float(n - pos[i]) for i in range(n)]
+        if len(docs) == 1:
+            return [1.0]
+        order, _ = slide_windows(len(docs), self.config.window, self.config.stride,
+                                 lambda idx: self.permute(ranking.query.text, [docs[i] for i in idx]))
+        return positional_scores(order)

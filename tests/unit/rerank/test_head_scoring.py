@@ -22,6 +22,10 @@ def test_head_values_variants():
         head_values(raw, na, None, "masked")
     with pytest.raises(ValueError, match="unknown head variant"):
         head_values(raw, na, None, "bogus")
+    # The N/A mass alone is "na_mass" (calibration="na" is R - A); profiles saying "na" are still read.
+    np.testing.assert_allclose(head_values(raw, na, None, "na_mass"), na)
+    np.testing.assert_allclose(head_values(raw, na, None, "na"), na)
+    assert HeadScorer([(0, 0)], "na").variant == "na_mass"
 
 
 def test_aggregate_z_balances_scales():
@@ -151,8 +155,14 @@ def test_icr_profile_bad_input(tmp_path: Path):
     p.write_text(json.dumps(_profile([(0, 5)], layers=3)))
     with pytest.raises(ValueError, match="outside this model"):
         icr(heads=str(p))
-    with pytest.raises(ValueError, match="'auto' or a .json head profile"):
+    with pytest.raises(ValueError, match="'auto', a .json head profile"):
         icr(heads="best")
+    # A head profile sets each head's calibration: another calibration with it is a contradiction.
+    p.write_text(json.dumps(_profile([(0, 0)], layers=3)))
+    with pytest.raises(ValueError, match="calibration=none is not used with heads="):
+        icr(heads=str(p), calibration="none")
+    with pytest.raises(ValueError, match="fusion_weight=0.7 is not used with fusion=profile"):
+        icr(heads=str(p), fusion="profile", fusion_weight=0.7)
 
 
 @pytest.mark.parametrize("model,layers,heads", [("smollm2-135m", 30, 9), ("gemma3-270m", 18, 4)])

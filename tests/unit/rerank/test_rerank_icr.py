@@ -9,8 +9,9 @@ pytest.importorskip("transformers")
 
 from helpers import tiny_llama_and_tokenizer  # noqa: E402
 
-from attnsift.rerank.icr import ICRConfig, ICRReranker  # noqa: E402
-from attnsift.rerank.listwise import ListwiseReranker, parse_permutation  # noqa: E402
+from attnsift.config import config_from_options  # noqa: E402
+from attnsift.rerank.icr import ICRConfig, ICRMasses, ICRReranker, MassCache  # noqa: E402
+from attnsift.rerank.listwise import ListwiseConfig, ListwiseReranker, parse_permutation  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking, Run  # noqa: E402
 
 
@@ -30,18 +31,53 @@ def icr(**options) -> ICRReranker:
 
 
 def test_config_options_are_parsed_and_unknown_keys_rejected():
-    c = ICRConfig.from_options({"calibration": "none", "max_words": "50", "end_layer": "-1", "heads": "1:0,0:1",
-                                "max_doc_tokens": "none", "reverse": "false"})
-    assert c.calibration == "none" and c.max_words == 50 and c.end_layer == -1 and c.heads == ((1, 0), (0, 1))
+    c = config_from_options(ICRConfig, {"calibration": "none", "max_words": "50", "end_layer": "-1",
+                                        "max_doc_tokens": "none", "reverse": "false"})
+    assert c.calibration == "none" and c.max_words == 50 and c.end_layer == -1
     assert c.max_doc_tokens is None and c.reverse is False
-    with pytest.raises(ValueError, match="unknown ICR option"):
-        ICRConfig.from_options({"calibrate": "none"})
-    with pytest.raises(ValueError, match="calibration"):
+    assert config_from_options(ICRConfig, {"heads": "1:0,0:1"}).heads == ((1, 0), (0, 1))
+    assert config_from_options(ICRConfig, {"heads": "auto"}).heads == "auto"
+    with pytest.raises(ValueError, match="unknown option.*calibrate.*accepted: calibration"):
+        config_from_options(ICRConfig, {"calibrate": "none"})
+    with pytest.raises(ValueError, match="calibration must be one of masked_na, na, none; got 'sigma'"):
         ICRConfig(calibration="sigma")
     with pytest.raises(ValueError, match="integer"):
-        ICRConfig.from_options({"max_words": "many"})
+        config_from_options(ICRConfig, {"max_words": "many"})
     with pytest.raises(ValueError, match="outside"):
         icr(end_layer=5)
+    with pytest.raises(ValueError, match="heads must be .*'10:3,12:0'"):
+        config_from_options(ICRConfig, {"heads": "1-0"})
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"heads": "auto", "calibration": "none"}, "calibration=none is not used with heads=auto"),
+    ({"heads": "p.json", "calibration": "na"}, "calibration=na is not used with heads=p.json"),
+    ({"fusion_weight": "0.3"}, "fusion_weight=0.3 is not used with fusion=none"),
+    ({"start_layer": "3", "end_layer": "1"}, "start_layer=3 is after end_layer=1"),
+    ({"heads": "1:0", "start_layer": "0"}, "leave start_layer / end_layer unset"),
+    ({"window": "10", "stride": "10"}, "stride must be smaller than window"),
+    ({"fusion": "profile"}, "fusion=profile takes its weight from a head profile"),
+])
+def test_config_rejects_contradictions(options, match):
+    with pytest.raises(ValueError, match=match):
+        config_from_options(ICRConfig, options)
+
+
+def test_start_after_end_with_negative_layers_is_caught_on_the_model():
+    with pytest.raises(ValueError, match="after end_layer"):
+        icr(start_layer=-1, end_layer=0)
+
+
+def test_uniform_constructor_checks():
+    m, t = model_and_tok()
+    with pytest.raises(ValueError, match="either config= or keyword options"):
+        ICRReranker(m, tokenizer=t, config=ICRConfig(), calibration="none")
+    with pytest.raises(TypeError, match="config must be a ICRConfig"):
+        ICRReranker(m, tokenizer=t, config=ListwiseConfig())
+    with pytest.raises(ValueError, match="device= and dtype= apply to a model loaded by name"):
+        ICRReranker(m, tokenizer=t, device="cpu")
+    with pytest.raises(TypeError, match="mass_cache must be a MassCache"):
+        ICRReranker(m, tokenizer=t, mass_cache={})
 
 
 def test_rerank_is_well_formed_and_deterministic_across_batches():
@@ -90,7 +126,7 @@ def test_bad_input():
                                 intermediate_size=32))
     with pytest.raises(ValueError, match="not a causal language model"):
         ICRReranker(bert, tokenizer=model_and_tok()[1])
-    with pytest.raises(ValueError, match="tokenizer"):
+    with pytest.raises(TypeError, match="tokenizer"):
         ICRReranker(model_and_tok()[0])
 
 
@@ -107,33 +143,70 @@ def test_listwise_with_a_random_model_gives_a_well_formed_ranking():
     out = lw.rerank(ranking(7, words=4))
     assert sorted(out.doc_ids) == sorted(ranking(7).doc_ids)
     assert len(lw.last_outputs) == 3  # windows [3,7), [1,5), [0,4)
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(ValueError, match="stride must be smaller than window"):
         ListwiseReranker(m, tokenizer=t, window=4, stride=4)
+    with pytest.raises(ValueError, match="unknown option.*accepted: max_new_tokens, max_words, stride, window"):
+        ListwiseReranker(m, tokenizer=t, windows=4)
+    assert config_from_options(ListwiseConfig, {"max_new_tokens": "none", "window": "30"}) == ListwiseConfig(window=30)
+    assert ListwiseReranker(m, tokenizer=t).score(ranking(1)) == [1.0]
 
 
-def test_calibrations_share_one_forward_pass_and_match_uncached(monkeypatch):
+def _count_passes(monkeypatch) -> list:
     from attnsift.rerank import icr as icr_mod
 
-    icr_mod._DETAILS_CACHE.clear()
     calls = []
-    real = ICRReranker._span_masses
+    real = icr_mod.span_masses
 
-    def counting(self, *a, **k):
+    def counting(*a, **k):
         calls.append(1)
-        return real(self, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(ICRReranker, "_span_masses", counting)
+    monkeypatch.setattr(icr_mod, "span_masses", counting)
+    return calls
+
+
+def test_masses_once_then_scores_of_several_calibrations(monkeypatch):
+    calls = _count_passes(monkeypatch)
     rk = ranking(4)
-    masked = icr(calibration="masked_na").score_details(rk)
-    none = icr(calibration="none").score(rk)
-    assert len(calls) == 1  # the second calibration reused the first pass
-    second = icr(calibration="na")
-    second.score(rk)
-    assert second.last_compute_seconds == masked.seconds > 0  # a cache hit reports what the pass cost
-    assert none == masked.raw and masked.scores == masked.masked
-    icr_mod._DETAILS_CACHE.clear()
-    assert icr(calibration="none").score(rk) == none  # recomputed: same numbers
+    rr = icr(calibration="masked_na")
+    m = rr.masses(rk)
+    assert isinstance(m, ICRMasses) and len(calls) == 1 and m.seconds > 0
+    assert rr.scores(m) == list(m.masked)
+    none, na = rr.with_options(calibration="none"), rr.with_options(calibration="na")
+    assert none.model is rr.model and none.mass_cache is rr.mass_cache and rr.config.calibration == "masked_na"
+    assert none.scores(m) == list(m.raw) and na.scores(m) == list(m.calibrated)
+    # The siblings find the masses in the shared cache: no second pass, same numbers.
+    assert none.score(rk) == list(m.raw) and na.score(rk) == list(m.calibrated)
+    assert len(calls) == 1
+    # A reranker with its own cache computes again and gets the same numbers.
+    assert icr(calibration="none").score(rk) == list(m.raw)
     assert len(calls) == 2
+
+
+def test_shared_cache_reports_what_the_pass_cost(monkeypatch):
+    calls = _count_passes(monkeypatch)
+    cache = MassCache()
+    m, t = model_and_tok()
+    first = ICRReranker(m, tokenizer=t, mass_cache=cache).rerank_detailed(ranking(4), k=3)
+    second = ICRReranker(m, tokenizer=t, mass_cache=cache, calibration="none").rerank_detailed(ranking(4), k=3)
+    assert len(calls) == 1 and len(cache) == 1
+    assert second.seconds == first.seconds > 0  # a cache hit reports the pass it reused, not a lookup
+    assert second.ranking.doc_ids[3:] == ["d3"]
+    # A masses-shaping option is a different pass.
+    ICRReranker(m, tokenizer=t, mass_cache=cache, max_words=3).score(ranking(4))
+    assert len(calls) == 2 and len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="positive integer"):
+        MassCache(0)
+
+
+def test_masses_refuse_a_list_that_needs_windows_and_scores_check_their_input():
+    rr = icr(max_context_tokens=260, window=4, stride=2)
+    with pytest.raises(ValueError, match="sliding windows with score_details"):
+        rr.masses(ranking(9, words=12))
+    with pytest.raises(TypeError, match="ICRMasses"):
+        rr.scores([1.0, 2.0])
 
 
 def test_a_list_of_one_window_that_does_not_fit_is_one_prompt_with_documents_cut():
