@@ -12,7 +12,7 @@ import pytest
 
 from attnsift.errors import DataFormatError, DatasetError
 from attnsift.eval.datasets import Corpus, list_datasets, load_dataset, read_queries
-from attnsift.types import Document
+from attnsift.types import Document, Query
 
 
 def _beir(root: Path, docs=None, queries=None, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n",
@@ -161,11 +161,11 @@ def test_corpus_subset_streams_without_loading(tmp_path):
     got = corpus.subset(["d1999", "d5", 'q"x', "missing"])
     assert list(got) == ["d5", "d1999", 'q"x']  # corpus order; missing ids left out
     assert got["d5"] == Document("d5", "text 5")
-    assert corpus._docs is None  # nothing loaded whole
-    assert len(corpus) == 2001 and corpus._docs is None
+    assert not corpus.store.loaded  # nothing loaded whole
+    assert len(corpus) == 2001 and not corpus.store.loaded
     assert sum(1 for _ in corpus.iter_documents()) == 2001
     assert "d7" in corpus and "nope" not in corpus  # random access loads it now
-    assert corpus._docs is not None and corpus.get("nope") is None
+    assert corpus.store.loaded and corpus.get("nope") is None
 
 
 def test_corpus_from_documents_mapping():
@@ -176,6 +176,53 @@ def test_corpus_from_documents_mapping():
         Corpus.from_documents(["a"])
     with pytest.raises(DatasetError, match="does not exist"):
         Corpus.from_jsonl("/nonexistent/corpus.jsonl")
+    with pytest.raises(TypeError, match="DocumentStore"):
+        Corpus({"a": Document("a", "x")})
+
+
+# ------------------------------------------------------------------------------------------ loaders
+
+class _TsvLoader:
+    """A toy folder format: docs.tsv (id, text) and judged.tsv (qid, query text, doc id, grade)."""
+
+    name = "toy-tsv"
+
+    def matches(self, path):
+        return (path / "docs.tsv").is_file()
+
+    def load(self, path, split, info):
+        from attnsift.eval.datasets import Dataset
+
+        docs = [Document(*line.split("\t")) for line in (path / "docs.tsv").read_text().splitlines()]
+        queries, qrels = {}, {}
+        for line in (path / "judged.tsv").read_text().splitlines():
+            qid, text, did, grade = line.split("\t")
+            queries[qid] = Query(qid, text)
+            qrels.setdefault(qid, {})[did] = int(grade)
+        return Dataset(info.name, Corpus.from_documents(docs), queries, qrels, rel_level=info.rel_level,
+                       source=f"local:{path}", split=split)
+
+    def summary(self, path, split="test"):
+        return {"available": True, "docs": len((path / "docs.tsv").read_text().splitlines()), "queries": None}
+
+
+def test_a_new_folder_format_is_one_registered_loader(tmp_path, monkeypatch):
+    from attnsift.eval.datasets import base, register_loader, registered_loaders
+
+    monkeypatch.setattr(base, "_LOADERS", list(base._LOADERS))  # leave the global registry as it was
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "docs.tsv").write_text("d1\tfirst text\nd2\tsecond text\n")
+    (folder / "judged.tsv").write_text("q1\ta question\td2\t1\n")
+    with pytest.raises(DatasetError, match="missing corpus.jsonl"):  # BEIR reports what it lacks
+        load_dataset("toy", data_dir=tmp_path)
+    loader = register_loader(_TsvLoader())
+    assert registered_loaders()[0] is loader
+    ds = load_dataset("toy", data_dir=tmp_path)
+    assert ds.corpus["d2"].text == "second text" and ds.qrels == {"q1": {"d2": 1}}
+    assert [r["docs"] for r in list_datasets(tmp_path) if r["name"] == "toy"] == [2]
+    with pytest.raises(TypeError, match="DatasetLoader"):
+        register_loader(object())
 
 
 # ------------------------------------------------------------------------------------------ real data
