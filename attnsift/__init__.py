@@ -2,7 +2,7 @@
 
 Public API (heavy dependencies are imported lazily, so ``import attnsift`` stays fast)::
 
-    from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline, first_stage
+    from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline, first_stage, read_run, write_run
     from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker
 
     ds = load_dataset("scifact")
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from attnsift._version import __version__  # noqa: E402,F401
 
 from attnsift.errors import (  # noqa: E402
     AttnsiftError,
@@ -24,6 +24,7 @@ from attnsift.errors import (  # noqa: E402
     MissingDependencyError,
 )
 from attnsift.pipeline import Pipeline, PipelineResult, attach_texts, first_stage, provided_run  # noqa: E402
+from attnsift.trec import read_qrels, read_run, write_run  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking, Reranker, Retriever, Run  # noqa: E402
 
 # name -> "module:attribute", resolved on first access (PEP 562).
@@ -58,6 +59,9 @@ __all__ = [
     "Retriever",
     "Run",
     "__version__",
+    "read_qrels",
+    "read_run",
+    "write_run",
     "attach_texts",
     "first_stage",
     "provided_run",

@@ -99,7 +99,7 @@ def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
-    from attnsift import __version__
+    from attnsift._version import __version__
 
     manifest = {"kind": kind, "attnsift_version": __version__, **fields, "files": files}
     atomic_write_json(directory / MANIFEST, manifest)

@@ -151,8 +151,10 @@ def _check_tag(tag: str) -> str:
     return tag
 
 
-def write_run(run: Run | Mapping[str, Ranking], path: str | Path, tag: str = "attnsift") -> Path:
+def write_run(run: Run | Mapping[str, Ranking], path: str | Path, tag: str | None = None) -> Path:
     """Write a run in TREC format, atomically (a failed write leaves no file under ``path``).
+
+    ``tag`` (the last column) defaults to the run's name (``"attnsift"`` for a plain mapping).
 
     Ranks are 1..n in each Ranking's order; scores are written with full precision (``repr``) so a
     read-back gives the same floats and the same order.
@@ -162,7 +164,7 @@ def write_run(run: Run | Mapping[str, Ranking], path: str | Path, tag: str = "at
     Path
         ``path``.
     """
-    tag = _check_tag(tag)
+    tag = _check_tag(tag if tag is not None else getattr(run, "name", None) or "attnsift")
     path = Path(path)
     with atomic_file(path, "w") as fh:
         for qid, ranking in run.items():

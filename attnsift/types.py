@@ -247,18 +247,6 @@ class Run(Mapping[str, Ranking]):
     def top(self, k: int | None) -> "Run":
         return Run((r.top(k) for r in self._rankings.values()), name=self.name)
 
-    def to_trec(self, path: str | Path, tag: str | None = None) -> Path:
-        """Write a TREC run file atomically (temporary name, then rename)."""
-        from attnsift.trec import write_run
-
-        return write_run(self, path, tag=tag or self.name)
-
-    @classmethod
-    def from_trec(cls, path: str | Path, queries: Mapping[str, Query] | None = None, name: str | None = None) -> "Run":
-        from attnsift.trec import read_run
-
-        return read_run(path, queries=queries, name=name)
-
     @classmethod
     def from_dict(
         cls, scores: Mapping[str, Mapping[str, float]], queries: Mapping[str, Query] | None = None, name: str = "attnsift"

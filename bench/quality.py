@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 from attnsift.bench.specs import SystemSpec
 from attnsift.io import atomic_write_json, atomic_write_text
 from attnsift.pipeline import Pipeline, first_stage
+from attnsift.trec import write_run
 from attnsift.types import Candidate, Ranking, Run
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
                 done[res.query.id] = {"docs": rec["docs"], "seconds": secs}
 
     run = Run((Ranking(q, tuple(Candidate(d, s) for d, s in done[q.id]["docs"])) for q in queries), name=spec.label)
-    run.to_trec(folder / "run.trec", tag=spec.slug)
+    write_run(run, folder / "run.trec", tag=spec.slug)
     report = evaluate(run, ds.qrels, metrics=metrics, rel_level=ds.rel_level, name=spec.label, queries=q_ids)
     spq = sum(done[q.id]["seconds"] for q in queries) / max(len(queries), 1)
     atomic_write_json(metrics_path, {"config_hash": chash, "seconds_per_query": spq, "report": report.to_dict()})

@@ -199,7 +199,9 @@ def retrieve(
     run = Run((r.ranking for r in results), name=pipe.name)
     secs = sum(r.first_stage_seconds for r in results)
     if save_run is not None:
-        run.to_trec(save_run)
+        from attnsift.trec import write_run
+
+        write_run(run, save_run)
     info = {"dataset": ds.name, "retriever": retriever, "first_stage": pipe.name, "queries": len(run),
             "k": k, "seconds": round(secs, 3), "queries_per_second": round(len(run) / secs, 2) if secs > 0 else None,
             "run": str(save_run) if save_run else None}
@@ -297,7 +299,9 @@ def _rerank_impl(
     first_s = sum(r.first_stage_seconds for r in results)
     rerank_s = sum(r.rerank_seconds for r in results)
     if save_run is not None:
-        final.to_trec(save_run)
+        from attnsift.trec import write_run
+
+        write_run(final, save_run)
     q_ids = list(ds.queries)
     report = _evaluate(final, ds.qrels, metrics=names, rel_level=ds.rel_level, name=pipe.name, queries=q_ids)
     n = max(len(q_ids), 1)

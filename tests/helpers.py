@@ -22,15 +22,3 @@ def tiny_llama_and_tokenizer(layers: int = 2, heads: int = 2, seed: int = 0):
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=1, max_position_embeddings=4096)
     return LlamaForCausalLM(cfg).eval(), tok
-
-
-def load_benchmark(name: str):
-    """Import ``benchmarks/<name>.py`` (not a package) as a module, for tests of benchmark code paths."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"attnsift_bench_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

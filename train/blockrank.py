@@ -92,7 +92,7 @@ class TrainConfig:
         ``first`` (file order). NFCorpus train lists related queries together: 94% of its first 200
         share a relevant document with one of the 5 queries before them (a random 200: 32%), so in file
         order a prompt's positives were mostly seen a few steps earlier and the attention loss falls
-        by recognising them, not by learning relevance (``benchmarks/results/blockrank_train.md``).
+        by recognising them, not by learning relevance (``experiments/blockrank_finetune/results/blockrank_train.md``).
     candidates : int
         Documents per prompt (relevant + BM25 negatives) [30 in the paper].
     max_positives : int

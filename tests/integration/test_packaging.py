@@ -17,7 +17,7 @@ def wheel(tmp_path_factory) -> Path:
     # Build from a copy: an in-place build writes build/ into the checkout and can race other builds.
     src = tmp_path_factory.mktemp("src") / "attnsift"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "benchmarks", "tests"))
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "benchmarks", "experiments", "docs", "tests"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
         capture_output=True, text=True, timeout=300,

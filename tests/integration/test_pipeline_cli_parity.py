@@ -1,5 +1,5 @@
 """The CLI and the Python API are one runner: `attnsift rerank --save-run F` and the equivalent
-`Pipeline(...).run(...).to_trec(F)` write byte-identical files (BM25 + ICR, 10 SciFact queries)."""
+`write_run(Pipeline(...).run(...), F)` write byte-identical files (BM25 + ICR, 10 SciFact queries)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 pytest.importorskip("transformers")
 
 from attnsift.cli.main import app  # noqa: E402
+from attnsift.trec import write_run  # noqa: E402
 
 runner = CliRunner()
 
@@ -30,7 +31,7 @@ def test_cli_rerank_and_pipeline_write_the_same_bytes(data_dir: Path, tiny_model
     ds = load_dataset("scifact").subset(max_queries=10)
     icr = build_reranker("icr", model=str(tiny_model_dir), options={"max_words": "30"})
     run = Pipeline(first_stage(ds, "bm25"), icr, first_stage_k=30, depth=5, corpus=ds.corpus).run(ds.queries)
-    run.to_trec(py_file)
+    write_run(run, py_file)
 
     lines = cli_file.read_text().splitlines()
     assert len(lines) == 10 * 30 and lines[0].endswith(" bm25+icr")

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from attnsift import Candidate, Document, Pipeline, Query, Ranking, Run
+from attnsift.trec import write_run
 from attnsift.pipeline import attach_texts, check_cuts, first_stage, provided_run
 from attnsift.rerank.base import BaseReranker, Reranked
 
@@ -192,10 +193,10 @@ def test_first_stage_rule_provided_run_stands_in(tmp_path: Path):
     with pytest.raises(ValueError, match="no provided run 'splade'"):
         provided_run(ds, run="splade")
     path = tmp_path / "mine.trec"
-    Run([Ranking(Query("q2"), (Candidate("c", 1.0),))]).to_trec(path)
+    write_run(Run([Ranking(Query("q2"), (Candidate("c", 1.0),))]), path)
     from_file = provided_run(ds, run=path)
     assert from_file.name == "mine" and from_file["q2"].query.text is None
-    Run([Ranking(Query("other"), (Candidate("c", 1.0),))]).to_trec(path)
+    write_run(Run([Ranking(Query("other"), (Candidate("c", 1.0),))]), path)
     with pytest.raises(ValueError, match="ranks none of the 2 queries of toy"):
         provided_run(ds, run=path)
 

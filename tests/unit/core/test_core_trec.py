@@ -42,7 +42,7 @@ def test_run_round_trip_keeps_order_scores_and_queries(tmp_path):
         assert [c.score for c in back[qid]] == [c.score for c in run[qid]]  # exact floats (repr)
         assert back[qid].query == run[qid].query
     # Run.to_trec / from_trec go through the same functions
-    p2 = run.to_trec(tmp_path / "r2.trec")
+    p2 = write_run(run, tmp_path / "r2.trec")
     assert read_run(p2).to_dict() == run.to_dict()
 
 
