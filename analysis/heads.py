@@ -117,11 +117,13 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
             arrays = dict(raw=per_head, na=np.zeros_like(per_head), masked=per_head,
                           seconds=np.array(time.perf_counter() - t0))
         else:
-            d = reranker.score_details(top)
-            if d.head_raw is None:
-                raise ValueError(f"query {rk.query.id}: the candidates did not fit one prompt; lower top_k or max_words")
-            arrays = dict(raw=d.head_raw.numpy(), na=d.head_na.numpy(), masked=d.head_masked.numpy(),
-                          icr_masked=np.array(d.masked, dtype=np.float64), seconds=np.array(d.seconds))
+            try:
+                m = reranker.masses(top)  # the forward passes only: every scoring is arithmetic on these
+            except ValueError as exc:
+                raise ValueError(f"query {rk.query.id}: the candidates did not fit one prompt; lower top_k or "
+                                 "max_words") from exc
+            arrays = dict(raw=m.head_raw.numpy(), na=m.head_na.numpy(), masked=m.head_masked.numpy(),
+                          icr_masked=np.array(m.masked, dtype=np.float64), seconds=np.array(m.seconds))
         with atomic_file(path, "wb") as fh:
             np.savez(fh, **common, **arrays)
     return folder
