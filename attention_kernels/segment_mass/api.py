@@ -39,6 +39,22 @@ class SegmentMass:
     token_mass: "Tensor | None"
 
 
+def _row_keys(t: "Tensor | None", name: str, R: int, meaning: str, tensors: list) -> "Tensor | None":
+    """Check a per-row key index tensor ([R] integers >= 0), note it for the device check, return it as int64."""
+    import torch
+
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise TypeError(f"segment_mass: {name} must be an integer tensor [R] (int64) or None.")
+    if tuple(t.shape) != (R,):
+        raise ValueError(f"segment_mass: {name} must have shape [R]=({R},), got {tuple(t.shape)}.")
+    if bool((t < 0).any()):
+        raise ValueError(f"segment_mass: {name} must be >= 0 ({meaning}).")
+    tensors.append((name, t))
+    return t.to(torch.int64)
+
+
 def segment_mass(q: "Tensor", k: "Tensor", segment_offsets: "Tensor", scale: float | None = None,
                  q_positions: "Tensor | None" = None, softmax_over: str = "all",
                  return_token_mass: bool = False, impl: str = "auto", key_start: "Tensor | None" = None,
@@ -105,24 +121,8 @@ def segment_mass(q: "Tensor", k: "Tensor", segment_offsets: "Tensor", scale: flo
     if not math.isfinite(scale):
         raise ValueError(f"segment_mass: scale must be finite, got {scale}.")
     tensors = [("q", q), ("k", k)]
-    if q_positions is not None:
-        if not isinstance(q_positions, torch.Tensor) or q_positions.dtype.is_floating_point or q_positions.dtype == torch.bool:
-            raise TypeError("segment_mass: q_positions must be an integer tensor [R] (int64) or None.")
-        if tuple(q_positions.shape) != (R,):
-            raise ValueError(f"segment_mass: q_positions must have shape [R]=({R},), got {tuple(q_positions.shape)}.")
-        if bool((q_positions < 0).any()):
-            raise ValueError("segment_mass: q_positions must be >= 0 (key index of each query row).")
-        tensors.append(("q_positions", q_positions))
-        q_positions = q_positions.to(torch.int64)
-    if key_start is not None:
-        if not isinstance(key_start, torch.Tensor) or key_start.dtype.is_floating_point or key_start.dtype == torch.bool:
-            raise TypeError("segment_mass: key_start must be an integer tensor [R] (int64) or None.")
-        if tuple(key_start.shape) != (R,):
-            raise ValueError(f"segment_mass: key_start must have shape [R]=({R},), got {tuple(key_start.shape)}.")
-        if bool((key_start < 0).any()):
-            raise ValueError("segment_mass: key_start must be >= 0 (first key index each query row sees).")
-        tensors.append(("key_start", key_start))
-        key_start = key_start.to(torch.int64)
+    q_positions = _row_keys(q_positions, "q_positions", R, "key index of each query row", tensors)
+    key_start = _row_keys(key_start, "key_start", R, "first key index each query row sees", tensors)
     if softcap is not None:
         softcap = float(softcap)
         if not math.isfinite(softcap) or softcap <= 0:
