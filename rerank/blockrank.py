@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from attnsift.config import Config
 from attnsift.rerank.head_scoring import parse_heads
 from attnsift.rerank.llm_base import LLMReranker
 from attnsift.types import Ranking
@@ -27,7 +28,7 @@ _IDS = ("rank", "hash")
 
 
 @dataclass(frozen=True)
-class BlockRankConfig:
+class BlockRankConfig(Config):
     """Options of :class:`BlockRankReranker` (unknown keys are rejected by :func:`config_from_options`).
 
     Attributes
@@ -71,7 +72,7 @@ class BlockRankConfig:
     ids: str = "rank"
     heads: Any = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if isinstance(self.scoring_layer, str) and self.scoring_layer != "auto" and not self.scoring_layer.endswith(".json"):
             raise ValueError(f"scoring_layer must be a layer index, 'auto' or a .json profile, got {self.scoring_layer!r}")
         if self.heads is not None:

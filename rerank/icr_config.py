@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from attnsift.config import Config
 from attnsift.rerank.head_scoring import is_profile, parse_heads
 
 CALIBRATIONS = ("masked_na", "na", "none")
@@ -36,7 +37,7 @@ def _check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class ICRConfig:
+class ICRConfig(Config):
     """Options of :class:`~attnsift.rerank.icr.ICRReranker`.
 
     Attributes
@@ -96,7 +97,7 @@ class ICRConfig:
     orders: int = 1
     impl: str = "auto"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         _check_choice("calibration", self.calibration, CALIBRATIONS)
         _check_choice("span", self.span, SPANS)
         _check_choice("instruction", self.instruction, INSTRUCTIONS)

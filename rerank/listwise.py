@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from attnsift.config import Config
 from attnsift.rerank.llm_base import LLMReranker, positional_scores, slide_windows
 from attnsift.types import Ranking
 
@@ -32,7 +33,7 @@ def parse_permutation(text: str, n: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class ListwiseConfig:
+class ListwiseConfig(Config):
     """Options of :class:`ListwiseReranker`.
 
     Attributes
@@ -50,7 +51,7 @@ class ListwiseConfig:
     max_words: int = 100
     max_new_tokens: int | None = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for name, low in (("window", 2), ("stride", 1), ("max_words", 1), ("max_new_tokens", 1)):
             v = getattr(self, name)
             if v is None and name == "max_new_tokens":

@@ -131,19 +131,6 @@ def resolve_model_path(name: str) -> str:
     return name  # a hub id
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str) -> Any:
-    import torch
-
-    # bfloat16 matmuls are ~10x slower than float32 on CPU; on GPU bf16 halves memory at no cost.
-    return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
-
-
 def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer (cached in-process).
 
@@ -170,15 +157,11 @@ def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trus
         When ``name`` cannot be found or is not a causal language model.
     """
     require("transformers", "llm", "loading language models")
-    import torch
+    from attnsift.config import resolve_device, resolve_dtype
 
-    device = device or default_device()
-    if dtype is None:
-        dtype = default_dtype(device)
-    elif isinstance(dtype, str):
-        if not hasattr(torch, dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-        dtype = getattr(torch, dtype)
+    device = resolve_device(device)
+    # bfloat16 matmuls are ~10x slower than float32 on CPU; on GPU bf16 halves memory at no cost.
+    dtype = resolve_dtype(dtype, device, accelerator_default="bfloat16")
     return _load_cached(name, str(device), dtype, bool(trust_remote_code))
 
 

@@ -8,7 +8,6 @@ RankGPT (:func:`slide_windows`) for lists longer than one prompt.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, ClassVar, Sequence
 
 from attnsift.rerank.base import BaseReranker
@@ -133,17 +132,9 @@ class LLMReranker(BaseReranker):
         self.num_heads = int(text.num_attention_heads)
 
     def _make_config(self, config: Any, options: dict[str, Any]) -> Any:
-        cls = self.config_class
-        if config is None:
-            from attnsift.config import config_from_options
+        from attnsift.config import resolve_config
 
-            return config_from_options(cls, options)
-        if options:
-            raise ValueError(f"{type(self).__name__}: give either config= or keyword options, not both "
-                             f"(got config and {sorted(options)}); use dataclasses.replace(config, ...) to change one")
-        if not isinstance(config, cls):
-            raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
-        return config
+        return resolve_config(self.config_class, config, options, owner=type(self).__name__)
 
     @property
     def device(self) -> Any:
@@ -155,8 +146,7 @@ class LLMReranker(BaseReranker):
         (and whatever subclasses share between siblings, e.g. ICR's mass cache)."""
         from attnsift.config import config_from_options
 
-        current = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config) if f.init}
-        return self._sibling(config_from_options(self.config_class, {**current, **options}))
+        return self._sibling(config_from_options(self.config_class, options, base=self.config))
 
     def _sibling(self, config: Any) -> "LLMReranker":
         other = type(self).__new__(type(self))

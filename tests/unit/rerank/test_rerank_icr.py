@@ -70,9 +70,9 @@ def test_start_after_end_with_negative_layers_is_caught_on_the_model():
 
 def test_uniform_constructor_checks():
     m, t = model_and_tok()
-    with pytest.raises(ValueError, match="either config= or keyword options"):
+    with pytest.raises(ValueError, match="got config= and options \\(calibration\\); give one of them"):
         ICRReranker(m, tokenizer=t, config=ICRConfig(), calibration="none")
-    with pytest.raises(TypeError, match="config must be a ICRConfig"):
+    with pytest.raises(TypeError, match="takes config=ICRConfig"):
         ICRReranker(m, tokenizer=t, config=ListwiseConfig())
     with pytest.raises(ValueError, match="device= and dtype= apply to a model loaded by name"):
         ICRReranker(m, tokenizer=t, device="cpu")
