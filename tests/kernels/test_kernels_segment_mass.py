@@ -201,3 +201,23 @@ def test_window_and_softcap_bad_input():
         segment_mass(q, k, off, key_start=torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="softcap must be a positive"):
         segment_mass(q, k, off, softcap=0.0)
+
+
+def test_icr_through_the_triton_kernel_matches_the_reference():
+    # ICR's attention mass goes through this op: the Triton path (interpreter here) gives ICR's scores.
+    pytest.importorskip("transformers")
+    from helpers import tiny_llama_and_tokenizer
+
+    from attnsift.rerank.icr import ICRReranker
+    from attnsift.types import Candidate, Document, Query, Ranking
+
+    model, tok = tiny_llama_and_tokenizer(layers=2, heads=2, seed=3)
+    rk = Ranking(Query("q", "what prevents scurvy?"), tuple(
+        Candidate(f"d{i}", 5.0 - i, Document(f"d{i}", f"document {i} on citrus and vitamin C, sailors {i}"))
+        for i in range(3)))
+    ref = ICRReranker(model, tokenizer=tok, impl="reference").score_details(rk)
+    tri = ICRReranker(model, tokenizer=tok, impl="triton").score_details(rk)
+    torch.testing.assert_close(torch.tensor(tri.raw), torch.tensor(ref.raw), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(tri.head_raw, ref.head_raw, rtol=1e-5, atol=1e-7)
+    scale = max(ref.raw)
+    assert max(abs(a - b) for a, b in zip(tri.scores, ref.scores)) <= 1e-5 * scale
