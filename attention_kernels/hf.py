@@ -217,8 +217,10 @@ def span_attention_rows(query: Any, key: Any, attention_mask: Any, scaling: floa
     out = []
     for b in range(batch):
         last, first = row_key_bounds(attention_mask, b, rows, keys, query.device)
-        res = segment_mass(query[b].transpose(0, 1), key[b].transpose(0, 1), whole, scale=scaling, q_positions=last,
-                           key_start=first, softcap=softcap, return_token_mass=True, impl=impl)
+        # float32 inputs: the calibrated scores subtract two close masses, so the logits keep full precision
+        # (the Triton kernel then multiplies in IEEE fp32, not TF32), as the plain-PyTorch rows did.
+        res = segment_mass(query[b].transpose(0, 1).float(), key[b].transpose(0, 1).float(), whole, scale=scaling,
+                           q_positions=last, key_start=first, softcap=softcap, return_token_mass=True, impl=impl)
         out.append(res.token_mass.transpose(0, 1))  # (heads, rows, keys)
     return torch.stack(out)
 
