@@ -59,7 +59,7 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
     top ``top_k`` candidates of every ranking of ``run`` and store the per-head masses under ``folder``.
 
     Queries already stored (same ``meta``) are skipped, so the call resumes an interrupted collection.
-    Rankings must carry document texts (see :func:`attnsift.bench.quality.attach_texts`).
+    Rankings must carry document texts (see :func:`attnsift.pipeline.attach_texts`).
     """
     import numpy as np
 

@@ -142,7 +142,7 @@ def select(judged: Sequence[Judged], variants: Sequence[str] = SELECTABLE, aggre
     """
     L, H = judged[0].f.raw.shape[:2]
     prior = position_prior(judged)
-    shown = [v for v in ("raw", "na", "cal", "masked", "norm", "prior") if v in variants or (v == "na" and "cal" in variants)]
+    shown = [v for v in ("raw", "na_mass", "cal", "masked", "norm", "prior") if v in variants or (v == "na_mass" and "cal" in variants)]
     grids = {v: per_head_ndcg(judged, v, prior) for v in shown}
     layers = {v: per_layer_ndcg(judged, v, prior).tolist() for v in ("raw", "cal", "masked", "norm") if v in variants}
     all_heads = [(l, h) for l in range(L) for h in range(H)]

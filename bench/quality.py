@@ -113,6 +113,17 @@ class BenchResult:
         return self.results[(dataset, label)]
 
 
+def _share_masses(reranker: Any, rerankers: dict) -> Any:
+    """Give every ICR system of one bench the same MassCache, so systems that differ only in how the
+    masses are scored (``calibration``, fusion, a head profile over the same layers) run each prompt once.
+    The cache is keyed on everything that shapes the forward passes, so sharing never mixes systems."""
+    from attnsift.rerank.icr import ICRReranker
+
+    if isinstance(reranker, ICRReranker):
+        reranker.mass_cache = rerankers.setdefault(("icr-mass-cache", reranker.model_name), reranker.mass_cache)
+    return reranker
+
+
 def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str], cache: dict,
                 rerankers: dict, progress: bool, stop_after: int | None) -> SystemResult:
     from attnsift.eval.metrics import evaluate
@@ -162,8 +173,8 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
         if spec.reranker is not None:
             key = str(spec.reranker)
             if key not in rerankers:
-                rerankers[key] = build_reranker(spec.reranker.name, model=spec.reranker.model,
-                                                options=dict(spec.reranker.options))
+                rerankers[key] = _share_masses(build_reranker(spec.reranker.name, model=spec.reranker.model,
+                                                              options=dict(spec.reranker.options)), rerankers)
             reranker = rerankers[key]
         # The cached first-stage run stands in for the first stage: the systems sharing it rerank the same
         # candidates, and its search seconds per query are added to each query's reranking seconds.

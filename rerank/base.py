@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from attnsift.types import Candidate, Ranking, Run, check_k
+from attnsift.types import Candidate, Ranking, Run, check_k, missing_query_text
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class BaseReranker:
         if not isinstance(ranking, Ranking):
             raise TypeError(f"rerank() takes a Ranking, got {type(ranking).__name__}")
         if self.needs_text:
+            if ranking.query.text is None:
+                raise missing_query_text(ranking.query.id)
             missing = [c.doc_id for c in ranking.candidates if c.document is None]
             if missing:
                 raise ValueError(

@@ -203,7 +203,9 @@ class ICRReranker(LLMReranker):
     def _mass_key(self, ranking: Ranking) -> tuple:
         pairs = tuple(self.head_scorer.heads) if self.head_scorer is not None else self.config.heads
         docs = tuple((c.doc_id, c.document.title, c.document.text) for c in ranking.candidates)
-        return (self.config.mass_key, tuple(self.layers), pairs, ranking.query.text, docs)
+        param = next(self.model.parameters())
+        model = (self.model_name, type(self.model).__name__, str(param.dtype), str(param.device))
+        return (model, self.config.mass_key, tuple(self.layers), pairs, ranking.query.text, docs)
 
     def _compute(self, query: str, docs: Sequence[tuple[str | None, str]], layout: Any, cap: int | None,
                  first: Sequence[float]) -> ICRMasses:

@@ -59,7 +59,7 @@ def test_selection_finds_the_relevance_head_and_beats_the_first_stage():
     assert a["selection"]["heldout_ndcg"] > a["first_stage"] + 0.05
     assert a["fusion"]["heldout_ndcg"] >= a["selection"]["heldout_ndcg"] - 1e-12  # weight 1.0 is in the grid
     # The N/A query alone (pure position prior) ranks like the first stage here, not like relevance.
-    assert np.asarray(a["per_head"]["na"])[2, 1] < grid[2, 1]
+    assert np.asarray(a["per_head"]["na_mass"])[2, 1] < grid[2, 1]
     # Queries without judgements are left out.
     assert len(judge(feats, {"q0": qrels["q0"]})) == 1
 

@@ -142,3 +142,30 @@ def test_bench_records_the_rerankers_own_seconds(data_dir, tmp_path: Path, monke
     assert quality.FORMAT_VERSION == 2
     cfg = json.loads((tmp_path / "dl19" / SystemSpec.parse("bm25+icr").slug / "config.json").read_text())
     assert cfg["system"]["depth"] == 20 and cfg["format"] == 2
+
+
+def test_icr_systems_of_one_bench_share_their_forward_passes(data_dir, tmp_path: Path, monkeypatch):
+    """Two ICR systems differing only in calibration run each prompt once (a shared MassCache)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from helpers import tiny_llama_and_tokenizer
+
+    import attnsift.rerank.icr as icr_mod
+    from attnsift.rerank.icr import ICRReranker
+
+    model, tok = tiny_llama_and_tokenizer(layers=2, heads=2, seed=0)
+    monkeypatch.setattr("attnsift.registry.build_reranker",
+                        lambda name, model=None, options=None: ICRReranker(model_obj, tokenizer=tok, **(options or {})))
+    model_obj = model
+    calls = []
+    real = icr_mod.span_masses
+    monkeypatch.setattr(icr_mod, "span_masses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    systems = ["bm25+icr[depth=3;max_words=20]", "bm25+icr[depth=3;max_words=20;calibration=none]"]
+    res = run_quality_bench(["scifact"], systems, tmp_path, max_queries=2, progress=False, plots=False)
+    assert len(calls) == 2  # 2 queries, one pass each, for both systems
+    a, b = (res.get("scifact", s) for s in systems)
+    assert a.seconds_per_query > 0 and b.seconds_per_query > 0
+    # different scores from the same masses: the runs differ in their scores
+    ra = (tmp_path / "scifact" / SystemSpec.parse(systems[0]).slug / "run.trec").read_text()
+    rb = (tmp_path / "scifact" / SystemSpec.parse(systems[1]).slug / "run.trec").read_text()
+    assert ra != rb

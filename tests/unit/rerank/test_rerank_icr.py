@@ -242,3 +242,24 @@ def test_no_deprecated_cache_argument_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         rr.score(ranking(3))
+
+
+def test_a_shared_cache_never_serves_another_models_masses(monkeypatch):
+    calls = _count_passes(monkeypatch)
+    cache = MassCache()
+    m1, t = tiny_llama_and_tokenizer(layers=2, heads=2, seed=0)
+    m2, _ = tiny_llama_and_tokenizer(layers=2, heads=2, seed=1)
+    m2.config._name_or_path = "another-model"
+    a = ICRReranker(m1, tokenizer=t, mass_cache=cache, calibration="none").score(ranking(4))
+    b = ICRReranker(m2, tokenizer=t, mass_cache=cache, calibration="none").score(ranking(4))
+    assert len(calls) == 2 and len(cache) == 2
+    assert a != b
+
+
+def test_a_query_without_text_is_refused_before_any_pass(monkeypatch):
+    calls = _count_passes(monkeypatch)
+    rk = ranking(3)
+    textless = Ranking(Query("q7"), rk.candidates)
+    with pytest.raises(ValueError, match="no query text for 'q7'"):
+        icr().rerank(textless)
+    assert calls == []
