@@ -1,16 +1,29 @@
 """Atomic file and directory writes, checksums and manifests.
 
 Everything attnsift writes to disk (indexes, run files, reports, model caches) goes through these
-helpers, so an interrupted or failed write never leaves a half-written file under the final name.
+helpers, so an interrupted or failed write never leaves a half-written file under the final name:
+
+- the new content is written to a hidden temporary beside the target, named
+  ``.<name>.<pid>-<random>.tmp``, created with the user's umask (as an ordinary ``open``/``mkdir``
+  would: a team can share indexes and model caches), and removed if the write fails;
+- a finished file replaces the target with one ``rename``; a finished folder is swapped in with
+  ``renameat2(RENAME_EXCHANGE)`` where the kernel and file system offer it, so there is no moment
+  without a folder under the target's name (elsewhere: old folder renamed aside, new one renamed in,
+  the old one put back if that fails, then deleted);
+- temporaries left by killed runs (their pid no longer running on this machine) are deleted on the
+  next write to the same target.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,20 +32,67 @@ from attnsift.errors import IndexCorruptedError
 MANIFEST = "manifest.json"
 
 
+def _temp_name(path: Path, tag: str = "") -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{tag}{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries of ``path`` left by runs that were killed.
+
+    A temporary is ``.<name>.<pid>-<random>.tmp`` beside ``path``; it is stale when no process with
+    that pid runs on this machine. Temporaries of live processes and of other targets are kept.
+
+    Returns
+    -------
+    list of Path
+        What was deleted.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-[a-z]*[0-9a-f]{{8}}\.tmp$")
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the permissions an ordinary ``open`` would (``0o666`` less the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the final file the permissions an ordinary open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    clean_stale_temporaries(path)
+    tmp = _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
-        with open(tmp, mode, **kwargs) as fh:
+        with open(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -44,20 +104,68 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_file`."""
     with atomic_file(path, "w") as fh:
         fh.write(text)
     return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` through :func:`atomic_file`."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, f"cannot swap {a} into {b}: {os.strerror(err)}")
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` under ``path``, replacing a folder there, then delete the old one."""
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return
+    old = _temp_name(path, "old")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; it replaces ``path`` only if the block succeeds.
 
-    An existing ``path`` is kept until the new one is complete (then moved aside and deleted).
+    An existing ``path`` stays whole until the new one is complete, then the two are swapped (see the
+    module docstring) and the old one is deleted. The folder gets ``0o777`` less the umask.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    ValueError
+        ``path`` exists and is not a directory.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -65,16 +173,12 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is not a directory; choose another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temporaries(path)
+    tmp = _temp_name(path)
+    os.mkdir(tmp, 0o777)  # the umask applies
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -106,38 +210,51 @@ def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict:
     return manifest
 
 
-def read_manifest(directory: str | Path, kind: str, verify: bool = True) -> dict:
+def read_manifest(directory: str | Path, kind: str, verify: bool = True, *, what: str = "index",
+                  fix: str = "rebuild the index") -> dict:
     """Read and check ``manifest.json``: the kind, and (``verify``) every file's size and checksum.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The folder holding ``manifest.json``.
+    kind : str
+        The kind the manifest must record.
+    verify : bool
+        Check every listed file's size and sha256 (reads every byte once).
+    what, fix : str
+        How messages name the folder (``"index"``, ``"converted model"``) and what they tell the user to
+        do about a damaged one.
 
     Raises
     ------
     IndexCorruptedError
-        With a message naming the bad file and saying to rebuild the index.
+        With one line naming the bad file and saying what to do.
     """
     directory = Path(directory)
     if not directory.exists():
-        raise IndexCorruptedError(f"no index at {directory}: build one first (e.g. `attnsift index ...`)")
+        raise IndexCorruptedError(f"no {what} at {directory}: build one first (e.g. `attnsift index ...`)")
     mpath = directory / MANIFEST
     if not mpath.is_file():
         raise IndexCorruptedError(
-            f"{directory} has no {MANIFEST}: it is not an attnsift index or its build was interrupted; rebuild it"
+            f"{directory} has no {MANIFEST}: it is not an attnsift {what} or its build was interrupted; {fix}"
         )
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptedError(f"{mpath} is not valid JSON ({exc}); the index is corrupted, rebuild it") from exc
-    if manifest.get("kind") != kind:
+        raise IndexCorruptedError(f"{mpath} is not valid JSON ({exc}); the {what} is corrupted, {fix}") from exc
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        got = manifest.get("kind") if isinstance(manifest, dict) else None
         raise IndexCorruptedError(
-            f"{directory} holds a {manifest.get('kind')!r} index, but a {kind!r} index was asked for; "
-            "point to the right folder or rebuild"
+            f"{directory} holds a {got!r} {what}, but a {kind!r} {what} was asked for; point to the right folder or {fix}"
         )
     if verify:
         for rel, info in manifest.get("files", {}).items():
             p = directory / rel
             if not p.is_file():
-                raise IndexCorruptedError(f"index file {p} is missing; the index is incomplete, rebuild it")
+                raise IndexCorruptedError(f"{what} file {p} is missing; the {what} is incomplete, {fix}")
             if p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
                 raise IndexCorruptedError(
-                    f"index file {p} does not match its checksum in {MANIFEST}: it was modified or corrupted; rebuild the index"
+                    f"{what} file {p} does not match its checksum in {MANIFEST}: it was modified or corrupted; {fix}"
                 )
     return manifest
