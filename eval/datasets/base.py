@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 from attnsift.errors import DataFormatError, DatasetError
 from attnsift.eval.datasets.jsonl import JsonlStore
+from attnsift.fingerprint import combine, documents_fingerprint, file_fingerprint
 from attnsift.types import Document, Query, Run, check_k
 
 __all__ = ["DATA_ENV", "OFFLINE_ENV", "DocumentStore", "MemoryStore", "Corpus", "Dataset", "DatasetInfo",
@@ -50,6 +51,9 @@ class DocumentStore(Protocol):
     def subset(self, wanted: set[str]) -> dict[str, Document]:
         """The documents whose ids are in ``wanted`` (store order; absent ids left out)."""
 
+    # Optional: ``fingerprint() -> str``, a content hash of the documents that is cheaper than reading
+    # them all (a file's hash, cached by size and mtime). Without it, Corpus.fingerprint hashes the documents.
+
 
 class MemoryStore:
     """Documents held in a dict (a :class:`DocumentStore`)."""
@@ -59,6 +63,7 @@ class MemoryStore:
     def __init__(self, documents: dict[str, Document]) -> None:
         self._docs = documents
         self.known_len: int | None = len(documents)
+        self._fingerprint: str | None = None
 
     def iter_documents(self) -> Iterator[Document]:
         yield from self._docs.values()
@@ -71,6 +76,12 @@ class MemoryStore:
 
     def subset(self, wanted: set[str]) -> dict[str, Document]:
         return {i: d for i, d in self._docs.items() if i in wanted}
+
+    def fingerprint(self) -> str:
+        """A hash of the documents' ids, titles and texts (computed once: the store is not changed)."""
+        if self._fingerprint is None:
+            self._fingerprint = documents_fingerprint(self._docs.values())
+        return self._fingerprint
 
 
 class Corpus(Mapping[str, Document]):
@@ -122,6 +133,18 @@ class Corpus(Mapping[str, Document]):
     def __repr__(self) -> str:
         n = self.store.known_len if self.store.known_len is not None else "?"
         return f"Corpus({self.source}, docs={n})"
+
+    def fingerprint(self) -> str:
+        """A content hash of the documents (64 hex characters).
+
+        A ``corpus.jsonl`` corpus: the file's sha256 (cached by size and mtime, so cheap after the first
+        time); in memory: the documents' ids, titles and texts; ir_datasets: its id and the files behind
+        it that are on this machine. A store without its own ``fingerprint`` has its documents hashed.
+        """
+        own = getattr(self.store, "fingerprint", None)
+        if callable(own):
+            return own()
+        return documents_fingerprint(self.store.iter_documents())
 
     def iter_documents(self) -> Iterator[Document]:
         """Stream every document (store order). Duplicate ids raise DataFormatError (file, line, id)."""
@@ -180,6 +203,9 @@ class Dataset:
     split : str
     run_aliases : dict
         Short run names (``"bm25" -> "bm25_flat"``) accepted by :meth:`load_run`.
+    read_from : dict
+        What ``"queries"`` and ``"qrels"`` were read from: a file path (fingerprinted by content), or a
+        fingerprint already taken (a subset keeps its parent's). Missing: the in-memory content is hashed.
     """
 
     name: str
@@ -192,6 +218,30 @@ class Dataset:
     description: str = ""
     split: str = "test"
     run_aliases: dict[str, str] = field(default_factory=dict)
+    read_from: dict[str, Path | str] = field(default_factory=dict, repr=False)
+
+    def _part_fingerprint(self, part: str) -> str:
+        src = self.read_from.get(part)
+        if isinstance(src, Path):
+            return file_fingerprint(src)
+        if isinstance(src, str):
+            return src
+        if part == "queries":
+            return combine("queries", [[q.id, q.text] for q in self.queries.values()])
+        return combine("qrels", {q: dict(sorted(d.items())) for q, d in sorted(self.qrels.items())})
+
+    def fingerprints(self) -> dict[str, str]:
+        """Content hashes of what this data set was read from, with its name and split.
+
+        Returns
+        -------
+        dict
+            ``corpus``, ``queries``, ``qrels`` (64 hex characters each: the files' sha256, cached by size
+            and mtime, or the in-memory content's), ``name`` and ``split``. A :meth:`subset` has its
+            parent's fingerprints: what a query set was taken from is recorded separately by the caller.
+        """
+        return {"name": self.name, "split": self.split, "corpus": self.corpus.fingerprint(),
+                "queries": self._part_fingerprint("queries"), "qrels": self._part_fingerprint("qrels")}
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, split={self.split!r}, queries={len(self.queries)}, "
@@ -248,6 +298,7 @@ class Dataset:
             qrels={q: dict(self.qrels[q]) for q in keep if q in self.qrels},
             runs=dict(self.runs),
             run_aliases=dict(self.run_aliases),
+            read_from={part: self.read_from.get(part) or self._part_fingerprint(part) for part in ("queries", "qrels")},
             description=f"{self.description} [subset: {len(keep)} of {len(self.queries)} queries]",
         )
 

@@ -69,6 +69,7 @@ class BeirLoader:
             description=info.description or f"BEIR-layout folder {path.name}",
             split=split,
             run_aliases={a: t for a, t in info.run_aliases.items() if t in runs},
+            read_from={"queries": path / "queries.jsonl", "qrels": qrels_path},
         )
 
     def summary(self, path: Path, split: str = "test") -> dict[str, Any]:

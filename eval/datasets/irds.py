@@ -16,9 +16,10 @@ from urllib.parse import urlparse
 from attnsift.errors import DatasetError
 from attnsift.eval.datasets.aliases import ALIASES
 from attnsift.eval.datasets.base import DATA_ENV, OFFLINE_ENV, Corpus, Dataset, DatasetInfo
+from attnsift.fingerprint import combine, folder_fingerprint
 from attnsift.types import Document, Query
 
-__all__ = ["IrdsStore", "irds_load", "irds_missing", "load_irds"]
+__all__ = ["IrdsStore", "irds_files", "irds_load", "irds_missing", "load_irds"]
 
 Missing = list[tuple[Path | None, list[str]]]  # (cache path, download urls) per source still needed
 
@@ -71,6 +72,34 @@ def _irds_sources(obj: Any, out: Missing, seen: set[int], depth: int = 0, outer:
     if d:
         for x in d.values():
             _irds_sources(x, out, seen, depth + 1, outer)
+
+
+def irds_files(ds: Any, handlers: Sequence[str]) -> list[Path]:
+    """The files on this machine behind ``handlers`` of ``ds``: the cache files of its downloads and
+    the ``_path`` files of its handlers (private attributes, as in :func:`irds_missing`), sorted."""
+    found: set[Path] = set()
+    seen: set[int] = set()
+
+    def walk(obj: Any, depth: int) -> None:
+        if id(obj) in seen or depth > 10 or isinstance(obj, (str, bytes, int, float, bool, type(None), Path)):
+            return
+        seen.add(id(obj))
+        for attr in ("_cache_path", "_path"):
+            p = getattr(obj, attr, None)
+            if isinstance(p, (str, Path)) and Path(p).is_file():
+                found.add(Path(p))
+        items = obj if isinstance(obj, (list, tuple, set)) else (obj.values() if isinstance(obj, dict)
+                                                               else (getattr(obj, "__dict__", None) or {}).values())
+        for x in items:
+            walk(x, depth + 1)
+
+    for h in handlers:
+        try:
+            handler = getattr(ds, h)()
+        except Exception:  # the data set has no such component
+            continue
+        walk(handler, 0)
+    return sorted(found)
 
 
 def irds_missing(ds: Any, handlers: Sequence[str]) -> Missing:
@@ -209,6 +238,14 @@ class IrdsStore:
     def subset(self, wanted: set[str]) -> dict[str, Document]:
         got = self._store().get_many(list(wanted))
         return {k: _to_document(v) for k, v in got.items()}
+
+    def fingerprint(self) -> str:
+        """The ir_datasets id and the content of the docs files behind it that are on this machine
+        (each hashed once, then cached by size and mtime); only the id when none is reachable."""
+        if self._ds is None:
+            self._ds = irds_load(self.dataset_id)
+        files = irds_files(self._ds, ("docs_handler",))
+        return combine("ir_datasets", self.dataset_id, folder_fingerprint(files) if files else None)
 
 
 def load_irds(dataset_id: str, split: str, info: DatasetInfo, folder: str | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from attnsift.errors import DataFormatError
+from attnsift.fingerprint import file_fingerprint
 from attnsift.types import Document, Query
 
 __all__ = ["load_json_line", "parse_doc", "read_queries", "count_lines", "duplicate_error", "JsonlStore"]
@@ -170,6 +171,10 @@ class JsonlStore:
     @property
     def source(self) -> str:
         return f"local:{self.path}"
+
+    def fingerprint(self) -> str:
+        """The sha256 of ``corpus.jsonl`` (cached by size and mtime)."""
+        return file_fingerprint(self.path)
 
     @property
     def loaded(self) -> bool:

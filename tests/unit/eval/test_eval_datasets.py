@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from attnsift.errors import DataFormatError, DatasetError
-from attnsift.eval.datasets import Corpus, list_datasets, load_dataset, read_queries
+from attnsift.eval.datasets import Corpus, Dataset, list_datasets, load_dataset, read_queries
 from attnsift.types import Document, Query
 
 
@@ -34,6 +34,57 @@ def _beir(root: Path, docs=None, queries=None, qrels="query-id\tcorpus-id\tscore
 
 
 # ------------------------------------------------------------------------------------------ folders
+
+
+@pytest.fixture
+def fp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path / "cache"))
+
+
+def test_dataset_fingerprints_follow_file_content(tmp_path, fp_cache):
+    import hashlib
+
+    root = _beir(tmp_path / "a")
+    fps = load_dataset(str(root)).fingerprints()
+    assert set(fps) == {"name", "split", "corpus", "queries", "qrels"}
+    assert (fps["name"], fps["split"]) == ("a", "test")
+    assert fps["corpus"] == hashlib.sha256((root / "corpus.jsonl").read_bytes()).hexdigest()
+    assert fps["qrels"] == hashlib.sha256((root / "qrels" / "test.tsv").read_bytes()).hexdigest()
+    # Same bytes elsewhere: same content fingerprints.
+    other = load_dataset(str(_beir(tmp_path / "b" / "a"))).fingerprints()
+    assert other == fps
+    # Qrels changed in place (same size, so only the content tells): the qrels fingerprint changes.
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\nq2\td2\t1\n")
+    st = (root / "qrels" / "test.tsv").stat()
+    os.utime(root / "qrels" / "test.tsv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = load_dataset(str(root)).fingerprints()
+    assert changed["qrels"] != fps["qrels"] and changed["corpus"] == fps["corpus"]
+
+
+def test_subset_keeps_the_parent_fingerprints(tmp_path, fp_cache):
+    ds = load_dataset(str(_beir(tmp_path / "a")))
+    assert ds.subset(max_queries=1).fingerprints() == ds.fingerprints()
+    mem = Dataset(name="m", corpus=Corpus.from_documents([Document("d1", "one")]),
+                  queries={"q1": Query("q1", "a"), "q2": Query("q2", "b")}, qrels={"q1": {"d1": 1}, "q2": {"d1": 0}})
+    assert mem.subset(["q2"]).fingerprints() == mem.fingerprints()
+    other = Dataset(name="m", corpus=mem.corpus, queries={"q1": Query("q1", "a"), "q2": Query("q2", "B")},
+                    qrels=mem.qrels)
+    assert other.fingerprints()["queries"] != mem.fingerprints()["queries"]
+    assert other.fingerprints()["qrels"] == mem.fingerprints()["qrels"]
+
+
+def test_corpus_fingerprint_in_memory_and_other_stores():
+    from attnsift.eval.datasets import MemoryStore
+    from attnsift.fingerprint import documents_fingerprint
+
+    docs = [Document("d1", "one", "T"), Document("d2", "two")]
+    assert Corpus.from_documents(docs).fingerprint() == documents_fingerprint(docs)
+    assert Corpus.from_documents(docs[:1]).fingerprint() != documents_fingerprint(docs)
+
+    class Plain(MemoryStore):  # a store without its own fingerprint: the documents are hashed
+        fingerprint = None
+
+    assert Corpus(Plain({d.id: d for d in docs})).fingerprint() == documents_fingerprint(docs)
 
 def test_load_folder_by_path_and_by_name(tmp_path):
     folder = _beir(tmp_path / "toy", runs={"bm25_flat.top10.trec": "q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\n"})
@@ -308,6 +359,8 @@ def test_ir_datasets_path_reads_a_local_source_zip(tmp_path, data_dir):
         docs = ds.corpus.subset(["4983", "nope"])
         print(ds.source, ds.rel_level, len(ds.queries), sum(map(len, ds.qrels.values())), list(docs))
         print(ds.corpus["4983"].title[:30])
+        from attnsift.fingerprint import combine
+        print(ds.corpus.fingerprint() != combine("ir_datasets", "beir/scifact/test", None))
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "ATTNSIFT_DATA"}
@@ -317,3 +370,4 @@ def test_ir_datasets_path_reads_a_local_source_zip(tmp_path, data_dir):
     lines = res.stdout.splitlines()
     assert lines[0] == "ir_datasets:beir/scifact/test 1 300 339 ['4983']"
     assert lines[1] == "Microstructural development of"
+    assert lines[2] == "True"  # the source zip is part of the corpus fingerprint
