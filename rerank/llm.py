@@ -3,7 +3,15 @@
 ``load_causal_lm(name)`` accepts a local Hugging Face folder, a hub id, a ``.gguf`` file, or one of the
 aliases of the offline model packages (``smollm2-135m``, ``gemma3-270m``). GGUF files are dequantized
 and converted ONCE to a safetensors folder under ``$ATTNSIFT_CACHE/models`` (default
-``~/.cache/attnsift/models``), written atomically; later loads read that folder (a few seconds).
+``~/.cache/attnsift/models``), written atomically with a manifest of sha256 checksums; every load
+verifies the folder against it (about 0.5 s for SmolLM2's 540 MB, once per process) and a damaged
+folder is an error that says to delete it (it is then rebuilt from the GGUF file). A folder converted
+by an attnsift without manifests gets one on its first use (trust on first use: it was written
+atomically, so it is complete).
+
+Only decoder-only (causal) language models are accepted: an encoder (BERT, RoBERTa, a
+sentence-transformers folder), an encoder-decoder, a missing path or a file that is not a model is a
+one-line :class:`ValueError` naming what was given and what is expected.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from attnsift.errors import require
+from attnsift.io import MANIFEST, atomic_dir, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +81,52 @@ def resolve_gguf(alias: str) -> Path:
     return target
 
 
+CACHE_KIND = "converted-model"
+_VERIFIED: set[tuple] = set()
+
+
+def converted_dir(gguf: Path) -> Path:
+    """The cache folder of ``gguf``'s conversion (keyed by its path, size and mtime)."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / f"{gguf.stem}-{key}"
+
+
+def verify_converted(out: Path, gguf: Path) -> Path:
+    """Check the converted folder ``out`` against its manifest (writing one if it has none); return ``out``.
+
+    A full sha256 check of every file, done once per process for the same sizes and mtimes.
+
+    Raises
+    ------
+    IndexCorruptedError
+        A file is missing or does not match its checksum; the message says to delete the folder.
+    """
+    if _stamp(out) in _VERIFIED:
+        return out
+    if not (out / MANIFEST).is_file():
+        log.warning("%s (converted by an older attnsift) has no manifest: recording its checksums now", out)
+        write_manifest(out, CACHE_KIND, source=str(gguf))
+    else:
+        read_manifest(out, CACHE_KIND, what="converted model cache",
+                      fix=f"delete the folder {out} (`rm -r {out}`) and run again to rebuild it from {gguf}")
+    _VERIFIED.add(_stamp(out))
+    return out
+
+
+def _stamp(folder: Path) -> tuple:
+    return str(folder), tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                     for p in folder.iterdir() if p.is_file()))
+
+
 def _convert_gguf(gguf: Path) -> Path:
-    """Dequantize ``gguf`` once into a safetensors folder in the cache; return the folder."""
+    """Dequantize ``gguf`` once into a safetensors folder in the cache; return the (verified) folder."""
+    out = converted_dir(gguf)
+    if (out / "config.json").is_file():
+        return verify_converted(out, gguf)
     require("gguf", "llm", "reading GGUF model files")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from attnsift.io import atomic_dir
-
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    out = cache_dir() / f"{gguf.stem}-{key}"
-    if (out / "config.json").is_file():
-        return out
     log.info("converting %s to safetensors in %s (once)", gguf, out)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
@@ -107,11 +150,29 @@ def _convert_gguf(gguf: Path) -> Path:
         cfg = json.loads(cfg_path.read_text())
         cfg.pop("quantization_config", None)
         cfg_path.write_text(json.dumps(cfg, indent=2))
+        write_manifest(tmp, CACHE_KIND, source=str(gguf))
     return out
 
 
+EXPECTED = "a decoder-only (causal) language model: a Hugging Face model folder with config.json, a .gguf file, " \
+           f"a hub id (org/name), or one of the aliases {sorted(ALIASES)}"
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else with a separator, or starting like a path, is a path.
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
+
+
 def resolve_model_path(name: str) -> str:
-    """Map ``name`` (alias, .gguf file, folder or hub id) to something ``from_pretrained`` can load."""
+    """Map ``name`` (alias, .gguf file, folder or hub id) to something ``from_pretrained`` can load.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a non-empty string.
+    ValueError
+        A path that does not exist, a file that is not a GGUF model, a folder without config.json.
+    """
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"model must be a non-empty string (alias, folder, .gguf file or hub id), got {name!r}")
     if name in ALIASES:
@@ -120,15 +181,48 @@ def resolve_model_path(name: str) -> str:
     if name.endswith(".gguf"):
         if not path.is_file():
             raise ValueError(f"GGUF file {name!r} does not exist; give the path of an existing .gguf file")
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise ValueError(f"{name!r} is not a GGUF file (it does not start with the GGUF magic bytes); expected {EXPECTED}")
         return str(_convert_gguf(path))
+    if path.is_file():
+        raise ValueError(f"{name!r} is a file, not a model; expected {EXPECTED}")
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ValueError(
-                f"{name!r} is a local path without config.json: give a Hugging Face model folder, a .gguf file, "
-                f"a hub id, or one of the aliases {sorted(ALIASES)}"
-            )
+            raise ValueError(f"{name!r} is a folder without config.json, not a model; expected {EXPECTED}")
         return str(path)
+    if _looks_like_path(name):
+        raise ValueError(f"model path {name!r} does not exist; expected {EXPECTED}")
     return name  # a hub id
+
+
+def _encoder_types() -> frozenset[str]:
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    # Families with both a masked-LM and a causal-LM head are bidirectional encoders; their causal
+    # head only makes sense on a checkpoint trained as a decoder (config.is_decoder).
+    return frozenset(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) & set(MODEL_FOR_MASKED_LM_MAPPING_NAMES)) | {"bert-generation"}
+
+
+def causal_lm_problem(config: Any, trust_remote_code: bool = False) -> str | None:
+    """Why a model with this transformers ``config`` is not a decoder-only language model (None if it is).
+
+    Encoder-decoders, bidirectional encoders (BERT, RoBERTa, ELECTRA, ... unless trained as decoders:
+    ``config.is_decoder``) and model types without a causal-LM class are refused.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", None)
+    archs = ", ".join(getattr(config, "architectures", None) or []) or model_type
+    if getattr(config, "is_encoder_decoder", False):
+        return f"an encoder-decoder model ({archs})"
+    if model_type in _encoder_types() and not getattr(config, "is_decoder", False):
+        return f"a bidirectional encoder ({archs}), e.g. a sentence-transformers or masked-LM model"
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+        return f"a {model_type!r} model, which has no causal-LM class"
+    return None
 
 
 def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -173,24 +267,26 @@ def _load_cached(name: str, device: str, dtype: Any, trust_remote_code: bool) ->
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"could not load a model config from {name!r}: {exc}. Give a local Hugging Face folder, a .gguf file, "
-            f"a reachable hub id, or one of the aliases {sorted(ALIASES)}"
-        ) from exc
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
-        raise ValueError(
-            f"{name!r} is a {config.model_type!r} model, not a causal (decoder-only) language model; "
-            "attention rerankers need one such as SmolLM2, Llama, Mistral, Qwen or Gemma"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        raise ValueError(f"could not load a model config from {name!r} ({_one_line(exc)}); expected {EXPECTED}") from exc
+    problem = causal_lm_problem(config, trust_remote_code)
+    if problem:
+        raise ValueError(f"{name!r} is {problem}, not a decoder-only (causal) language model; attention rerankers "
+                         "need one such as SmolLM2, Llama, Mistral, Qwen or Gemma")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"could not load the model or tokenizer of {name!r} ({_one_line(exc)}); expected {EXPECTED}") from exc
     model.to(device)
     model.eval()
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{name!r} has no fast tokenizer; token offsets (needed for exact spans) require one")
     return model, tokenizer
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_tokenizer(name: str) -> Any:
@@ -201,11 +297,9 @@ def load_tokenizer(name: str) -> Any:
 
     if name in ALIASES or name.endswith(".gguf"):
         gguf = resolve_gguf(name) if name in ALIASES else Path(name)
-        st = gguf.stat()
-        key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-        converted = cache_dir() / f"{gguf.stem}-{key}"
+        converted = converted_dir(gguf)
         if (converted / "config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(converted))
+            return AutoTokenizer.from_pretrained(str(verify_converted(converted, gguf)))
         require("gguf", "llm", "reading GGUF model files")
         return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     return AutoTokenizer.from_pretrained(resolve_model_path(name))

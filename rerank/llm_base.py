@@ -21,7 +21,7 @@ def check_causal_lm(model: Any, who: str = "this reranker") -> None:
     TypeError
         ``model`` is not a ``PreTrainedModel``.
     ValueError
-        It is one, but not a causal LM (e.g. a BERT encoder).
+        It is one, but not a decoder-only causal LM (e.g. a BERT encoder, even under its LM head).
     """
     try:
         from transformers import PreTrainedModel
@@ -39,6 +39,12 @@ def check_causal_lm(model: Any, who: str = "this reranker") -> None:
             f"{type(model).__name__} is not a causal language model; {who} needs a decoder-only LM "
             "(e.g. AutoModelForCausalLM: SmolLM2, Llama, Mistral, Qwen, Gemma)"
         )
+    from attnsift.rerank.llm import causal_lm_problem
+
+    problem = causal_lm_problem(model.config, trust_remote_code=True)
+    if problem:
+        raise ValueError(f"{type(model).__name__} is {problem}, not a decoder-only language model; {who} needs one "
+                         "(e.g. SmolLM2, Llama, Mistral, Qwen, Gemma)")
 
 
 def slide_windows(n: int, window: int, stride: int, reorder: Callable[[list[int]], Sequence[int]]) -> tuple[list[int], int]:
