@@ -1,21 +1,22 @@
 """Quality benchmarks over many data sets and systems: resumable, with tables, JSON and plots.
 
-Layout of ``out_dir``::
+Layout of ``out_dir`` (see :mod:`attnsift.bench.store` for the keys)::
 
-    <dataset>/<system-slug>/config.json       what this folder computes (data set, spec, query ids)
-    <dataset>/<system-slug>/progress.jsonl    one line per finished query (ranking + seconds), flushed as it goes
-    <dataset>/<system-slug>/run.trec          the final run, written atomically once every query is done
-    <dataset>/<system-slug>/metrics.json      per-query and aggregate metrics; its presence marks completion
+    <dataset>/<system-slug>/<key>/config.json             what the key is made of
+    <dataset>/<system-slug>/<key>/progress.jsonl          one line per finished query (ranking + seconds)
+    <dataset>/<system-slug>/<key>/<N>q-<hash>/run.trec    one query set's final run, written atomically
+    <dataset>/<system-slug>/<key>/<N>q-<hash>/metrics.json  its metrics; its presence marks completion
     results.json, results.md, quality_vs_cost.png, per_query_delta.png
 
-An interrupted run loses at most the query in flight: on a rerun, complete folders (``metrics.json``
-with the same configuration) are skipped, and partial ones resume after their last whole line (a
-truncated last line is discarded). A folder whose configuration differs is recomputed, never mixed.
+Results are keyed by the content of what made them (corpus, queries, qrels, the provided run or model
+files, the system spec, the metrics): a changed setting or file gets a folder of its own and deletes
+nothing, and a subset of finished queries is read from the progress of a larger query set. An
+interrupted run loses at most the query in flight; a damaged progress line costs its query only. One
+writer at a time: a second bench on the same ``out_dir`` stops at once (:func:`~attnsift.bench.store.bench_lock`).
 """
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from attnsift.bench.specs import SystemSpec
+from attnsift.bench.store import FORMAT_VERSION  # noqa: F401 (re-exported: the format of the results)
+from attnsift.bench.store import (append_progress, bench_lock, key_folder, query_set_folder, read_progress,
+                                  result_key, stage_fingerprint)
 from attnsift.io import atomic_write_json, atomic_write_text
 from attnsift.pipeline import Pipeline, first_stage
 from attnsift.trec import write_run
@@ -34,7 +38,6 @@ from attnsift.types import Candidate, Ranking, Run
 log = logging.getLogger(__name__)
 
 BENCH_METRICS = ("nDCG@10", "MRR@10", "R@100")
-FORMAT_VERSION = 2  # 2: the spec's top_k is called depth
 
 
 class _Interrupted(Exception):
@@ -44,10 +47,10 @@ class _Interrupted(Exception):
 def _first_stage(ds: Any, spec: SystemSpec, cache: dict, progress: bool = False) -> tuple[Run, float]:
     """The first-stage run of ``spec`` on ``ds`` and its search seconds per query, through the Pipeline.
 
-    Cached per data set, first stage, ``first_stage_k`` and query set, so the systems that share a first
-    stage share one retrieval (and ``bm25`` and ``bm25+icr`` rerank the very same candidates).
+    Cached per data set (source, name, split), first stage, ``first_stage_k`` and query set, so the systems
+    that share a first stage share one retrieval (and ``bm25`` and ``bm25+icr`` rerank the same candidates).
     """
-    key = (ds.name, str(spec.first), spec.first_stage_k, tuple(ds.queries))
+    key = (ds.source, ds.name, ds.split, str(spec.first), spec.first_stage_k, tuple(ds.queries))
     if key not in cache:
         run = spec.first.model if spec.first.name == "run" else None
         stage = first_stage(ds, spec.first.name, run=run, model=None if run else spec.first.model,
@@ -59,36 +62,6 @@ def _first_stage(ds: Any, spec: SystemSpec, cache: dict, progress: bool = False)
     return cache[key]
 
 
-def _config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _read_progress(path: Path) -> dict[str, dict]:
-    """Whole lines of ``progress.jsonl``; a truncated or corrupt tail is cut off (the query is redone)."""
-    done: dict[str, dict] = {}
-    if not path.exists():
-        return done
-    good_bytes = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                rec = json.loads(raw)
-                qid, docs, secs = rec["qid"], rec["docs"], float(rec["seconds"])
-                if not isinstance(docs, list):
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                break
-            done[qid] = {"docs": docs, "seconds": secs}
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        log.warning("%s: discarding a partial last line (an interrupted query is redone)", path)
-        with open(path, "r+b") as fh:
-            fh.truncate(good_bytes)
-    return done
-
-
 @dataclass
 class SystemResult:
     dataset: str
@@ -98,6 +71,7 @@ class SystemResult:
     seconds_per_query: float
     resumed_queries: int = 0
     skipped: bool = False
+    folder: Path | None = None  # the query set's folder (run.trec, metrics.json)
 
 
 @dataclass
@@ -124,58 +98,67 @@ def _share_masses(reranker: Any, rerankers: dict) -> Any:
     return reranker
 
 
-def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str], cache: dict,
-                rerankers: dict, progress: bool, stop_after: int | None) -> SystemResult:
+def key_fields(ds: Any, fingerprints: dict[str, str], spec: SystemSpec, metrics: Sequence[str]) -> dict[str, Any]:
+    """What a result of ``spec`` on ``ds`` is made of (the query set aside): content fingerprints of the
+    data (``fingerprints``: :meth:`Dataset.fingerprints`), of the provided run or models, and the settings."""
+    from attnsift.registry import DEFAULT_MODELS
+
+    return {"dataset": fingerprints, "rel_level": ds.rel_level, "system": spec.to_dict(),
+            "first_stage_files": stage_fingerprint(spec.first, ds, DEFAULT_MODELS, first=True),
+            "reranker_files": stage_fingerprint(spec.reranker, ds, DEFAULT_MODELS, first=False),
+            "metrics": list(metrics)}
+
+
+def _saved(path: Path, key: str, q_ids: list[str]) -> dict | None:
+    """The metrics saved at ``path`` when they are whole and of this key and query set, else None."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved["key"] == key and saved["queries"] == q_ids:
+            return saved
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        log.warning("%s unreadable (%s): computed again from the progress file", path, exc)
+        return None
+    log.warning("%s belongs to another key or query set: computed again", path)
+    return None
+
+
+def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any], metrics: Sequence[str],
+                cache: dict, rerankers: dict, progress: bool, stop_after: int | None) -> SystemResult:
     from attnsift.eval.metrics import evaluate
     from attnsift.eval.report import EvalReport
     from attnsift.registry import build_reranker
 
     queries = list(ds.queries.values())
-    config = {"format": FORMAT_VERSION, "dataset": ds.name, "split": getattr(ds, "split", "test"),
-              "system": spec.to_dict(), "queries": [q.id for q in queries], "metrics": list(metrics)}
-    chash = _config_hash(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics_path, progress_path, config_path = folder / "metrics.json", folder / "progress.jsonl", folder / "config.json"
+    q_ids = [q.id for q in queries]
+    key = result_key(fields)
+    folder = key_folder(folder, key, fields)
+    out = query_set_folder(folder, q_ids)
+    metrics_path, progress_path = out / "metrics.json", folder / "progress.jsonl"
 
     first_run, first_spq = _first_stage(ds, spec, cache, progress=progress)
-    q_ids = [q.id for q in queries]
     first_report = None
     if spec.reranker is not None:
         first_report = evaluate(first_run, ds.qrels, metrics=metrics, rel_level=ds.rel_level,
                                 name=str(spec.first), queries=q_ids)
 
-    if metrics_path.exists():
-        try:
-            saved = json.loads(metrics_path.read_text())
-            if saved.get("config_hash") == chash:
-                report = EvalReport.from_dict(saved["report"])
-                return SystemResult(ds.name, spec, report, first_report, saved["seconds_per_query"], skipped=True)
-        except (ValueError, KeyError):
-            pass
-        log.warning("%s: results from another configuration; recomputing", folder)
-        metrics_path.unlink()
+    saved = _saved(metrics_path, key, q_ids)
+    if saved is not None:
+        report = EvalReport.from_dict(saved["report"])
+        return SystemResult(ds.name, spec, report, first_report, saved["seconds_per_query"], skipped=True, folder=out)
 
-    if config_path.exists():
-        try:
-            same = json.loads(config_path.read_text()).get("config_hash") == chash
-        except ValueError:
-            same = False
-        if not same and progress_path.exists():
-            log.warning("%s: partial results from another configuration; starting over", folder)
-            progress_path.unlink()
-    atomic_write_json(config_path, {**config, "config_hash": chash})
-
-    done = _read_progress(progress_path)
-    resumed = len(done)
+    done = read_progress(progress_path)
+    resumed = sum(q in done for q in q_ids)
     todo = [q for q in queries if q.id not in done]
     if todo:
         reranker = None
         if spec.reranker is not None:
-            key = str(spec.reranker)
-            if key not in rerankers:
-                rerankers[key] = _share_masses(build_reranker(spec.reranker.name, model=spec.reranker.model,
-                                                              options=dict(spec.reranker.options)), rerankers)
-            reranker = rerankers[key]
+            rkey = str(spec.reranker)
+            if rkey not in rerankers:
+                rerankers[rkey] = _share_masses(build_reranker(spec.reranker.name, model=spec.reranker.model,
+                                                               options=dict(spec.reranker.options)), rerankers)
+            reranker = rerankers[rkey]
         # The cached first-stage run stands in for the first stage: the systems sharing it rerank the same
         # candidates, and its search seconds per query are added to each query's reranking seconds.
         pipe = Pipeline(first_run, reranker, first_stage_k=spec.first_stage_k, depth=spec.depth,
@@ -192,19 +175,17 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, metrics: Sequence[str],
                 # rerank_seconds is the scoring's compute, also when served from a pass shared with another
                 # system (ICR's calibrations): the cost of the system run alone.
                 secs = first_spq + res.rerank_seconds
-                rec = {"qid": res.query.id, "docs": [[c.doc_id, c.score] for c in res.ranking.candidates],
-                       "seconds": secs}
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                done[res.query.id] = {"docs": rec["docs"], "seconds": secs}
+                docs = [[c.doc_id, c.score] for c in res.ranking.candidates]
+                append_progress(fh, res.query.id, docs, secs)
+                done[res.query.id] = {"docs": docs, "seconds": secs}
 
     run = Run((Ranking(q, tuple(Candidate(d, s) for d, s in done[q.id]["docs"])) for q in queries), name=spec.label)
-    write_run(run, folder / "run.trec", tag=spec.slug)
+    write_run(run, out / "run.trec", tag=spec.slug)
     report = evaluate(run, ds.qrels, metrics=metrics, rel_level=ds.rel_level, name=spec.label, queries=q_ids)
     spq = sum(done[q.id]["seconds"] for q in queries) / max(len(queries), 1)
-    atomic_write_json(metrics_path, {"config_hash": chash, "seconds_per_query": spq, "report": report.to_dict()})
-    return SystemResult(ds.name, spec, report, first_report, spq, resumed_queries=resumed)
+    atomic_write_json(metrics_path, {"key": key, "queries": q_ids, "seconds_per_query": spq,
+                                     "report": report.to_dict()})
+    return SystemResult(ds.name, spec, report, first_report, spq, resumed_queries=resumed, folder=out)
 
 
 def run_quality_bench(
@@ -240,23 +221,25 @@ def run_quality_bench(
     if not datasets:
         raise ValueError("no data set given; e.g. --datasets scifact,nfcorpus,dl19")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = BenchResult(out, list(datasets), specs)
     cache: dict = {}
     rerankers: dict = {}
     t_start = time.perf_counter()
-    for name in datasets:
-        ds = load_dataset(name)
-        if max_queries is not None:
-            ds = ds.subset(max_queries=max_queries)
-        for spec in specs:
-            folder = out / ds.name / spec.slug
-            r = _run_system(ds, spec, folder, metrics, cache, rerankers, progress, stop_after)
-            result.results[(name, spec.label)] = r
-            if on_result is not None:
-                on_result(r)
-    result.metadata = _metadata(datasets, specs, max_queries, metrics, time.perf_counter() - t_start)
-    write_reports(result, metrics, plots=plots)
+    with bench_lock(out):
+        for name in datasets:
+            ds = load_dataset(name)
+            if max_queries is not None:
+                ds = ds.subset(max_queries=max_queries)
+            fingerprints = ds.fingerprints()
+            for spec in specs:
+                fields = key_fields(ds, fingerprints, spec, metrics)
+                r = _run_system(ds, spec, out / ds.name / spec.slug, fields, metrics, cache, rerankers, progress,
+                                stop_after)
+                result.results[(name, spec.label)] = r
+                if on_result is not None:
+                    on_result(r)
+        result.metadata = _metadata(datasets, specs, max_queries, metrics, time.perf_counter() - t_start)
+        write_reports(result, metrics, plots=plots)
     return result
 
 
@@ -335,6 +318,8 @@ def write_reports(result: BenchResult, metrics: Sequence[str] = BENCH_METRICS, p
     for (d, label), r in result.results.items():
         row = {"dataset": d, "system": label, "spec": r.spec.to_dict(), "num_queries": r.report.num_queries,
                "seconds_per_query": r.seconds_per_query, **r.report.aggregate}
+        if r.folder is not None:
+            row["folder"] = r.folder.relative_to(out).as_posix() if r.folder.is_relative_to(out) else str(r.folder)
         if r.first_stage_report is not None:
             cmp = r.first_stage_report.compare(r.report)
             row["vs_first_stage"] = cmp.to_dict()

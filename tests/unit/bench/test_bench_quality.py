@@ -50,6 +50,12 @@ def _numbers(out: Path) -> dict:
     return {(r["dataset"], r["system"]): {k: r[k] for k in ("nDCG@10", "MRR@10", "R@100", "num_queries")} for r in rows}
 
 
+def _key_folder(out: Path, dataset: str, system: str) -> Path:
+    """The one key folder of ``system`` on ``dataset`` under ``out``."""
+    (folder,) = (out / dataset / SystemSpec.parse(system).slug).glob("*/config.json")
+    return folder.parent
+
+
 def test_interrupted_run_resumes_to_the_same_numbers(data_dir, tmp_path: Path):
     args = dict(datasets=["dl19"], systems=["bm25", "run:splade"], max_queries=12, progress=False, plots=False)
     full = tmp_path / "full"
@@ -58,29 +64,31 @@ def test_interrupted_run_resumes_to_the_same_numbers(data_dir, tmp_path: Path):
     part = tmp_path / "part"
     with pytest.raises(_Interrupted):
         run_quality_bench(out_dir=part, stop_after=5, **args)
-    progress = part / "dl19" / "bm25" / "progress.jsonl"
+    progress = _key_folder(part, "dl19", "bm25") / "progress.jsonl"
     assert len(progress.read_text().splitlines()) == 5
-    assert not (part / "dl19" / "bm25" / "metrics.json").exists()  # partial is never taken as complete
+    assert not list((part / "dl19" / "bm25").rglob("metrics.json"))  # partial is never taken as complete
     # an interruption in the middle of writing a line: the torn line is discarded and redone
     with open(progress, "a") as fh:
         fh.write('{"qid": "torn", "docs": [["1", 0.5')
     res = run_quality_bench(out_dir=part, **args)
     assert res.get("dl19", "bm25").resumed_queries == 5
     assert _numbers(part) == _numbers(full)
-    assert (part / "dl19" / "bm25" / "run.trec").read_text() == (full / "dl19" / "bm25" / "run.trec").read_text()
+    resumed_run = (res.get("dl19", "bm25").folder / "run.trec").read_bytes()
+    assert resumed_run == (full / res.get("dl19", "bm25").folder.relative_to(part) / "run.trec").read_bytes()
 
     # a rerun skips complete work
     again = run_quality_bench(out_dir=part, **args)
     assert all(r.skipped for r in again.results.values())
 
 
-def test_changed_configuration_is_recomputed_not_mixed(data_dir, tmp_path: Path):
+def test_a_larger_query_set_extends_the_progress_of_the_same_key(data_dir, tmp_path: Path):
     out = tmp_path / "b"
-    run_quality_bench(["dl19"], ["bm25"], out, max_queries=5, progress=False, plots=False)
+    small = run_quality_bench(["dl19"], ["bm25"], out, max_queries=5, progress=False, plots=False)
     res = run_quality_bench(["dl19"], ["bm25"], out, max_queries=8, progress=False, plots=False)
     r = res.get("dl19", "bm25")
-    assert not r.skipped and r.report.num_queries == 8
-    assert len((out / "dl19" / "bm25" / "progress.jsonl").read_text().splitlines()) == 8
+    assert not r.skipped and r.report.num_queries == 8 and r.resumed_queries == 5
+    assert len((_key_folder(out, "dl19", "bm25") / "progress.jsonl").read_text().splitlines()) == 8
+    assert (small.get("dl19", "bm25").folder / "metrics.json").is_file()  # the 5-query result is kept
 
 
 def test_reports_and_plots_are_written(data_dir, tmp_path: Path):
@@ -137,11 +145,12 @@ def test_bench_records_the_rerankers_own_seconds(data_dir, tmp_path: Path, monke
     res = run_quality_bench(["dl19"], ["bm25", "bm25+icr"], tmp_path, max_queries=4, progress=False, plots=False)
     assert res.get("dl19", "bm25+icr").seconds_per_query >= 2.0  # first-stage share + the reported 2 s
     assert res.get("dl19", "bm25").seconds_per_query < 2.0
-    lines = [json.loads(x) for x in (tmp_path / "dl19" / SystemSpec.parse("bm25+icr").slug / "progress.jsonl").read_text().splitlines()]
+    folder = _key_folder(tmp_path, "dl19", "bm25+icr")
+    lines = [json.loads(x) for x in (folder / "progress.jsonl").read_text().splitlines()]
     assert len(lines) == 4 and all(rec["seconds"] >= 2.0 for rec in lines)
-    assert quality.FORMAT_VERSION == 2
-    cfg = json.loads((tmp_path / "dl19" / SystemSpec.parse("bm25+icr").slug / "config.json").read_text())
-    assert cfg["system"]["depth"] == 20 and cfg["format"] == 2
+    assert quality.FORMAT_VERSION == 3
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["system"]["depth"] == 20 and cfg["format"] == 3
 
 
 def test_icr_systems_of_one_bench_share_their_forward_passes(data_dir, tmp_path: Path, monkeypatch):
@@ -166,6 +175,6 @@ def test_icr_systems_of_one_bench_share_their_forward_passes(data_dir, tmp_path:
     a, b = (res.get("scifact", s) for s in systems)
     assert a.seconds_per_query > 0 and b.seconds_per_query > 0
     # different scores from the same masses: the runs differ in their scores
-    ra = (tmp_path / "scifact" / SystemSpec.parse(systems[0]).slug / "run.trec").read_text()
-    rb = (tmp_path / "scifact" / SystemSpec.parse(systems[1]).slug / "run.trec").read_text()
+    ra = (a.folder / "run.trec").read_text()
+    rb = (b.folder / "run.trec").read_text()
     assert ra != rb
