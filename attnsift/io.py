@@ -210,7 +210,7 @@ def write_manifest(directory: str | Path, kind: str, **fields: Any) -> dict:
     return manifest
 
 
-def read_manifest(directory: str | Path, kind: str, verify: bool = True, *, what: str = "index",
+def read_manifest(directory: str | Path, kind: str | None, verify: bool = True, *, what: str = "index",
                   fix: str = "rebuild the index") -> dict:
     """Read and check ``manifest.json``: the kind, and (``verify``) every file's size and checksum.
 
@@ -218,8 +218,8 @@ def read_manifest(directory: str | Path, kind: str, verify: bool = True, *, what
     ----------
     directory : str or Path
         The folder holding ``manifest.json``.
-    kind : str
-        The kind the manifest must record.
+    kind : str or None
+        The kind the manifest must record (None: any kind).
     verify : bool
         Check every listed file's size and sha256 (reads every byte once).
     what, fix : str
@@ -243,7 +243,7 @@ def read_manifest(directory: str | Path, kind: str, verify: bool = True, *, what
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorruptedError(f"{mpath} is not valid JSON ({exc}); the {what} is corrupted, {fix}") from exc
-    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+    if not isinstance(manifest, dict) or (kind is not None and manifest.get("kind") != kind):
         got = manifest.get("kind") if isinstance(manifest, dict) else None
         raise IndexCorruptedError(
             f"{directory} holds a {got!r} {what}, but a {kind!r} {what} was asked for; point to the right folder or {fix}"

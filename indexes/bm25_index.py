@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from attnsift.errors import IndexCorruptedError
+from attnsift.indexes.corpus import corpus_fields
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.types import Document
 
@@ -85,7 +86,8 @@ def _document_to_json(doc: Document) -> dict[str, Any]:
     return {"id": doc.id, "title": doc.title, "text": doc.text, "metadata": dict(doc.metadata)}
 
 
-def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = True, engine: str = "bm25s") -> Path:
+def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = True, engine: str = "bm25s",
+                    corpus: Mapping[str, Any] | None = None) -> Path:
     """Write ``index`` to the folder ``path`` atomically, with a checksummed manifest.
 
     Parameters
@@ -96,6 +98,10 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
         Target folder. It appears only when every file and the manifest are written.
     overwrite : bool
         Replace an existing folder (kept intact until the new one is complete).
+    engine : str
+        The engine recorded in the manifest.
+    corpus : mapping, optional
+        The corpus record (:func:`attnsift.indexes.corpus.corpus_fields`), written to the manifest.
 
     Returns
     -------
@@ -128,6 +134,7 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
             num_docs=len(index.doc_ids),
             vocab_size=len(index.vocab),
             store_text=index.documents is not None,
+            **dict(corpus or corpus_fields()),
         )
     return path
 

@@ -35,6 +35,7 @@ import numpy as np
 from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.bm25_index import BM25IndexData, load_bm25_index, save_bm25_index
+from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.analysis import ANALYZER_VERSION, Analyzer
 from attnsift.retrieval.config import BM25_METHODS, NONOCCURRENCE_METHODS, BM25Config, check_bm25_params
 from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
@@ -391,13 +392,18 @@ class BM25Retriever:
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write the index to the folder ``path`` atomically (temporary folder, then rename).
+    def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
+             dataset: str | None = None) -> Path:
+        """Write the index to the folder ``path`` atomically (temporary folder, then swap).
 
         The manifest records the engine, k1, b, delta, method, stemmer, stopwords, the document count
         and a sha256 per file. Returns ``path``.
+
+        ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
+        for :func:`attnsift.indexes.corpus.check_index_corpus`.
         """
-        return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s")
+        corpus = corpus_fields(corpus_fingerprint, dataset)
+        return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s", corpus=corpus)
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, **options: Any) -> "BM25Retriever":

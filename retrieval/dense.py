@@ -29,6 +29,7 @@ import numpy as np
 from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.config import DenseConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
@@ -285,8 +286,13 @@ class DenseRetriever:
         return Run(rankings, name=self.name)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write the index folder atomically (temporary folder, then rename) with its manifest."""
+    def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
+             dataset: str | None = None) -> Path:
+        """Write the index folder atomically (temporary folder, then swap) with its manifest.
+        ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
+        for :func:`attnsift.indexes.corpus.check_index_corpus`.
+        """
+        corpus = corpus_fields(corpus_fingerprint, dataset)
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             self.index.save(tmp)
@@ -302,6 +308,7 @@ class DenseRetriever:
                 doc_count=len(self.documents),
                 index=self.index.info(),
                 probe=self.probe,
+                **corpus,
             )
         return path
 

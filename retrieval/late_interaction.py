@@ -30,6 +30,7 @@ import numpy as np
 from attnsift.config import config_from_options, resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
+from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.config import LateInteractionConfig
 from attnsift.retrieval.dense import (
     PROBE_DIMS,
@@ -234,8 +235,13 @@ class LateInteractionRetriever:
         return Run(rankings, name=self.name)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write the index folder atomically with its manifest."""
+    def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
+             dataset: str | None = None) -> Path:
+        """Write the index folder atomically with its manifest.
+        ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
+        for :func:`attnsift.indexes.corpus.check_index_corpus`.
+        """
+        corpus = corpus_fields(corpus_fingerprint, dataset)
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             info = self.index.save(tmp)
@@ -253,6 +259,7 @@ class LateInteractionRetriever:
                 candidate_k=self.candidate_k,
                 score_normalize=self.normalize,
                 probe=self.probe,
+                **corpus,
             )
         return path
 

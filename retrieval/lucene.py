@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from attnsift.errors import IndexCorruptedError, require
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.config import resolve_config
+from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.config import BM25Config
 from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
 
@@ -179,8 +180,13 @@ class LuceneBM25Retriever:
         return Run(rankings, name=self.name)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Copy the Lucene index and the documents into ``path`` atomically, with a manifest."""
+    def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
+             dataset: str | None = None) -> Path:
+        """Copy the Lucene index and the documents into ``path`` atomically, with a manifest.
+        ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
+        for :func:`attnsift.indexes.corpus.check_index_corpus`.
+        """
+        corpus = corpus_fields(corpus_fingerprint, dataset)
         self._require_index()
         assert self._dir is not None
         path = Path(path)
@@ -193,7 +199,8 @@ class LuceneBM25Retriever:
                         d = self._documents[did]
                         fh.write(json.dumps({"id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}) + "\n")
             write_manifest(
-                tmp, KIND, engine="pyserini", **self.params, num_docs=len(self._doc_ids), store_text=self._documents is not None
+                tmp, KIND, engine="pyserini", **self.params, num_docs=len(self._doc_ids), store_text=self._documents is not None,
+                **corpus,
             )
         return path
 
