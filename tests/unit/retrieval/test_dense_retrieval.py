@@ -213,15 +213,3 @@ def test_resumable_encoding_cache(tmp_path, encoder, doc_vecs):
     other = encode_corpus_cached(encoder, ids[:3], texts[:3], tmp_path / "c", kinds=("dense",), chunk_size=3)
     assert other["dense"].shape == (3, 384) and len(list((tmp_path / "c").glob("chunk_*.npz"))) == 1
 
-
-def test_saved_index_records_its_corpus(tmp_path, retriever):
-    import json
-
-    from attnsift.errors import IndexCorruptedError
-    from attnsift.indexes.corpus import check_index_corpus
-
-    fp = "ab" * 32
-    path = retriever.save(tmp_path / "idx", corpus_fingerprint=fp, dataset="scifact")
-    assert json.loads((path / "manifest.json").read_text())["corpus"] == {"fingerprint": fp, "dataset": "scifact"}
-    with pytest.raises(IndexCorruptedError, match="built on data set 'scifact'"):
-        check_index_corpus(path, "cd" * 32, "nfcorpus")

@@ -33,6 +33,32 @@ def test_bm25_index_records_its_corpus_and_refuses_another(tmp_path: Path, caplo
     BM25Retriever.load(path)  # the recorded corpus does not disturb loading
 
 
+def _build(kind: str):
+    if kind == "bm25":
+        return BM25Retriever.from_corpus(DOCS_A)
+    pytest.importorskip("faiss")
+    pytest.importorskip("torch")
+    from attnsift.retrieval.encoders import Encoder
+
+    encoder = Encoder("minilm", device="cpu")
+    if kind == "dense":
+        from attnsift.retrieval.dense import DenseRetriever
+
+        return DenseRetriever.from_corpus(DOCS_A, model=encoder)
+    from attnsift.retrieval.late_interaction import LateInteractionRetriever
+
+    return LateInteractionRetriever.from_corpus(DOCS_A, model=encoder)
+
+
+@pytest.mark.parametrize("kind", ["bm25", "dense", "late"])
+def test_every_first_stage_index_records_its_corpus(tmp_path: Path, kind: str):
+    fp = documents_fingerprint(DOCS_A)
+    path = _build(kind).save(tmp_path / kind, corpus_fingerprint=fp, dataset="scifact")
+    assert json.loads((path / "manifest.json").read_text())["corpus"] == {"fingerprint": fp, "dataset": "scifact"}
+    with pytest.raises(IndexCorruptedError, match="built on data set 'scifact'"):
+        check_index_corpus(path, documents_fingerprint(DOCS_B), "nfcorpus")
+
+
 def test_index_without_a_corpus_record_is_accepted_with_a_warning(tmp_path: Path, caplog):
     path = BM25Retriever.from_corpus(DOCS_A).save(tmp_path / "idx")
     with caplog.at_level(logging.WARNING):

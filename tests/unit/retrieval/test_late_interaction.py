@@ -110,15 +110,3 @@ def test_bad_input(encoder, late):
     with pytest.raises(ValueError, match="sum to"):
         TokenIndex.build(np.zeros((4, 8), np.float32), np.array([1, 2]))
 
-
-def test_saved_index_records_its_corpus(tmp_path, late):
-    import json
-
-    from attnsift.errors import IndexCorruptedError
-    from attnsift.indexes.corpus import check_index_corpus
-
-    fp = "ab" * 32
-    path = late.save(tmp_path / "late", corpus_fingerprint=fp, dataset="scifact")
-    assert json.loads((path / "manifest.json").read_text())["corpus"] == {"fingerprint": fp, "dataset": "scifact"}
-    with pytest.raises(IndexCorruptedError, match="built on data set 'scifact'"):
-        check_index_corpus(path, "cd" * 32, "nfcorpus")
