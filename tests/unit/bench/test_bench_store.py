@@ -163,3 +163,34 @@ def test_a_second_writer_fails_at_once_with_the_pid(tmp_path):
     assert not _bench(data, out).get(str(data), "bm25").skipped  # free again once the holder is gone
     with bench_lock(out):  # and released after a run
         pass
+
+
+def test_stage_fingerprints_follow_run_and_model_files(tmp_path):
+    from attnsift.bench.specs import SystemSpec
+    from attnsift.bench.store import stage_fingerprint
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.registry import DEFAULT_MODELS
+
+    data = _folder(tmp_path / "data" / "tiny")
+    (data / "runs").mkdir()
+    (data / "runs" / "bm25.trec").write_text("q1 Q0 d1 1 2.0 x\n")
+    ds = load_dataset(str(data))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+
+    def fps(text: str) -> tuple:
+        spec = SystemSpec.parse(text)
+        return (stage_fingerprint(spec.first, ds, DEFAULT_MODELS, first=True),
+                stage_fingerprint(spec.reranker, ds, DEFAULT_MODELS, first=False))
+
+    provided, none = fps("bm25")  # the data set provides a bm25 run: it stands in, so its content counts
+    assert provided is not None and none is None
+    assert fps("run:bm25")[0] == provided
+    with_model = fps(f"run:bm25+icr:{model}")[1]
+    (data / "runs" / "bm25.trec").write_text("q1 Q0 d2 1 2.0 x\n")
+    (model / "config.json").write_text('{"a": 1}')
+    ds = load_dataset(str(data))
+    assert fps("bm25")[0] != provided
+    assert fps(f"run:bm25+icr:{model}")[1] != with_model
+    assert fps("run:nope") == (None, None)  # not a run of the data set: the first stage says so later
