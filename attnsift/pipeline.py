@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from attnsift.types import Candidate, Query, Ranking, Reranker, Retriever, Run, as_query, check_k, missing_query_text
 
@@ -281,6 +281,69 @@ def attach_texts(run: Run, corpus: Mapping[str, Any] | Any, depth: int | None = 
     return Run((attached(rk) for rk in run.values()), name=run.name)
 
 
+def _ranks_none(run: Run, dataset: Any, what: str) -> ValueError:
+    split = getattr(dataset, "split", None)
+    of = f"{dataset.name}" + (f" ({split})" if split else "")
+    if not len(run):
+        return ValueError(f"{what} is empty: it ranks no query; write a run with `attnsift retrieve --save-run`")
+    return ValueError(f"{what} ranks none of the {len(dataset.queries)} queries of {of}; "
+                      "is it a run for another data set or split?")
+
+
+def restrict_to_run(dataset: Any, run: Run, *, max_queries: int | None = None, strict: bool = False,
+                    warn: Callable[[str], None] | None = None) -> Any:
+    """``dataset`` cut to the queries ``run`` ranks (in the data set's order), then to the first ``max_queries``.
+
+    A run that covers only some queries is evaluated (and reranked) on those: scoring the missing ones
+    as 0 would report a wrong number. The missing queries, and the run's queries the data set does
+    not have, are counted in one warning (``warn``, default: the log).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Anything with ``name``, ``queries`` and ``subset(ids)`` / ``subset(max_queries=N)``.
+    run : Run
+        The run that stands in for the first stage (or is evaluated).
+    max_queries : int, optional
+        Keep only the first N covered queries (data set order).
+    strict : bool
+        Missing queries are an error instead of a warning.
+    warn : callable, optional
+        Receives the warning's one line.
+
+    Returns
+    -------
+    Dataset
+        ``dataset`` itself when the run covers every query, else the covered subset.
+
+    Raises
+    ------
+    ValueError
+        The data set has no queries, the run ranks none of them (or is empty), or ``strict`` and some
+        queries are missing.
+    """
+    if max_queries is not None:
+        check_k(max_queries, "max_queries")
+    what = f"run {run.name!r}"
+    if not dataset.queries:
+        raise ValueError(f"data set {dataset.name} has no queries to evaluate {what} on; check its queries and qrels files")
+    covered = [q for q in dataset.queries if q in run]
+    if not covered:
+        raise _ranks_none(run, dataset, what)
+    missing = len(dataset.queries) - len(covered)
+    extra = sum(1 for q in run if q not in dataset.queries)
+    if missing or extra:
+        split = getattr(dataset, "split", None)
+        msg = (f"{what} covers {len(covered)} of the {len(dataset.queries)} queries of {dataset.name}"
+               + (f" ({split})" if split else "") + (f"; {missing} have no ranking" if missing else "")
+               + (f"; it also ranks {extra} queries the data set does not have (ignored)" if extra else ""))
+        if missing and strict:
+            raise ValueError(f"{msg}; without --strict only the covered queries are evaluated")
+        (warn or log.warning)(f"{msg}; evaluating the {len(covered)} covered queries only")
+    sub = dataset.subset(covered) if missing else dataset
+    return sub.subset(max_queries=max_queries) if max_queries is not None else sub
+
+
 def provided_run(dataset: Any, retriever: str = "bm25", run: Run | str | os.PathLike | None = None) -> Run | None:
     """The run that stands in for the first stage on ``dataset``, or None when the retriever must run.
 
@@ -311,8 +374,7 @@ def provided_run(dataset: Any, retriever: str = "bm25", run: Run | str | os.Path
 
             found = read_run(path, name=path.stem)
             if dataset.queries and not any(q in found for q in dataset.queries):
-                raise ValueError(f"run file {path} ranks none of the {len(dataset.queries)} queries of {dataset.name}; "
-                                 "is it a run for another data set or split?")
+                raise _ranks_none(found, dataset, f"run file {path}")
             return found
         return dataset.load_run(str(run))
     if retriever in getattr(dataset, "runs", {}) or retriever in getattr(dataset, "run_aliases", {}):

@@ -9,8 +9,9 @@ Run (one line per retrieved document)::
 Qrels, either TREC (``qid 0 docid rel``) or BEIR tsv (an optional header ``query-id corpus-id score``,
 then ``qid<TAB>docid<TAB>rel``). Fields are whitespace-separated; ids never hold whitespace.
 
-Every malformed line raises :class:`~attnsift.errors.DataFormatError` naming the file and the line
-number, so a broken file is fixed at the right place rather than silently half-read.
+Every malformed line, and every byte that is not UTF-8, raises :class:`~attnsift.errors.DataFormatError`
+naming the file and the line number, so a broken file is fixed at the right place rather than silently
+half-read.
 """
 from __future__ import annotations
 
@@ -33,9 +34,15 @@ def _open_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist; check the path")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(
+                    f"{path}:{lineno}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
+                    f"({exc.reason}); {what} files must be UTF-8 text: re-encode the file or fix that line"
+                ) from None
             if not line or line.startswith("#"):
                 continue
             yield lineno, line

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from attnsift.cli.common import guard
+from attnsift.cli.common import check_output, guard
 
 analyze_app = typer.Typer(
     help="Analyse attention rerankers: which heads and layers carry relevance.",
@@ -70,6 +70,10 @@ def heads(
         raise ValueError(f"--out must name a .json file, got {out}")
     if reranker not in ("icr", "blockrank"):
         raise ValueError(f"--reranker must be icr or blockrank, got {reranker!r}")
+    check_output(out, "--out")
+    for folder, name in ((figures, "--figures"), (features, "--features")):
+        if folder is not None:
+            check_output(folder, name, folder=True)
     options = parse_option_strings(option)
     for fixed in ("max_words", "block_tokens", "window", "heads"):
         if fixed in options:

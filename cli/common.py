@@ -1,11 +1,35 @@
-"""What every command group of the CLI shares (typer only at import time)."""
+"""What every command group of the CLI shares (typer only at import time).
+
+:func:`guard` turns user errors and every ``OSError`` into one ``error: ...`` line and exit code 2;
+:func:`check_output` checks an output path before any work starts; :func:`print_json` never prints NaN.
+"""
 from __future__ import annotations
 
+import errno
 import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import typer
 
 USER_ERRORS = (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, KeyError)
+
+log = logging.getLogger("attnsift")
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space there or choose another output folder, then rerun",
+    errno.EDQUOT: "the disk quota is exhausted: free space there or choose another output folder, then rerun",
+    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable output folder",
+    errno.EISDIR: "a folder is in the way where a file is expected: give a file path",
+    errno.ENOTDIR: "a file is in the way where a folder is expected: give another path",
+}
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
@@ -13,9 +37,18 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for an ``OSError``: the path, what the system said and what to do."""
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    what = exc.strerror or str(exc)
+    hint = _OS_HINTS.get(exc.errno or -1)
+    return f"{where + ': ' if where else ''}{what}" + (f" ({hint})" if hint else "")
+
+
 def guard(fn):
     """Turn user errors (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, KeyError)
-    into a one-line ``error: ...`` on stderr and exit code 2."""
+    and every other ``OSError`` (full disk, permission, read-only folder) into a one-line ``error: ...``
+    on stderr and exit code 2; ``-v`` logs the traceback of an OSError."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -26,5 +59,163 @@ def guard(fn):
         except USER_ERRORS as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise fail(str(msg)) from None
+        except OSError as exc:
+            log.info("the OSError behind the error below", exc_info=True)
+            raise fail(os_error_message(exc)) from None
 
     return wrapper
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as JSON; a NaN or infinity raises ValueError instead of printing invalid JSON."""
+    typer.echo(json.dumps(obj, indent=2, default=float, allow_nan=False))
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output(path: Path, option: str, *, folder: bool = False, min_free_bytes: int = 0) -> Path:
+    """Check, before any work, that ``path`` can be written as a file (or, ``folder=True``, a folder).
+
+    The path must not be a folder where a file is expected (or a file where a folder is), the nearest
+    existing ancestor must be a folder this process can create files in (a probe file is created and
+    removed there), and, when ``min_free_bytes`` is given, that folder's disk must have that much free.
+
+    Parameters
+    ----------
+    path : Path
+        The output path as given.
+    option : str
+        The option that named it (``--save-run``), for the message.
+    folder : bool
+        Whether a folder is expected (``index --out``, ``explain --out``) rather than a file.
+    min_free_bytes : int
+        An estimate of what will be written.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        Any of the above, in one line naming the path, the option and what to do.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file path, e.g. {path / 'run.trec'}")
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, but a folder is expected there; give a folder path")
+    base = _existing_ancestor(path if folder else path.parent)
+    if not base.is_dir():
+        raise ValueError(f"{option} {path}: {base} is a file, so nothing can be created under it; "
+                         "give a path whose parent is a folder")
+    probe_error: OSError | None = None
+    if not os.access(base, os.W_OK | os.X_OK):
+        probe_error = PermissionError(errno.EACCES, "permission denied")
+    else:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".attnsift-probe-", dir=base)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            probe_error = exc
+    if probe_error is not None:
+        what = probe_error.strerror or str(probe_error)
+        raise ValueError(f"{option} {path}: cannot create files in {base} ({what}); "
+                         "choose a folder you can write to")
+    if min_free_bytes > 0:
+        free = shutil.disk_usage(base).free
+        if free < min_free_bytes:
+            raise ValueError(f"{option} {path}: about {_size(min_free_bytes)} will be written but only {_size(free)} is "
+                             f"free on the disk of {base}; free space or choose another folder")
+    return path
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def run_file_bytes(num_queries: int, per_query: int) -> int:
+    """A generous estimate of a TREC run file's size: 64 bytes per line."""
+    return 64 * max(num_queries, 0) * max(per_query, 0)
+
+
+def warn(message: str) -> None:
+    """A ``warning: ...`` line on stderr."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+def nonempty_queries(dataset: Any) -> Any:
+    """``dataset`` when it has queries; otherwise a ValueError saying which file to fill."""
+    if not dataset.queries:
+        raise ValueError(f"data set {dataset.name} ({dataset.split}) has no queries with judgements: nothing to run or "
+                         f"evaluate; check its queries file and its qrels for split {dataset.split!r} ({dataset.source})")
+    return dataset
+
+
+def nonempty_corpus(dataset: Any) -> Any:
+    """``dataset`` when its corpus holds a document (only the first is read); otherwise a ValueError."""
+    if next(iter(dataset.corpus.iter_documents()), None) is None:
+        raise ValueError(f"the corpus of {dataset.name} ({dataset.corpus.source}) is empty: there is nothing to index "
+                         "or retrieve; check the corpus file")
+    return dataset
+
+
+def warn_unknown_judged(dataset: Any, max_bytes: int = 512 * 2**20) -> int:
+    """Warn when the qrels judge documents the corpus lacks; returns how many (0 when not checked).
+
+    Checked only where the corpus ids are cheap to read: a corpus already in memory, or a local
+    ``corpus.jsonl`` of at most ``max_bytes`` (one streaming pass over its ids).
+    """
+    from attnsift.eval.datasets.base import MemoryStore
+
+    store = getattr(dataset.corpus, "store", None)
+    path = getattr(store, "path", None)
+    loaded = isinstance(store, MemoryStore) or getattr(store, "loaded", False)
+    if not loaded and (path is None or not Path(path).is_file() or Path(path).stat().st_size > max_bytes):
+        return 0
+    judged = {d for docs in dataset.qrels.values() for d in docs}
+    if not judged:
+        return 0
+    found = dataset.corpus.subset(judged)
+    missing = judged - set(found)
+    if missing:
+        pairs = sum(1 for docs in dataset.qrels.values() for d in docs if d in missing)
+        warn(f"the qrels of {dataset.name} ({dataset.split}) judge {len(missing)} documents ({pairs} judgements) that "
+             f"the corpus ({dataset.corpus.source}) does not hold, e.g. {sorted(missing)[:3]}; they can never be "
+             "retrieved: are the qrels and the corpus from the same data set?")
+    return len(missing)
+
+
+def check_spec_options(spec: Any) -> None:
+    """Check a bench spec's stage options against the stages' configs (no model or index is built).
+
+    Raises
+    ------
+    ValueError
+        An unknown option or a value its config rejects, naming the spec.
+    """
+    from attnsift.config import config_from_options
+    from attnsift.registry import RERANKERS, _resolve
+
+    first_configs = {"bm25": "BM25Config", "dense": "DenseConfig", "late": "LateInteractionConfig"}
+    where = f"system spec {spec.text!r}"
+    try:
+        if spec.first.name in first_configs and spec.first.options:
+            config_from_options(_resolve(f"attnsift.retrieval.config:{first_configs[spec.first.name]}"),
+                                dict(spec.first.options))
+        rr = spec.reranker
+        if rr is not None and rr.name in RERANKERS and rr.name != "none":
+            config_from_options(_resolve(RERANKERS[rr.name]).config_class, dict(rr.options))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None

@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from attnsift.cli.common import fail, guard
+from attnsift.cli.common import (check_output, check_spec_options, fail, guard, nonempty_corpus, nonempty_queries,
+                                 print_json, run_file_bytes, warn, warn_unknown_judged)
 from attnsift.types import Run
 
 app = typer.Typer(
@@ -47,8 +48,7 @@ def _metrics(metrics: str) -> list[str]:
     return names
 
 
-def _print_json(obj: dict) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=float))
+_print_json = print_json
 
 
 def _print_table(reports, title: str | None = None) -> None:
@@ -125,7 +125,12 @@ def index(
 
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
-    ds = load_dataset(dataset)
+    check_output(out, "--out", folder=True)
+    ds = nonempty_corpus(load_dataset(dataset))
+    source = getattr(ds.corpus.store, "path", None)
+    if source is not None and Path(source).is_file():
+        # An index is about as large as its corpus file (BM25: postings; dense: one vector per document).
+        check_output(out, "--out", folder=True, min_free_bytes=Path(source).stat().st_size)
     t0 = time.perf_counter()
     r = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=parse_option_strings(option), progress=True)
     built = time.perf_counter() - t0
@@ -160,20 +165,25 @@ def retrieve(
         check_k(max_queries, "--max-queries")
     if dataset is None and index_dir is None:
         raise ValueError("give --dataset (to index its corpus) or --index (a saved index)")
+    if save_run is not None:
+        check_output(save_run, "--save-run")
     options = parse_option_strings(option)
     ds = None
     if dataset is not None:
         from attnsift.eval.datasets import load_dataset
 
-        ds = load_dataset(dataset)
+        ds = nonempty_queries(load_dataset(dataset))
         if max_queries is not None:
             ds = ds.subset(max_queries=max_queries)
+        if save_run is not None:
+            check_output(save_run, "--save-run", min_free_bytes=run_file_bytes(len(ds.queries), k))
     if index_dir is not None:
         stage = build_retriever(retriever, None, model=model, index=index_dir, options=options, progress=True)
     elif query:
+        nonempty_corpus(ds)
         stage = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=options, progress=True)
     else:
-        stage = first_stage(ds, retriever, model=model, options=options, progress=not as_json)
+        stage = first_stage(nonempty_corpus(ds), retriever, model=model, options=options, progress=not as_json)
     if query:
         pipe = Pipeline(stage, first_stage_k=k)
         out = []
@@ -217,24 +227,37 @@ def evaluate(
     metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated: nDCG@k, MRR@k, R@k, P@k, AP."),
     split: str = typer.Option("test", help="Qrels split."),
     baseline: Optional[Path] = typer.Option(None, help="Second run to compare with (difference and paired t-test)."),
+    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of the data set that the run ranks."),
+    strict: bool = typer.Option(False, "--strict", help="A run that misses some of the data set's queries is an error (default: a warning, and the covered queries are evaluated)."),
     per_query: bool = typer.Option(False, help="Include per-query values in --json output."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
-    """Evaluate a TREC run file against a data set's qrels."""
+    """Evaluate a TREC run file against a data set's qrels (on the queries the run ranks)."""
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate as _evaluate
+    from attnsift.pipeline import restrict_to_run
     from attnsift.trec import read_run
+    from attnsift.types import check_k
 
-    if not run_file.is_file():
-        raise FileNotFoundError(f"run file {run_file} does not exist; write one with `attnsift retrieve --save-run` or `attnsift rerank --save-run`")
-    ds = load_dataset(dataset, split=split)
+    if max_queries is not None:
+        check_k(max_queries, "--max-queries")
     names = _metrics(metrics)
-    run = read_run(run_file, name=run_file.stem)
-    report = _evaluate(run, ds.qrels, metrics=names, rel_level=ds.rel_level, name=run_file.name)
+    for path in (run_file, baseline):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"run file {path} does not exist; write one with `attnsift retrieve --save-run` or `attnsift rerank --save-run`")
+    ds = nonempty_queries(load_dataset(dataset, split=split))
+    warn_unknown_judged(ds)
+
+    def judge(path: Path):
+        run = read_run(path, name=path.stem)
+        sub = restrict_to_run(ds, run, max_queries=max_queries, strict=strict, warn=warn)
+        return _evaluate(run, sub.qrels, metrics=names, rel_level=ds.rel_level, name=path.name, queries=list(sub.queries))
+
+    report = judge(run_file)
     reports = [report]
     comparison = None
     if baseline is not None:
-        base = _evaluate(read_run(baseline, name=baseline.stem), ds.qrels, metrics=names, rel_level=ds.rel_level, name=baseline.name)
+        base = judge(baseline)
         reports = [base, report]
         comparison = base.compare(report)
     if as_json:
@@ -266,26 +289,38 @@ def _rerank_impl(
     split: str,
     compare_first_stage: bool,
     as_json: bool,
+    strict: bool = False,
 ) -> None:
     from attnsift.config import parse_option_strings
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate as _evaluate
-    from attnsift.pipeline import Pipeline, check_cuts, first_stage, provided_run
+    from attnsift.pipeline import Pipeline, check_cuts, first_stage, provided_run, restrict_to_run
     from attnsift.registry import build_reranker
     from attnsift.types import check_k
 
-    # Cheap checks first (cut-offs, metrics, options, data set, --run), then the model, then retrieval.
+    # Cheap checks first (cut-offs, metrics, options, output path, data set, --run), then the model,
+    # then retrieval.
     check_cuts(first_stage_k, depth, k, reranked=reranker != "none")
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
     names = _metrics(metrics)
     options, retriever_options = parse_option_strings(option), parse_option_strings(retriever_option)
-    ds = load_dataset(dataset, split=split)
-    if max_queries is not None:
-        ds = ds.subset(max_queries=max_queries)
+    if save_run is not None:
+        check_output(save_run, "--save-run")
+    ds = nonempty_queries(load_dataset(dataset, split=split))
     provided = provided_run(ds, retriever, run)
+    if provided is not None:
+        # A provided run is evaluated on the queries it ranks; --max-queries selects among those.
+        ds = restrict_to_run(ds, provided, max_queries=max_queries, strict=strict, warn=warn)
+    else:
+        nonempty_corpus(ds)
+        if max_queries is not None:
+            ds = ds.subset(max_queries=max_queries)
     if provided is not None and run is None:
         typer.echo(f"note: {ds.name} provides a {retriever!r} run; using it as the first stage", err=True)
+    if save_run is not None:
+        check_output(save_run, "--save-run", min_free_bytes=run_file_bytes(len(ds.queries), k or first_stage_k))
+    warn_unknown_judged(ds)
     rr = build_reranker(reranker, model=model, options=options)
     if reranker == "none":
         rr = None
@@ -345,7 +380,8 @@ def rerank(
     first_stage_k: int = typer.Option(100, "--first-stage-k", help="How many candidates the first stage returns per query."),
     depth: Optional[int] = typer.Option(None, "--depth", help="How many first-stage candidates the reranker rescores (default: --first-stage-k)."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="How many candidates per query the final run keeps (default: all)."),
-    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries (in file order)."),
+    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries (in file order; with --run, the first N that the run ranks)."),
+    strict: bool = typer.Option(False, "--strict", help="A --run that misses some of the data set's queries is an error (default: a warning, and the covered queries are evaluated)."),
     save_run: Optional[Path] = typer.Option(None, help="Write the final run (TREC format, atomically)."),
     metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metric names."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable), e.g. calibration=none."),
@@ -355,7 +391,7 @@ def rerank(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing)."),
 ) -> None:
     _rerank_impl(dataset, retriever, run, reranker, model, first_stage_k, depth, k, max_queries, save_run, metrics,
-                 option, retriever_option, split, compare_first_stage, as_json)
+                 option, retriever_option, split, compare_first_stage, as_json, strict)
 
 
 @app.command()
@@ -381,6 +417,7 @@ def explain(
     check_cuts(depth=depth)
     if reranker != "icr":
         raise ValueError(f"explain supports --reranker icr (per-token attention); got {reranker!r}")
+    check_output(out, "--out", folder=True)
     options = parse_option_strings(option)
     ds = load_dataset(dataset, split=split)
     if query_id not in ds.queries:
@@ -422,11 +459,23 @@ def bench_quality(
 ) -> None:
     """Run every system on every data set; a rerun skips what is complete and resumes what is partial."""
     from attnsift.bench.quality import run_quality_bench, write_reports
-    from attnsift.bench.specs import split_specs
+    from attnsift.bench.specs import SystemSpec, split_specs
+    from attnsift.types import check_k
 
     names = [d.strip() for d in datasets_.split(",") if d.strip()]
+    if not names:
+        raise ValueError("--datasets is empty; give a comma-separated list such as scifact,nfcorpus")
+    if max_queries is not None:
+        check_k(max_queries, "--max-queries")
+    # Every spec is parsed before any work, so a bad one is found before the first stage of the first runs.
+    specs = [SystemSpec.parse(s) for s in split_specs(systems)]
+    for spec in specs:
+        check_spec_options(spec)
+    if not specs:
+        raise ValueError("--systems is empty; give a comma-separated list such as bm25,bm25+icr:smollm2-135m")
+    check_output(out, "--out", folder=True)
     cmd = " ".join(["attnsift", *sys.argv[1:]])
-    result = run_quality_bench(names, split_specs(systems), out, max_queries=max_queries, metrics=_metrics(metrics),
+    result = run_quality_bench(names, specs, out, max_queries=max_queries, metrics=_metrics(metrics),
                                progress=True, plots=plots)
     write_reports(result, _metrics(metrics), plots=plots, command=cmd)
     typer.echo((out / "results.md").read_text())

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from attnsift.cli.common import guard
+from attnsift.cli.common import check_output, guard
 
 train_app = typer.Typer(
     help="Fine-tune models for the attention rerankers (BlockRank).",
@@ -74,6 +74,7 @@ def blockrank(
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    check_output(out, "--out", folder=True)
     from attnsift.train.blockrank import TrainConfig, train_blockrank
 
     if threads is not None:

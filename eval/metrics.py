@@ -20,6 +20,9 @@ Which queries are evaluated
 metric (it is not silently dropped, unlike trec_eval). Queries without any judgements cannot be
 scored: they are dropped and counted in ``report.metadata["dropped_no_qrels"]``.
 
+Nothing to evaluate is an error, never a NaN: an empty run, an empty ``queries``, or queries none of
+which has judgements raise ValueError (a mean over no queries is undefined, and NaN is not JSON).
+
 Order
 -----
 For a :class:`~attnsift.types.Run`, each Ranking is evaluated in its own order: the scores handed to
@@ -127,6 +130,11 @@ def evaluate(
     EvalReport
         Per-query values and means; ``metadata`` holds ``rel_level``, the ir_measures measure strings,
         ``dropped_no_qrels``, ``zero_filled`` (queries with judgements but no candidates) and timing.
+
+    Raises
+    ------
+    ValueError
+        Bad metric names or ``rel_level``, or nothing to evaluate (no query with judgements).
     """
     import ir_measures
 
@@ -161,6 +169,11 @@ def evaluate(
         wanted = list(dict.fromkeys(str(q) for q in queries))
     eval_qids = [q for q in wanted if q in qrels and len(qrels[q]) > 0]
     dropped = len(wanted) - len(eval_qids)
+    if not eval_qids:
+        source = f"run {run_name!r}" if queries is None else "the queries given"
+        why = ("is empty: it ranks no query" if not wanted else
+               f"names {len(wanted)} queries, none of which has judgements in the qrels ({len(qrels)} judged queries)")
+        raise ValueError(f"nothing to evaluate: {source} {why}; is it a run for another data set or split?")
     qset = set(eval_qids)
 
     sub_qrels = {q: {d: int(g) for d, g in qrels[q].items()} for q in eval_qids}
@@ -183,7 +196,7 @@ def evaluate(
         # 0 for no candidates (or a measure the backend leaves out for this query).
         per_query[q] = {display: row.get(display, 0.0) for display, _ in parsed}
     n = len(eval_qids)
-    aggregate = {display: (sum(per_query[q][display] for q in eval_qids) / n if n else float("nan")) for display, _ in parsed}
+    aggregate = {display: sum(per_query[q][display] for q in eval_qids) / n for display, _ in parsed}
     metadata: dict[str, Any] = {
         "rel_level": rel_level,
         "measures": {display: str(measure) for display, measure in parsed},

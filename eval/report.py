@@ -27,6 +27,15 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
+def _row_dict(r: "MetricComparison") -> dict[str, Any]:
+    finite = not (math.isnan(r.t) or math.isinf(r.t))
+    row: dict[str, Any] = {"mean_a": r.mean_a, "mean_b": r.mean_b, "diff": r.diff, "n": r.n,
+                           "t": r.t if finite else None, "p": None if math.isnan(r.p) else r.p}
+    if math.isinf(r.t):
+        row["t_note"] = f"t is {'+' if r.t > 0 else '-'}infinite: the difference is the same on every common query"
+    return row
+
+
 def _plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     def line(cells: Sequence[str]) -> str:
@@ -108,17 +117,20 @@ class Comparison:
         raise KeyError(f"metric {metric!r} is not in this comparison; it has {[r.metric for r in self.rows]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """A JSON-ready dict that never holds a NaN or an infinity: where the t-test is undefined (fewer
+        than 2 common queries) ``t`` and ``p`` are None and ``t_test`` says why; an infinite ``t`` (the same
+        non-zero difference on every query, ``p`` = 0) is None with ``t_note`` saying so."""
+        out: dict[str, Any] = {
             "a": self.name_a,
             "b": self.name_b,
             "common_queries": self.common_queries,
             "only_a": self.only_a,
             "only_b": self.only_b,
-            "metrics": {
-                r.metric: {"mean_a": r.mean_a, "mean_b": r.mean_b, "diff": r.diff, "n": r.n, "t": r.t, "p": r.p}
-                for r in self.rows
-            },
+            "metrics": {r.metric: _row_dict(r) for r in self.rows},
         }
+        if self.common_queries < 2:
+            out["t_test"] = f"not computed: a paired t-test needs at least 2 common queries, there are {self.common_queries}"
+        return out
 
     def _rows(self) -> tuple[list[str], list[list[str]]]:
         header = ["metric", self.name_a, self.name_b, "diff (b-a)", "t", "p"]
@@ -234,6 +246,11 @@ class EvalReport:
                 "evaluate both with the same metrics"
             )
         common = [q for q in self.per_query if q in other.per_query]
+        if not common:
+            raise ValueError(
+                f"reports {self.name!r} ({len(self.per_query)} queries) and {other.name!r} ({len(other.per_query)} "
+                "queries) share no query, so they cannot be compared; evaluate both on the same data set and split"
+            )
         rows = []
         for m in metrics:
             a = [self.per_query[q][m] for q in common]

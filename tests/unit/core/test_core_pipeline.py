@@ -207,3 +207,35 @@ def test_first_stage_builds_the_retriever_without_a_provided_run():
     assert not isinstance(stage, Run)
     run = Pipeline(stage, first_stage_k=2).run(ds.queries)
     assert run["q1"].doc_ids[0] in {"b", "d"} and len(run["q2"]) >= 1
+
+
+class _SubsettableDataset(_Dataset):
+    split = "test"
+
+    def subset(self, query_ids=None, *, max_queries=None):
+        keep = list(self.queries)[:max_queries] if max_queries is not None else [q for q in self.queries if q in set(query_ids)]
+        out = _SubsettableDataset(self.runs)
+        out.queries = {q: self.queries[q] for q in keep}
+        return out
+
+
+def test_restrict_to_run_covers_warns_and_selects():
+    from attnsift.pipeline import restrict_to_run
+
+    ds = _SubsettableDataset()
+    ds.queries = {**ds.queries, "q3": Query("q3", "red car")}
+    partial = Run([Ranking(Query("q3"), (Candidate("c", 1.0),)), Ranking(Query("zz"), (Candidate("c", 1.0),))], name="p")
+    warned = []
+    sub = restrict_to_run(ds, partial, warn=warned.append)
+    assert list(sub.queries) == ["q3"]
+    assert warned == ["run 'p' covers 1 of the 3 queries of toy (test); 2 have no ranking; it also ranks 1 queries "
+                      "the data set does not have (ignored); evaluating the 1 covered queries only"]
+    with pytest.raises(ValueError, match="covers 1 of the 3 queries .*without --strict"):
+        restrict_to_run(ds, partial, strict=True)
+    full = Run([Ranking(Query(q), (Candidate("c", 1.0),)) for q in ("q3", "q2", "q1")], name="f")
+    assert restrict_to_run(ds, full) is ds
+    assert list(restrict_to_run(ds, full, max_queries=2).queries) == ["q1", "q2"]  # data set order, not run order
+    with pytest.raises(ValueError, match="run 'e' is empty"):
+        restrict_to_run(ds, Run([], name="e"))
+    with pytest.raises(ValueError, match="max_queries must be"):
+        restrict_to_run(ds, full, max_queries=0)

@@ -139,3 +139,14 @@ def test_read_qrels_errors_name_file_and_line(tmp_path, content, bad_line, needl
     with pytest.raises(DataFormatError) as ei:
         read_qrels(p)
     assert f"{p}:{bad_line}" in str(ei.value) and needle in str(ei.value)
+
+
+@pytest.mark.parametrize("reader, good", [
+    (read_run, "q1 Q0 d1 1 2.5 sys\n"),
+    (read_qrels, "q1 0 d1 1\n"),
+])
+def test_non_utf8_byte_names_file_and_line(tmp_path, reader, good):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(good.encode() + good.replace("q1", "q2").encode() + good.encode().replace(b"d1", b"d\xff1"))
+    with pytest.raises(DataFormatError, match=r"bad\.txt:3: byte 0xff at column \d+ is not UTF-8"):
+        reader(path)

@@ -109,3 +109,14 @@ def test_rr_cutoff_is_applied():
     for rel in (1, 2):
         rep = evaluate({"q": docs}, qrels, metrics=["MRR@10", "RR", "MRR@20"], rel_level=rel)
         assert rep.aggregate == pytest.approx({"MRR@10": 0.0, "RR": 1 / 16, "MRR@20": 1 / 16})
+
+
+def test_nothing_to_evaluate_is_an_error_not_nan():
+    qrels = {"q1": {"d1": 1}}
+    with pytest.raises(ValueError, match="nothing to evaluate: run 'empty' is empty"):
+        evaluate(Run([], name="empty"), qrels, metrics=["nDCG@10"])
+    other = Run([Ranking(Query("q9"), (Candidate("d1", 1.0),))], name="other")
+    with pytest.raises(ValueError, match="names 1 queries, none of which has judgements"):
+        evaluate(other, qrels, metrics=["nDCG@10"])
+    with pytest.raises(ValueError, match="the queries given is empty"):
+        evaluate(other, qrels, metrics=["nDCG@10"], queries=[])

@@ -94,3 +94,20 @@ def test_report_serialisation(tmp_path):
     assert rep["AP"] == pytest.approx(C.mean())
     with pytest.raises(KeyError, match="not in this report"):
         rep["P@5"]
+
+
+def test_comparison_json_has_no_nan_or_infinity():
+    one = _report("a", {"nDCG@10": [0.5]}, ["q1"]).compare(_report("b", {"nDCG@10": [0.7]}, ["q1"]))
+    d = one.to_dict()
+    json.dumps(d, allow_nan=False)  # raises on NaN / inf
+    assert d["metrics"]["nDCG@10"]["t"] is None and d["metrics"]["nDCG@10"]["p"] is None
+    assert "at least 2 common queries, there are 1" in d["t_test"]
+    const = _report("a", {"AP": [0.1, 0.2]}, ["q1", "q2"]).compare(_report("b", {"AP": [0.3, 0.4]}, ["q1", "q2"]))
+    row = json.loads(json.dumps(const.to_dict(), allow_nan=False))["metrics"]["AP"]
+    assert row["t"] is None and row["p"] == 0.0 and "+infinite" in row["t_note"]
+
+
+def test_compare_without_common_queries_is_an_error():
+    a, b = _report("a", {"AP": [0.1]}, ["q1"]), _report("b", {"AP": [0.3]}, ["q2"])
+    with pytest.raises(ValueError, match="share no query"):
+        a.compare(b)
