@@ -8,10 +8,12 @@ SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "resume_check.py"
 
 
 def _folder(root: Path, scores: dict[str, float]) -> Path:
-    system = root / "scifact" / "bm25"
-    system.mkdir(parents=True)
+    """A bench --out folder: results.json naming the result folder, metrics.json inside it."""
+    rel = f"scifact/bm25/0123456789ab/{len(scores)}q-00000000"
+    (root / rel).mkdir(parents=True)
     report = {"per_query": {q: {"nDCG@10": s} for q, s in scores.items()}}
-    (system / "metrics.json").write_text(json.dumps({"report": report}))
+    (root / rel / "metrics.json").write_text(json.dumps({"report": report}))
+    (root / "results.json").write_text(json.dumps({"results": [{"dataset": "scifact", "system": "bm25", "folder": rel}]}))
     return root
 
 
