@@ -141,4 +141,4 @@ def heads(
                f"heads {[tuple(h) for h in sel['heads'][:8]]}{' ...' if sel['k'] > 8 else ''}")
     typer.echo(f"fused ({fus['method']}, attention weight {fus['weight']:.2f})   {fus['heldout_ndcg']:.4f}")
     typer.echo(f"wrote {out}, {heat}, {curve}")
-    typer.echo(json.dumps({"profile": str(out)}))
+    typer.echo(json.dumps({"profile": str(out)}, allow_nan=False))

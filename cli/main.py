@@ -136,7 +136,7 @@ def index(
     built = time.perf_counter() - t0
     path = r.save(out, overwrite=overwrite)
     typer.echo(json.dumps({"index": str(path), "retriever": retriever, "dataset": ds.name, "docs": r.num_docs,
-                           "seconds": round(built, 3)}))
+                           "seconds": round(built, 3)}, allow_nan=False))
 
 
 # --------------------------------------------------------------------------------------------- retrieve
@@ -215,7 +215,7 @@ def retrieve(
     info = {"dataset": ds.name, "retriever": retriever, "first_stage": pipe.name, "queries": len(run),
             "k": k, "seconds": round(secs, 3), "queries_per_second": round(len(run) / secs, 2) if secs > 0 else None,
             "run": str(save_run) if save_run else None}
-    typer.echo(json.dumps(info))
+    typer.echo(json.dumps(info, allow_nan=False))
 
 
 # --------------------------------------------------------------------------------------------- evaluate
@@ -431,7 +431,7 @@ def explain(
     first = Pipeline(first_stage(sub, retriever, run=provided), k=depth, corpus=sub.corpus)(sub.queries[query_id])
     ex = explain_icr(sub, query_id, first, rr, depth=depth)
     html_path, png_path = write_explanation(ex, out)
-    typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}))
+    typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}, allow_nan=False))
 
 
 bench_app = typer.Typer(help="Benchmarks: quality over data sets x systems (resumable), with tables and plots.",

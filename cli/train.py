@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,10 @@ def _train() -> None:
 
 
 _guard = guard
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
 
 
 @train_app.command("blockrank")
@@ -103,7 +108,8 @@ def blockrank(
         "steps": result.steps,
         "start_step": result.start_step,
         "examples": result.num_examples,
-        "first_loss": first and first["loss"],
-        "last_loss": last and last["loss"],
+        # JSON has no NaN: a diverged loss is null, and the loss log (OUT/loss.jsonl) has every step.
+        "first_loss": _finite(first and first["loss"]),
+        "last_loss": _finite(last and last["loss"]),
         "seconds": round(result.seconds, 1),
-    }, indent=2))
+    }, indent=2, allow_nan=False))
