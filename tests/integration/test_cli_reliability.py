@@ -241,3 +241,20 @@ def test_run_name_is_checked_before_the_model_loads(tmp_path, data_dir):
     # A model path that does not exist would fail first if the model were loaded before --run is read.
     _error(_invoke("rerank", "-d", "dl19", "--run", "no-such-run", "--reranker", "icr", "--model", tmp_path / "nomodel"),
            "no provided run 'no-such-run'")
+
+
+def test_os_error_is_one_line_and_verbose_logs_the_traceback(caplog):
+    import logging
+
+    import typer
+
+    from attnsift.cli.common import guard
+
+    @guard
+    def writes():
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/out.trec")
+
+    with caplog.at_level(logging.INFO, logger="attnsift"), pytest.raises(typer.Exit) as info:
+        writes()
+    assert info.value.exit_code == 2
+    assert caplog.records[-1].exc_info is not None  # shown with -v (INFO), hidden otherwise
