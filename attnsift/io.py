@@ -258,3 +258,26 @@ def read_manifest(directory: str | Path, kind: str | None, verify: bool = True, 
                     f"{what} file {p} does not match its checksum in {MANIFEST}: it was modified or corrupted; {fix}"
                 )
     return manifest
+
+
+def utf8_lines(path: str | Path, what: str = "data") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file (1-based, line endings kept), decoding line by
+    line so that a bad byte is reported with its file, line and column.
+
+    Raises
+    ------
+    DataFormatError
+        ``FILE:LINE: byte 0x.. at column N is not UTF-8 ...``.
+    """
+    from attnsift.errors import DataFormatError
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(
+                    f"{path}:{lineno}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
+                    f"({exc.reason}); {what} files must be UTF-8 text: re-encode the file or fix that line"
+                ) from None

@@ -51,6 +51,61 @@ def _no_device(kind: str, name: str, device: Any, dtype: Any) -> None:
         raise ValueError(f"{kind} {name!r} runs no model, so it takes no {' or '.join(given)}; drop {' and '.join(given)}")
 
 
+#: the config class of each named first stage (hybrid: fusion options + the dense part's, see _split_hybrid)
+RETRIEVER_CONFIGS: dict[str, str] = {
+    "bm25": "attnsift.retrieval.config:BM25Config",
+    "dense": "attnsift.retrieval.config:DenseConfig",
+    "late": "attnsift.retrieval.config:LateInteractionConfig",
+}
+
+
+def _split_hybrid(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hybrid options -> (fusion options, dense options)."""
+    fusion_keys = {f.name for f in dataclasses.fields(_resolve("attnsift.retrieval.config:FusionConfig"))}
+    return ({k: v for k, v in options.items() if k in fusion_keys},
+            {k: v for k, v in options.items() if k not in fusion_keys})
+
+
+def check_options(kind: str, name: str, options: Mapping[str, Any] | None) -> None:
+    """Check a named component's options against its config without building it (no model, no index).
+
+    Parameters
+    ----------
+    kind : {"retriever", "reranker"}
+    name : str
+        A name of :data:`RETRIEVERS` (or ``hybrid``) or :data:`RERANKERS`.
+    options : mapping
+        Config fields, strings allowed.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, an unknown option or a value the config rejects.
+    """
+    from attnsift.config import config_from_options
+
+    options = dict(options or {})
+    if kind == "retriever":
+        if name == HYBRID:
+            fusion, dense = _split_hybrid(options)
+            config_from_options(_resolve("attnsift.retrieval.config:FusionConfig"), fusion)
+            config_from_options(_resolve(RETRIEVER_CONFIGS["dense"]), dense)
+        elif name in RETRIEVER_CONFIGS:
+            config_from_options(_resolve(RETRIEVER_CONFIGS[name]), options)
+        else:
+            raise _unknown("retriever", name, [*RETRIEVER_CONFIGS, HYBRID])
+    elif kind == "reranker":
+        if name not in RERANKERS:
+            raise _unknown("reranker", name, RERANKERS)
+        if name == "none":
+            if options:
+                raise ValueError("--reranker none takes no options")
+            return
+        config_from_options(_resolve(RERANKERS[name]).config_class, options)
+    else:
+        raise ValueError(f"kind must be 'retriever' or 'reranker', got {kind!r}")
+
+
 def build_retriever(
     name: str,
     corpus: Iterable[Document] | None = None,
@@ -93,9 +148,7 @@ def build_retriever(
     if name == HYBRID:
         if index is not None:
             raise ValueError("a hybrid first stage is built from a corpus; saved hybrid indexes do not exist (drop --index)")
-        fusion_cfg = _resolve("attnsift.retrieval.config:FusionConfig")
-        fusion_keys = [f.name for f in dataclasses.fields(fusion_cfg)]
-        fusion_opts = {k: options.pop(k) for k in list(options) if k in fusion_keys}
+        fusion_opts, options = _split_hybrid(options)
         if corpus is not None and not isinstance(corpus, (list, tuple)) and not hasattr(corpus, "iter_documents"):
             corpus = list(corpus)  # both stages index it: a one-shot iterator would leave the second empty
         parts = [build_retriever("bm25", corpus, progress=progress),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from attnsift.errors import DataFormatError
-from attnsift.io import atomic_file
+from attnsift.io import atomic_file, utf8_lines
 from attnsift.types import Candidate, Query, Ranking, Run
 
 __all__ = ["read_run", "write_run", "read_qrels", "write_qrels", "iter_run_lines"]
@@ -34,18 +34,11 @@ def _open_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file {path} does not exist; check the path")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(
-                    f"{path}:{lineno}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
-                    f"({exc.reason}); {what} files must be UTF-8 text: re-encode the file or fix that line"
-                ) from None
-            if not line or line.startswith("#"):
-                continue
-            yield lineno, line
+    for lineno, text in utf8_lines(path, what):
+        line = text.strip()
+        if not line or line.startswith("#"):
+            continue
+        yield lineno, line
 
 
 def iter_run_lines(path: str | Path) -> Iterator[tuple[int, str, str, int, float, str]]:

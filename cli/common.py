@@ -205,17 +205,13 @@ def check_spec_options(spec: Any) -> None:
     ValueError
         An unknown option or a value its config rejects, naming the spec.
     """
-    from attnsift.config import config_from_options
-    from attnsift.registry import RERANKERS, _resolve
+    from attnsift.registry import check_options
 
-    first_configs = {"bm25": "BM25Config", "dense": "DenseConfig", "late": "LateInteractionConfig"}
     where = f"system spec {spec.text!r}"
     try:
-        if spec.first.name in first_configs and spec.first.options:
-            config_from_options(_resolve(f"attnsift.retrieval.config:{first_configs[spec.first.name]}"),
-                                dict(spec.first.options))
-        rr = spec.reranker
-        if rr is not None and rr.name in RERANKERS and rr.name != "none":
-            config_from_options(_resolve(RERANKERS[rr.name]).config_class, dict(rr.options))
+        if spec.first.name != "run":
+            check_options("retriever", spec.first.name, spec.first.options)
+        if spec.reranker is not None:
+            check_options("reranker", spec.reranker.name, spec.reranker.options)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 from attnsift.errors import DataFormatError
 from attnsift.fingerprint import file_fingerprint
+from attnsift.io import utf8_lines
 from attnsift.types import Document, Query
 
 __all__ = ["load_json_line", "parse_doc", "read_queries", "count_lines", "duplicate_error", "JsonlStore"]
@@ -68,14 +69,13 @@ def parse_doc(line: str, path: Path, lineno: int) -> Document:
 
 def _first_line_of(path: Path, doc_id: str) -> int | None:
     """Line number of the first document with ``doc_id`` (only used to write an error message)."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    if str(json.loads(line).get("_id")) == doc_id:
-                        return lineno
-                except (json.JSONDecodeError, AttributeError):
-                    continue
+    for lineno, line in utf8_lines(path, "corpus"):
+        if line.strip():
+            try:
+                if str(json.loads(line).get("_id")) == doc_id:
+                    return lineno
+            except (json.JSONDecodeError, AttributeError):
+                continue
     return None
 
 
@@ -131,27 +131,26 @@ def read_queries(path: str | Path, keep: Iterable[str] | None = None) -> dict[st
     keep_set = set(keep) if keep is not None else None
     out: dict[str, Query] = {}
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            obj = load_json_line(line, path, lineno)
-            for key in ("_id", "text"):
-                if key not in obj:
-                    raise DataFormatError(f"{path}:{lineno}: a query line needs the keys '_id' and 'text'; '{key}' is missing")
-            qid = str(obj["_id"])
-            if keep_set is not None and qid not in keep_set:
-                continue
-            text = obj["text"]
-            if not isinstance(text, str) or not text.strip():
-                raise DataFormatError(f"{path}:{lineno}: query {qid!r} has empty text; every query needs some words")
-            if qid in out:
-                raise DataFormatError(f"{path}:{lineno}: duplicate query id {qid!r} (first at line {lines[qid]})")
-            try:
-                out[qid] = Query(qid, text)
-            except (TypeError, ValueError) as exc:
-                raise DataFormatError(f"{path}:{lineno}: {exc}") from None
-            lines[qid] = lineno
+    for lineno, line in utf8_lines(path, "queries"):
+        if not line.strip():
+            continue
+        obj = load_json_line(line, path, lineno)
+        for key in ("_id", "text"):
+            if key not in obj:
+                raise DataFormatError(f"{path}:{lineno}: a query line needs the keys '_id' and 'text'; '{key}' is missing")
+        qid = str(obj["_id"])
+        if keep_set is not None and qid not in keep_set:
+            continue
+        text = obj["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(f"{path}:{lineno}: query {qid!r} has empty text; every query needs some words")
+        if qid in out:
+            raise DataFormatError(f"{path}:{lineno}: duplicate query id {qid!r} (first at line {lines[qid]})")
+        try:
+            out[qid] = Query(qid, text)
+        except (TypeError, ValueError) as exc:
+            raise DataFormatError(f"{path}:{lineno}: {exc}") from None
+        lines[qid] = lineno
     return out
 
 
@@ -187,16 +186,15 @@ class JsonlStore:
             return
         seen: set[str] = set()
         n = 0
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                doc = parse_doc(line, self.path, lineno)
-                if doc.id in seen:
-                    raise duplicate_error(self.path, lineno, doc.id)
-                seen.add(doc.id)
-                n += 1
-                yield doc
+        for lineno, line in utf8_lines(self.path, "corpus"):
+            if not line.strip():
+                continue
+            doc = parse_doc(line, self.path, lineno)
+            if doc.id in seen:
+                raise duplicate_error(self.path, lineno, doc.id)
+            seen.add(doc.id)
+            n += 1
+            yield doc
         self.known_len = n
 
     def _load(self) -> dict[str, Document]:
@@ -218,20 +216,19 @@ class JsonlStore:
         if self._docs is not None:
             return {i: d for i, d in self._docs.items() if i in wanted}
         out: dict[str, Document] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                m = _ID_RE.search(line)
-                # The regex sees only plain ids; any other line is parsed in full.
-                if m is not None and m.group(1) not in wanted:
-                    continue
-                if not line.strip():
-                    continue
-                doc = parse_doc(line, self.path, lineno)
-                if doc.id not in wanted:
-                    continue
-                if doc.id in out:
-                    raise duplicate_error(self.path, lineno, doc.id)
-                out[doc.id] = doc
+        for lineno, line in utf8_lines(self.path, "corpus"):
+            m = _ID_RE.search(line)
+            # The regex sees only plain ids; any other line is parsed in full.
+            if m is not None and m.group(1) not in wanted:
+                continue
+            if not line.strip():
+                continue
+            doc = parse_doc(line, self.path, lineno)
+            if doc.id not in wanted:
+                continue
+            if doc.id in out:
+                raise duplicate_error(self.path, lineno, doc.id)
+            out[doc.id] = doc
         if len(out) < len(wanted):
             logger.info("%s: %d of %d requested ids are not in the corpus", self.path, len(wanted) - len(out), len(wanted))
         return out

@@ -147,9 +147,6 @@ def test_non_utf8_run_names_file_and_line(tmp_path, data_dir):
         _error(_invoke(cmd, "-d", "scifact", "--run", run), f"{run}:2: byte 0xe9", "not UTF-8")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="eval/datasets/jsonl.py opens corpus/queries files as text: a UnicodeDecodeError names neither "
-                          "file nor line (owner of eval/datasets: decode per line as attnsift/trec.py does; then drop this mark)")
 @pytest.mark.parametrize("which", ["corpus.jsonl", "queries.jsonl"])
 def test_non_utf8_corpus_or_queries_names_file_and_line(tmp_path, which):
     corpus, queries = DOCS.encode(), QUERIES.encode()
@@ -258,3 +255,17 @@ def test_os_error_is_one_line_and_verbose_logs_the_traceback(caplog):
         writes()
     assert info.value.exit_code == 2
     assert caplog.records[-1].exc_info is not None  # shown with -v (INFO), hidden otherwise
+
+
+def test_an_index_searched_for_another_corpus_is_refused_unless_forced(data_dir, tmp_path, caplog):
+    """Issue 19 item 4: today's code exits 0 with nDCG 0.0 (SciFact index, NFCorpus queries)."""
+    out = tmp_path / "scifact-index"
+    assert _invoke("index", "-d", "scifact", "--out", out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["corpus"]["dataset"] == "scifact" and manifest["corpus"]["fingerprint"]
+    _error(_invoke("retrieve", "--index", out, "-d", "nfcorpus", "--max-queries", "2"),
+           "built on data set 'scifact'", "not on data set 'nfcorpus'", "--force")
+    forced = _invoke("retrieve", "--index", out, "-d", "nfcorpus", "--max-queries", "2", "--force")
+    assert forced.exit_code == 0 and "using it anyway" in caplog.text
+    same = _json(_invoke("retrieve", "--index", out, "-d", "scifact", "--max-queries", "2"))
+    assert same["queries"] == 2

@@ -130,3 +130,22 @@ def test_loaded_indexes_take_search_options_only(minilm_ready, tmp_path: Path):
     assert build_retriever("dense", index=tmp_path / "dense", device="cpu").retrieve("scurvy", k=1).doc_ids == ["d1"]
     with pytest.raises(ValueError, match="dense index keeps how it was built; got options index_type"):
         build_retriever("dense", index=tmp_path / "dense", options={"index_type": "hnsw"})
+
+
+def test_check_options_checks_a_named_component_without_building_it():
+    from attnsift.registry import check_options
+
+    check_options("retriever", "bm25", {"k1": "0.9", "b": "0.4"})
+    check_options("retriever", "hybrid", {"method": "rrf", "index_type": "flat"})
+    check_options("reranker", "icr", {"calibration": "none", "max_words": "50"})
+    check_options("reranker", "none", {})
+    with pytest.raises(ValueError, match="b"):
+        check_options("retriever", "bm25", {"b": "1.5"})
+    with pytest.raises(ValueError, match="accepted"):
+        check_options("reranker", "icr", {"nonsense": "1"})
+    with pytest.raises(ValueError, match="unknown retriever"):
+        check_options("retriever", "bm26", {})
+    with pytest.raises(ValueError, match="unknown reranker"):
+        check_options("reranker", "icrr", {})
+    with pytest.raises(ValueError, match="takes no options"):
+        check_options("reranker", "none", {"x": "1"})
