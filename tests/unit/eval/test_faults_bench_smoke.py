@@ -10,7 +10,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "faults.py"
 
 
-def test_index_overwrite_killed_twice_resumes_identically(tmp_path):
+def test_index_overwrite_killed_once_resumes_identically(tmp_path):
     data = os.environ.get("ATTNSIFT_DATA")
     if not data or not (Path(data) / "scifact").is_dir():
         pytest.skip("set ATTNSIFT_DATA to a folder holding scifact")
