@@ -244,15 +244,19 @@ def run_quality_bench(
 
 
 def _metadata(datasets, specs, max_queries, metrics, seconds) -> dict[str, Any]:
-    import sys
-
     from attnsift import __version__
 
+    from importlib.metadata import PackageNotFoundError, version
+
+    # Installed versions, not imported modules: a rerun that finds every result done imports none of
+    # them, and must write the same results.json.
     versions = {"attnsift": __version__, "python": platform.python_version()}
-    for mod in ("torch", "transformers", "bm25s", "ir_measures", "faiss"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            versions[mod] = getattr(m, "__version__", "?")
+    for name, dist in (("torch", "torch"), ("transformers", "transformers"), ("bm25s", "bm25s"),
+                       ("ir_measures", "ir-measures"), ("faiss", "faiss-cpu")):
+        try:
+            versions[name] = version(dist)
+        except PackageNotFoundError:
+            pass
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",

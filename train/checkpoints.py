@@ -14,6 +14,7 @@ not at all. The functions here take the training configuration as any dataclass 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import random
 import shutil
@@ -116,11 +117,17 @@ def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer:
     from attnsift.io import atomic_dir
 
     path = out / "checkpoints" / f"step-{step:06d}"
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                    "config": config_dict(cfg), "examples_digest": digest}, tmp / STATE_FILE)
+    try:
+        with atomic_dir(path) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                        "config": config_dict(cfg), "examples_digest": digest}, tmp / STATE_FILE)
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (a full disk, say) as a RuntimeError, not an OSError.
+        free = shutil.disk_usage(out).free
+        raise OSError(errno.EIO, f"could not write the checkpoint ({str(exc).splitlines()[0]}); {free} bytes are "
+                      "free there: free space or choose another --out, then rerun with --resume", str(path)) from exc
     for old in list_checkpoints(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path

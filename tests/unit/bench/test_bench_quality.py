@@ -178,3 +178,16 @@ def test_icr_systems_of_one_bench_share_their_forward_passes(data_dir, tmp_path:
     ra = (a.folder / "run.trec").read_text()
     rb = (b.folder / "run.trec").read_text()
     assert ra != rb
+
+
+def test_results_metadata_lists_installed_versions_whatever_was_imported(monkeypatch):
+    """A rerun that finds every result finished imports no ir_measures/torch: results.json must not change
+    (found by benchmarks/faults.py: 11 of 60 resumed benches differed only there)."""
+    import sys
+
+    from attnsift.bench.quality import _metadata
+
+    for mod in ("ir_measures", "bm25s"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    versions = _metadata(["scifact"], [], None, ["nDCG@10"], 1.0)["versions"]
+    assert {"ir_measures", "bm25s"} <= set(versions)

@@ -87,3 +87,31 @@ def test_load_state_checks_the_examples_digest(tmp_path):
     assert load_state(ck, "abc")["step"] == 2
     with pytest.raises(ValueError, match="training prompts differ"):
         load_state(ck, "def")
+
+
+@dataclass
+class _LrOnly:
+    lr: float = 0.1
+
+
+def test_a_checkpoint_write_that_fails_inside_torch_is_an_oserror_naming_the_checkpoint(tmp_path, monkeypatch):
+    """torch.save reports a full disk as RuntimeError ("unexpected pos ..."): the CLI only turns OSError into
+    a one-line exit-2 error, so the checkpoint writer must raise one (found by benchmarks/faults.py)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from helpers import tiny_llama_and_tokenizer
+
+    from attnsift.train.checkpoints import save_checkpoint
+
+    model, tok = tiny_llama_and_tokenizer(layers=1, heads=2, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def full_disk(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 19040832 vs 19040720")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(tmp_path, 2, model, tok, opt, _LrOnly(), "digest", keep=2)
+    assert info.value.filename == str(tmp_path / "checkpoints" / "step-000002")
+    assert "could not write the checkpoint" in str(info.value) and "--resume" in str(info.value)
+    assert list_checkpoints(tmp_path) == [] and not any(p.name.endswith(".tmp") for p in (tmp_path / "checkpoints").iterdir())
