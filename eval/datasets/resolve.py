@@ -43,6 +43,16 @@ def _load_folder(path: Path, split: str, info: DatasetInfo) -> Dataset:
     return loader_for(path, BEIR).load(path, split, info)
 
 
+def _folder_info(folder: str) -> DatasetInfo:
+    """How to read a folder given by name or path: a known data set's folder (``trec-dl19-passage``) is
+    that data set, with its relevance level and run names (as its alias ``dl19`` would load it), so the
+    two ways of naming it never give different numbers."""
+    for alias in ALIASES.values():
+        if alias.folder == folder:
+            return DatasetInfo(alias.name, alias.rel_level, alias.description, alias.run_aliases)
+    return DatasetInfo(folder, _default_rel_level(folder))
+
+
 def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = None) -> Dataset:
     """Load an evaluation data set.
 
@@ -82,12 +92,12 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
             )
         if not p.is_dir():
             raise DatasetError(f"{p} is a file; give a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
-        return _load_folder(p, split, DatasetInfo(p.name, _default_rel_level(p.name)))
+        return _load_folder(p, split, _folder_info(p.name))
 
     if alias is None:
         for r in roots:
             if (r / name).is_dir():
-                return _load_folder(r / name, split, DatasetInfo(name, _default_rel_level(name)))
+                return _load_folder(r / name, split, _folder_info(name))
 
     if alias is not None:
         info = DatasetInfo(alias.name, alias.rel_level, alias.description, alias.run_aliases)

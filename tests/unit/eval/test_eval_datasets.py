@@ -371,3 +371,16 @@ def test_ir_datasets_path_reads_a_local_source_zip(tmp_path, data_dir):
     assert lines[0] == "ir_datasets:beir/scifact/test 1 300 339 ['4983']"
     assert lines[1] == "Microstructural development of"
     assert lines[2] == "True"  # the source zip is part of the corpus fingerprint
+
+
+def test_a_known_data_sets_folder_loads_as_that_data_set(data_dir):
+    """`trec-dl19-passage` by folder name or path is DL19: grades 0-3 with relevant >= 2 and the provided
+    runs' short names; before, it was a plain folder (rel_level 1, no 'bm25' run, so `--retriever bm25`
+    silently ran BM25 over the 7K-passage pool instead of the provided run)."""
+    from attnsift.eval.datasets import load_dataset
+
+    alias = load_dataset("dl19")
+    for name in ("trec-dl19-passage", str(data_dir / "trec-dl19-passage")):
+        ds = load_dataset(name)
+        assert (ds.name, ds.rel_level, ds.run_aliases) == (alias.name, alias.rel_level, alias.run_aliases)
+        assert ds.rel_level == 2 and ds.run_aliases["bm25"] == "bm25_flat"
