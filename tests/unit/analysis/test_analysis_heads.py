@@ -82,10 +82,8 @@ pytest.importorskip("transformers")
 
 
 def test_collect_round_trip_resume_and_settings_guard(tmp_path: Path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rerank"))
-    from test_head_scoring import icr, ranking
+    from helpers import tiny_icr as icr
+    from helpers import toy_ranking as ranking
 
     from attnsift.analysis.heads import collect_head_masses
     from attnsift.types import Query, Ranking, Run

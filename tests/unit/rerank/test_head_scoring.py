@@ -86,25 +86,8 @@ def test_profile_reading_errors(tmp_path: Path):
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from helpers import tiny_llama_and_tokenizer  # noqa: E402
-
-from attnsift.rerank.icr import ICRReranker  # noqa: E402
-from attnsift.types import Candidate, Document, Query, Ranking  # noqa: E402
-
-
-def ranking(n: int = 5) -> Ranking:
-    return Ranking(Query("q1", "what prevents scurvy?"), tuple(
-        Candidate(f"d{i}", float(10 - i), Document(f"d{i}", " ".join(f"w{i}x{j}" for j in range(6 + i))))
-        for i in range(n)))
-
-
-def model_and_tok():
-    return tiny_llama_and_tokenizer(layers=3, heads=2, seed=1)
-
-
-def icr(**options) -> ICRReranker:
-    m, t = model_and_tok()
-    return ICRReranker(m, tokenizer=t, **options)
+from helpers import tiny_icr as icr  # noqa: E402
+from helpers import toy_ranking as ranking  # noqa: E402
 
 
 def test_icr_with_a_profile_scores_the_selected_heads_and_exits_early(tmp_path: Path):
