@@ -37,7 +37,7 @@ RACY_SECONDS = 2.0
 
 def cache_root() -> Path:
     """attnsift's cache folder: ``$ATTNSIFT_CACHE``, default ``~/.cache/attnsift`` (not created here)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attnsift")
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attnsift").expanduser()
 
 
 def _as_path(path: Any, what: str) -> Path:

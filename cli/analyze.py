@@ -5,7 +5,6 @@ Only typer is imported at module level; torch and transformers load when a comma
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -94,7 +93,9 @@ def heads(
         rr = BlockRankReranker(model, max_words=max_words, block_tokens=block_tokens, **options)
     # The analysis scores every head itself: the pipeline gives BM25's top `depth` with their texts.
     run = Pipeline(first_stage(ds, "bm25", run=provided), k=depth, corpus=ds.corpus).run(ds.queries)
-    root = Path(os.environ.get("ATTNSIFT_CACHE") or Path.home() / ".cache" / "attnsift") / "heads"
+    from attnsift.fingerprint import cache_root
+
+    root = cache_root() / "heads"
     slug = (model if reranker == "icr" else f"blockrank-{model}") + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
     folder = features or features_folder(root, slug, ds.name, split, "bm25", depth, max_words)
     collect_head_masses(rr, run, folder, top_k=depth, progress=True,

@@ -38,8 +38,9 @@ ALIASES: dict[str, str] = {
 
 def cache_dir() -> Path:
     """Where converted models live: ``$ATTNSIFT_CACHE/models`` (default ``~/.cache/attnsift/models``)."""
-    base = os.environ.get("ATTNSIFT_CACHE") or str(Path.home() / ".cache" / "attnsift")
-    return Path(base).expanduser() / "models"
+    from attnsift.fingerprint import cache_root
+
+    return cache_root() / "models"
 
 
 def _package_dir(package: str) -> Path:
