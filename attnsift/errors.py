@@ -52,3 +52,20 @@ def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
             f"`{module}` is needed{what} but is not importable: install the extra with "
             f"`pip install 'attnsift[{extra}]'`{hint}. Original error: {exc}"
         ) from exc
+
+
+class AttnsiftDeprecationWarning(FutureWarning):
+    """A name that still works but will be removed in the next release (shown by default, unlike
+    DeprecationWarning); the message names the replacement."""
+
+
+def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``old`` (an option, keyword or spec key) is deprecated in favour of ``new``.
+
+    The old spelling keeps working for one release. The CLI shows the warning as one ``warning:`` line
+    on stderr (see :func:`attnsift.cli.common.guard`); in Python it is an :class:`AttnsiftDeprecationWarning`.
+    """
+    import warnings
+
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
+                  AttnsiftDeprecationWarning, stacklevel=stacklevel)
