@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 export ATTNSIFT_DATA ?= $(abspath ../shared/data)
+# `make install` records the data folder in the venv, so `attnsift` typed in the activated venv (or run as
+# .venv/bin/attnsift) finds the data sets without ATTNSIFT_DATA; $ATTNSIFT_DATA, when set, still wins.
+DATA_DIR_FILE := $(VENV)/etc/attnsift/data-dir
 export ATTNSIFT_CACHE ?= $(HOME)/.cache/attnsift
 PYTEST_ARGS ?=
 # Fixed SciFact subset for the main job (first N test queries in file order).
@@ -20,6 +23,9 @@ RUN_MAX_WORDS ?= 100
 .PHONY: install run test test-all test-slow bench clean
 
 install: $(VENV)/.installed
+	@mkdir -p $(dir $(DATA_DIR_FILE))
+	@printf '%s\n' "$(abspath $(ATTNSIFT_DATA))" > $(DATA_DIR_FILE).tmp && mv -f $(DATA_DIR_FILE).tmp $(DATA_DIR_FILE)
+	@echo "data folder: $(abspath $(ATTNSIFT_DATA)) (recorded in $(DATA_DIR_FILE); attnsift datasets --path shows it)"
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -3,7 +3,9 @@
 A data set comes from one of:
 
 1. a folder in BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``, optional
-   ``runs/*.trec``), given as a path, or by its folder name under ``data_dir`` / ``$ATTNSIFT_DATA``;
+   ``runs/*.trec``), given as a path, or by its folder name under ``data_dir`` / the data folder
+   (:func:`data_folder`: ``$ATTNSIFT_DATA``, else the folder ``make install`` recorded, else
+   ``~/.cache/attnsift/data``);
 2. an alias (``scifact``, ``nfcorpus``, ``dl19``, ``msmarco``) that resolves to its local folder when
    present, else to its ir_datasets id;
 3. any ir_datasets id (``beir/scifact/test``), loaded through ir_datasets (queries and qrels read at
@@ -19,6 +21,7 @@ Modules::
     jsonl     JSONL parsing (file and line in every error), read_queries, the corpus.jsonl store
     beir      the BEIR folder format
     irds      the ir_datasets backend and its offline probe
+    folder    the data folder: data_folder_info, data_folder
     aliases   short names (scifact, nfcorpus, dl19, msmarco)
     resolve   load_dataset, list_datasets
 
@@ -38,9 +41,10 @@ from attnsift.eval.datasets.base import (
     register_loader,
     registered_loaders,
 )
+from attnsift.eval.datasets.folder import data_folder, data_folder_info
 from attnsift.eval.datasets.jsonl import read_queries
 from attnsift.eval.datasets.resolve import list_datasets, load_dataset
 
-__all__ = ["Dataset", "Corpus", "load_dataset", "list_datasets", "read_queries", "ALIASES", "DATA_ENV",
+__all__ = ["Dataset", "Corpus", "load_dataset", "list_datasets", "data_folder", "data_folder_info", "read_queries", "ALIASES", "DATA_ENV",
            "OFFLINE_ENV", "DatasetInfo", "DatasetLoader", "DocumentStore", "MemoryStore", "register_loader",
            "registered_loaders"]

@@ -15,6 +15,33 @@ __all__ = ["BeirLoader", "BEIR"]
 logger = logging.getLogger(__name__)
 
 
+def _splits(path: Path) -> list[str]:
+    return sorted(p.stem for p in (path / "qrels").glob("*.tsv")) if (path / "qrels").is_dir() else []
+
+
+def _check_folder(path: Path, split: str) -> None:
+    """Raise DatasetError before any file is read when ``path`` cannot be evaluated for ``split``."""
+    has = {f: (path / f).is_file() for f in ("corpus.jsonl", "queries.jsonl")}
+    splits = _splits(path)
+    if has["corpus.jsonl"] and not has["queries.jsonl"] and not splits:
+        raise DatasetError(
+            f"{path} holds a corpus.jsonl but no queries.jsonl or qrels/{split}.tsv: evaluation needs queries and "
+            f"relevance judgements (BEIR layout). To index and search your own documents, use `attnsift index --input "
+            f"{path / 'corpus.jsonl'} --out DIR` and `attnsift search --index DIR \"query\"`"
+        )
+    missing = [f for f, ok in has.items() if not ok]
+    if all(has.values()) and splits and split not in splits:
+        raise DatasetError(f"data set folder {path} has no split {split!r} (no qrels/{split}.tsv); "
+                           f"splits present: {', '.join(splits)}")
+    if split not in splits:
+        missing.append(f"qrels/{split}.tsv")
+    if missing:
+        raise DatasetError(
+            f"data set folder {path} is missing {', '.join(missing)}; a BEIR-layout folder needs corpus.jsonl, "
+            f"queries.jsonl and qrels/<split>.tsv (splits present: {', '.join(splits) or 'none'})"
+        )
+
+
 class BeirLoader:
     """Loads BEIR-layout folders (a :class:`~attnsift.eval.datasets.base.DatasetLoader`)."""
 
@@ -36,16 +63,8 @@ class BeirLoader:
         """
         from attnsift.trec import read_qrels
 
-        missing = [f for f in ("corpus.jsonl", "queries.jsonl") if not (path / f).is_file()]
+        _check_folder(path, split)
         qrels_path = path / "qrels" / f"{split}.tsv"
-        if not qrels_path.is_file():
-            missing.append(f"qrels/{split}.tsv")
-        if missing:
-            splits = sorted(p.stem for p in (path / "qrels").glob("*.tsv")) if (path / "qrels").is_dir() else []
-            raise DatasetError(
-                f"data set folder {path} is missing {', '.join(missing)}; a BEIR-layout folder needs corpus.jsonl, "
-                f"queries.jsonl and qrels/<split>.tsv (splits present: {', '.join(splits) or 'none'})"
-            )
         qrels = read_qrels(qrels_path)
         queries = read_queries(path / "queries.jsonl", keep=qrels)
         no_text = [q for q in qrels if q not in queries]

@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 from attnsift.errors import DatasetError
 from attnsift.eval.datasets.aliases import ALIASES
-from attnsift.eval.datasets.base import DATA_ENV, OFFLINE_ENV, Corpus, Dataset, DatasetInfo
+from attnsift.eval.datasets.base import OFFLINE_ENV, Corpus, Dataset, DatasetInfo
+from attnsift.eval.datasets.folder import data_folder_info, describe_data_folder
 from attnsift.fingerprint import combine, folder_fingerprint
 from attnsift.types import Document, Query
 
@@ -149,11 +150,17 @@ def _offline_message(name: str, split: str, dataset_id: str, missing: Missing, f
                      roots: Sequence[Path]) -> str:
     lines = [f"data set {name!r} (split {split!r}) is not available on this machine and its download hosts cannot be reached."]
     if folder is not None:
-        root = str(roots[0]) if roots else "/path/to/data"
+        info = data_folder_info()
+        root = Path(roots[0]) if roots else Path(info["path"])
+        if root == Path(info["path"]):
+            where = describe_data_folder(info)
+        else:
+            where = f"the data folder given is {root}; pass another data_dir=... to change it"
+        lines.append(f"Looked for {root / folder}/: {where}.")
         lines.append(
-            f"Either place the BEIR-layout files at {root}/{folder}/ (corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
+            f"Either place the BEIR-layout files at {root / folder}/ (corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
             + (", runs/*.trec" if name == "dl19" else "")
-            + f") and set {DATA_ENV}={root} (or pass data_dir=...),"
+            + "),"
         )
         lines.append(f"or place the ir_datasets source file(s) for {dataset_id!r}:")
     else:

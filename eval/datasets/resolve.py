@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from attnsift.errors import DatasetError
 from attnsift.eval.datasets.aliases import ALIASES
-from attnsift.eval.datasets.base import DATA_ENV, Dataset, DatasetInfo, loader_for, register_loader, registered_loaders
+from attnsift.eval.datasets.base import Dataset, DatasetInfo, loader_for, register_loader, registered_loaders
 from attnsift.eval.datasets.beir import BEIR
+from attnsift.eval.datasets.folder import data_folder, describe_data_folder
 from attnsift.eval.datasets.irds import irds_load, irds_missing, load_irds
 
 __all__ = ["load_dataset", "list_datasets"]
@@ -23,8 +24,7 @@ register_loader(BEIR)
 def _data_roots(data_dir: str | Path | None) -> list[Path]:
     if data_dir is not None:
         return [Path(data_dir).expanduser()]
-    env = os.environ.get(DATA_ENV)
-    return [Path(env).expanduser()] if env else []
+    return [data_folder()]
 
 
 def _local_folders(roots: Sequence[Path]) -> list[Path]:
@@ -60,13 +60,14 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
     ----------
     name : str
         A path to a data set folder (BEIR layout, or any registered format); a folder name under
-        ``data_dir`` (default ``$ATTNSIFT_DATA``); an alias (``scifact``, ``nfcorpus``, ``dl19``,
+        ``data_dir`` (default: :func:`~attnsift.eval.datasets.folder.data_folder`, i.e. ``$ATTNSIFT_DATA``,
+        else the folder ``make install`` recorded, else ``~/.cache/attnsift/data``); an alias (``scifact``, ``nfcorpus``, ``dl19``,
         ``msmarco``); or an ir_datasets id (``beir/scifact/test``). Aliases use the local folder when
         present, else ir_datasets.
     split : str
         Qrels split (``qrels/<split>.tsv``); nfcorpus also has ``dev`` and ``train``.
     data_dir : str or Path, optional
-        Folder holding data set folders; overrides ``$ATTNSIFT_DATA``.
+        Folder holding data set folders; overrides the data folder.
 
     Raises
     ------
@@ -115,10 +116,11 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
         return load_irds(name, split, DatasetInfo(name, _default_rel_level(name)), None, roots)
 
     local = [f.name for f in _local_folders(roots)]
-    where = f" under {', '.join(map(str, roots))}" if roots else f" (set {DATA_ENV} to a folder of data sets)"
+    about = "" if data_dir is not None else " T" + describe_data_folder()[1:] + "."
     raise DatasetError(
-        f"unknown data set {name!r}. Known aliases: {', '.join(ALIASES)}; local folders{where}: "
-        f"{', '.join(local) or 'none'}; or give a path to a BEIR-layout folder or an ir_datasets id such as 'beir/scifact/test'."
+        f"unknown data set {name!r}. Known aliases: {', '.join(ALIASES)}; local folders under "
+        f"{', '.join(map(str, roots))}: {', '.join(local) or 'none'}; or give a path to a BEIR-layout folder or an "
+        f"ir_datasets id such as 'beir/scifact/test'.{about}"
     )
 
 

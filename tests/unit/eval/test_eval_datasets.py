@@ -322,6 +322,8 @@ def test_offline_error_is_fast_and_says_where_to_put_files(tmp_path):
     code = textwrap.dedent(
         """
         import time
+        import sys
+        sys.prefix = sys.argv[1]  # no install-time data folder: the default under $ATTNSIFT_CACHE
         from attnsift.eval.datasets import load_dataset
         t = time.perf_counter()
         try:
@@ -332,10 +334,12 @@ def test_offline_error_is_fast_and_says_where_to_put_files(tmp_path):
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "ATTNSIFT_DATA"}
-    env.update(IR_DATASETS_HOME=str(tmp_path / "irds"), ATTNSIFT_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    env.update(IR_DATASETS_HOME=str(tmp_path / "irds"), ATTNSIFT_OFFLINE="1", ATTNSIFT_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-venv")], env=env, capture_output=True,
+                         text=True, timeout=120).stdout
     assert out.startswith("DatasetError"), out
-    assert "/path/to/data/scifact/ (corpus.jsonl, queries.jsonl, qrels/test.tsv)" in out
+    assert f"{tmp_path / 'cache' / 'data' / 'scifact'}/ (corpus.jsonl, queries.jsonl, qrels/test.tsv)" in out
+    assert "export ATTNSIFT_DATA=" in out  # how to change the folder
     assert str(tmp_path / "irds" / "beir" / "scifact" / "source.zip") in out
     assert "scifact.zip" in out  # the download address
     assert "internet" in out
