@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, Iterable, Iterator
 
-__all__ = ["configure", "is_enabled", "bar", "step", "notice", "quiet_third_party", "format_seconds"]
+__all__ = ["configure", "is_enabled", "bar", "step", "notice", "quiet_third_party", "format_seconds", "Estimator"]
 
 #: In line mode (stderr not a terminal), at most one progress line per this many seconds.
 LOG_INTERVAL_S = 30.0
@@ -53,7 +53,9 @@ def is_enabled(progress: bool | None = None) -> bool:
 
 
 def format_seconds(seconds: float) -> str:
-    """``42 s``, ``3.5 min``, ``2.1 h``."""
+    """``40 ms``, ``4.2 s``, ``42 s``, ``3.5 min``, ``2.1 h``."""
+    if seconds < 0.095:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 90:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
     if seconds < 5400:
@@ -176,6 +178,98 @@ def step(desc: str, progress: bool | None = None) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     print(f"{desc}: done in {format_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
+
+
+def _singular(what: str) -> str:
+    if what.endswith("ies"):
+        return what[:-3] + "y"
+    if what.endswith(("ses", "xes")):
+        return what[:-2]
+    return what[:-1] if what.endswith("s") and not what.endswith("ss") else what
+
+
+class Estimator:
+    """One line with the projected time of a long loop, from a quick measured sample.
+
+    Feed it each item's seconds with :meth:`observe`. Once the sample is measured (the first items,
+    until about ``sample_s`` seconds or ``max_sample`` items), it projects ``total`` items and, when that
+    exceeds ``threshold_s``, prints ONE line on stderr (when progress is enabled, :func:`is_enabled`)::
+
+        estimate: about 48 min for 300 queries (9.6 s per query measured on the first 1, device cpu); --max-queries, --depth or --option max_words= shorten it
+
+    It never prints again afterwards; a short run prints nothing.
+
+    Parameters
+    ----------
+    total : int
+        How many items the whole loop has (>= 0).
+    what : str
+        The items, plural (``"queries"``, ``"documents"``, ``"steps"``); "per <singular>" in the line.
+    hint : str
+        What shortens the run, appended after ``"; "`` (e.g. the options to lower).
+    threshold_s : float
+        Print only when the projection exceeds this many seconds.
+    progress : bool, optional
+        See :func:`is_enabled`.
+    device : str, optional
+        Where the work runs (``"cpu"``, ``"cuda:0"``), named in the line.
+    sample_s : float
+        Measure items until this many seconds were measured ...
+    max_sample : int
+        ... or this many items were (fast items: the projection is then cheap and reliable).
+
+    Examples
+    --------
+    >>> est = Estimator(300, "queries", hint="--depth shortens it", device="cpu")
+    >>> for q in queries:
+    ...     t0 = time.perf_counter(); work(q); est.observe(time.perf_counter() - t0)
+    """
+
+    def __init__(self, total: int, what: str = "queries", hint: str = "", threshold_s: float = 60.0,
+                 progress: bool | None = None, *, device: str | None = None, sample_s: float = 2.0,
+                 max_sample: int = 20) -> None:
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError(f"Estimator total must be a whole number >= 0 (how many items the loop has), got {total!r}")
+        if not threshold_s >= 0 or not sample_s > 0 or max_sample < 1:
+            raise ValueError(f"Estimator needs threshold_s >= 0, sample_s > 0 and max_sample >= 1, got "
+                             f"{threshold_s!r}, {sample_s!r}, {max_sample!r}")
+        self.total, self.what, self.hint, self.threshold_s = total, what, hint, float(threshold_s)
+        self.progress, self.device = progress, device
+        self.sample_s, self.max_sample = float(sample_s), int(max_sample)
+        self.n = 0
+        self.measured = 0.0
+        #: the projected seconds for ``total`` items once the sample is measured (None before)
+        self.projected: float | None = None
+        #: the line printed (None when nothing was: short run, progress off, or not decided yet)
+        self.line: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the sample is measured (the estimate was decided, printed or not)."""
+        return self.projected is not None
+
+    def observe(self, seconds: float) -> str | None:
+        """Record one item's seconds; returns the estimate line when this call printed it, else None."""
+        if self.projected is not None:
+            return None
+        self.n += 1
+        self.measured += max(float(seconds), 0.0)
+        if self.measured < self.sample_s and self.n < min(self.max_sample, self.total):
+            return None
+        per = self.measured / self.n
+        self.projected = per * self.total
+        if self.projected <= self.threshold_s or self.n >= self.total:
+            return None
+        on = f", device {self.device}" if self.device else ""
+        line = (f"estimate: about {format_seconds(self.projected)} for {self.total} {self.what} "
+                f"({format_seconds(per)} per {_singular(self.what)} measured on the first {self.n}{on})")
+        if self.hint:
+            line += f"; {self.hint}"
+        if is_enabled(self.progress):
+            self.line = line
+            print(line, file=sys.stderr, flush=True)
+            return line
+        return None
 
 
 _quieted = False

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,92 @@ def _convert_gguf(gguf: Path) -> Path:
 
 
 EXPECTED = "a decoder-only (causal) language model: a Hugging Face model folder with config.json, a .gguf file, " \
-           f"a hub id (org/name), or one of the aliases {sorted(ALIASES)}"
+           f"a hub id (org/name) in the local Hugging Face cache, or one of the aliases {sorted(ALIASES)}"
+
+_HUB_ID = re.compile(r"^(?:[\w.\-]+/)?[\w.\-]+$")
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        if os.environ.get("HF_HUB_CACHE"):
+            return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+        home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+        return Path(home).expanduser() / "hub"
+
+
+def _cached_hub_config(repo_id: str) -> Path | None:
+    """``config.json`` of ``repo_id`` in the local hub cache (any snapshot), or None; never the network."""
+    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        found = snapshots / ref.read_text().strip() / "config.json"
+        if found.is_file():
+            return found
+    return next((p for p in sorted(snapshots.glob("*/config.json")) if p.is_file()), None)
+
+
+def _accepted() -> str:
+    return (f"give one of the aliases {', '.join(sorted(ALIASES))}, a folder with config.json, a .gguf file, "
+            f"or a hub id (org/name) in the local cache {hub_cache_dir()}")
+
+
+def check_model_name(name: str) -> None:
+    """Check that ``name`` names a language model on this machine, without loading anything.
+
+    Accepted: an alias of an installed offline model package (``smollm2-135m``, ``gemma3-270m``), an
+    existing folder with ``config.json``, an existing ``.gguf`` file, or a hub id whose files are in the
+    local Hugging Face cache (attnsift does not download models: ``hf download ORG/NAME`` first). Whether
+    the model is a decoder-only LM is checked when it loads (that needs its config parsed by transformers).
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a non-empty string.
+    ValueError
+        One line naming what was given and what is accepted: a mistyped alias (with the closest alias),
+        a path that does not exist, a file that is not a model, a folder without config.json, an alias
+        whose package is not installed, or a hub id that is not in the local cache.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"model must be a non-empty string (alias, folder, .gguf file or hub id), got {name!r}")
+    if name in ALIASES:
+        _package_dir(ALIASES[name])  # not installed: says how to install it
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ValueError(f"GGUF file {name!r} does not exist; give the path of an existing .gguf file")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ValueError(f"{name!r} is not a GGUF file (it does not start with the GGUF magic bytes); "
+                                 f"expected {EXPECTED}")
+        return
+    if path.is_file():
+        raise ValueError(f"{name!r} is a file, not a model; expected {EXPECTED}")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name!r} is a folder without config.json, not a model; expected {EXPECTED}")
+        return
+    if _looks_like_path(name) or not _HUB_ID.match(name) or "--" in name or ".." in name or len(name) > 96:
+        raise ValueError(f"model path {name!r} does not exist; expected {EXPECTED}")
+    if _cached_hub_config(name) is not None:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(ALIASES), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    what = (f"neither an existing folder nor a hub id in the local cache" if "/" in name
+            else "not an alias, nor a hub id in the local cache")
+    raise ValueError(f"model {name!r} is {what}{hint}; {_accepted()} (attnsift does not download models: "
+                     f"fetch one with `hf download {name}`)")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -167,35 +253,25 @@ def _looks_like_path(name: str) -> bool:
 def resolve_model_path(name: str) -> str:
     """Map ``name`` (alias, .gguf file, folder or hub id) to something ``from_pretrained`` can load.
 
+    ``name`` is checked first by :func:`check_model_name` (a hub id must be in the local cache).
+
     Raises
     ------
     TypeError
         ``name`` is not a non-empty string.
     ValueError
-        A path that does not exist, a file that is not a GGUF model, a folder without config.json.
+        See :func:`check_model_name`.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"model must be a non-empty string (alias, folder, .gguf file or hub id), got {name!r}")
+    check_model_name(name)
     if name in ALIASES:
         return str(_convert_gguf(resolve_gguf(name)))
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
-        if not path.is_file():
-            raise ValueError(f"GGUF file {name!r} does not exist; give the path of an existing .gguf file")
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-        if magic != b"GGUF":
-            raise ValueError(f"{name!r} is not a GGUF file (it does not start with the GGUF magic bytes); expected {EXPECTED}")
         return str(_convert_gguf(path))
-    if path.is_file():
-        raise ValueError(f"{name!r} is a file, not a model; expected {EXPECTED}")
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{name!r} is a folder without config.json, not a model; expected {EXPECTED}")
         return str(path)
-    if _looks_like_path(name):
-        raise ValueError(f"model path {name!r} does not exist; expected {EXPECTED}")
-    return name  # a hub id
+    # A hub id in the local cache: load its snapshot folder, so nothing asks the network.
+    return str(_cached_hub_config(name).parent)  # type: ignore[union-attr]
 
 
 def _encoder_types() -> frozenset[str]:
@@ -296,6 +372,7 @@ def load_tokenizer(name: str) -> Any:
     require("transformers", "llm", "tokenizers")
     from transformers import AutoTokenizer
 
+    check_model_name(name)
     if name in ALIASES or name.endswith(".gguf"):
         gguf = resolve_gguf(name) if name in ALIASES else Path(name)
         converted = converted_dir(gguf)

@@ -112,6 +112,10 @@ class LLMReranker(BaseReranker):
 
     def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *, config: Any = None,
                  device: str | None = None, dtype: Any = None, **options: Any) -> None:
+        if isinstance(model, str):
+            from attnsift.rerank.llm import check_model_name
+
+            check_model_name(model)  # cheap, before options are parsed or anything loads
         self.config = self._make_config(config, options)
         if isinstance(model, str):
             if tokenizer is not None:
