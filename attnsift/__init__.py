@@ -4,6 +4,11 @@ Public API (heavy dependencies are imported lazily, so ``import attnsift`` stays
 
     from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline, first_stage, read_run, write_run
     from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker
+    from attnsift import build_index, load_index, index_info, read_documents, as_documents
+
+    index = build_index(["first text", "second text"])     # or Documents, or a path: docs.jsonl
+    index.save("my-index"); index = load_index("my-index")  # any kind: bm25, dense, hybrid, late
+    Pipeline(index, ICRReranker("smollm2-135m"), depth=20)("a question")
 
     ds = load_dataset("scifact")
     pipe = Pipeline(first_stage(ds, "bm25"), ICRReranker("smollm2-135m"), depth=20, corpus=ds.corpus)
@@ -41,6 +46,11 @@ _LAZY = {
     "ListwiseReranker": "attnsift.rerank.listwise:ListwiseReranker",
     "BlockRankReranker": "attnsift.rerank.blockrank:BlockRankReranker",
     "load_causal_lm": "attnsift.rerank.llm:load_causal_lm",
+    "build_index": "attnsift.registry:build_index",
+    "load_index": "attnsift.registry:load_index",
+    "index_info": "attnsift.registry:index_info",
+    "read_documents": "attnsift.documents:read_documents",
+    "as_documents": "attnsift.documents:as_documents",
 }
 
 __all__ = [

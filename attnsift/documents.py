@@ -32,7 +32,7 @@ from attnsift.errors import DataFormatError
 from attnsift.io import utf8_lines
 from attnsift.types import Document
 
-__all__ = ["as_documents", "iter_documents", "read_documents", "DOCUMENT_SUFFIXES", "TEXT_SUFFIXES"]
+__all__ = ["as_documents", "stream_documents", "iter_documents", "read_documents", "corpus_record", "DOCUMENT_SUFFIXES", "TEXT_SUFFIXES"]
 
 #: file suffixes :func:`read_documents` reads as one file of many documents
 DOCUMENT_SUFFIXES = (".jsonl", ".tsv")
@@ -106,6 +106,24 @@ def _items(items: Any) -> Iterator[tuple[str, Document]]:
                             f"({{'id', 'text', 'title'}}), got {type(item).__name__}")
 
 
+def stream_documents(items: Any) -> Iterator[Document]:
+    """Stream what :func:`as_documents` accepts, one Document at a time (for indexing large corpora).
+
+    Duplicate ids and wrong types raise as they are met; a corpus with ``iter_documents()`` is streamed
+    from its store. An empty input yields nothing (the indexer says so).
+    """
+    if isinstance(items, (str, bytes, Path)):
+        raise TypeError("documents must be a list of texts or Documents, not a single string or path; "
+                        "wrap one text in a list, or read a file with attnsift.read_documents(path)")
+    if callable(getattr(items, "iter_documents", None)):
+        return iter(items.iter_documents())  # a Corpus (also a Mapping): its store knows the order
+    try:
+        iter(items)
+    except TypeError:
+        raise TypeError(f"documents must be an iterable of texts or Documents, got {type(items).__name__}") from None
+    return _unique(_items(items), "the documents given")
+
+
 def as_documents(items: Any) -> list[Document]:
     """Documents from what a Python user holds.
 
@@ -129,17 +147,7 @@ def as_documents(items: Any) -> list[Document]:
     ValueError
         No documents, duplicate ids, only empty texts, or a malformed mapping (the item is named).
     """
-    if isinstance(items, (str, bytes, Path)):
-        raise TypeError("as_documents takes a list of texts or Documents, not a single string or path; "
-                        "wrap one text in a list, or read a file with attnsift.read_documents(path)")
-    if callable(getattr(items, "iter_documents", None)):
-        docs = list(items.iter_documents())  # a Corpus (also a Mapping): its store knows the order
-    else:
-        try:
-            iter(items)
-        except TypeError:
-            raise TypeError(f"as_documents takes an iterable of documents, got {type(items).__name__}") from None
-        docs = list(_unique(_items(items), "the documents given"))
+    docs = list(stream_documents(items))
     if not docs:
         raise ValueError("no documents given: pass at least one text or Document")
     if all(not d.text.strip() and not (d.title or "").strip() for d in docs):
@@ -286,3 +294,31 @@ def read_documents(path: str | Path) -> list[Document]:
     if not docs:
         raise DataFormatError(f"{source} holds no documents (it is empty); add one document per line")
     return docs
+
+
+def corpus_record(documents: Any) -> tuple[list[Document], str, str | None]:
+    """The documents of what :func:`attnsift.build_index` was given, their fingerprint and data set name.
+
+    Parameters
+    ----------
+    documents : path, Dataset, Corpus, or anything :func:`as_documents` takes
+
+    Returns
+    -------
+    (list of Document, str, str or None)
+        The fingerprint is what :meth:`attnsift.eval.datasets.Corpus.fingerprint` gives for the same
+        corpus (a ``.jsonl`` file's hash, else the documents' hash), so a data set loaded from the same
+        folder is recognised as the index's corpus.
+    """
+    from attnsift.fingerprint import documents_fingerprint, file_fingerprint
+
+    if isinstance(documents, (str, Path)):
+        source = check_documents_path(documents)
+        docs = read_documents(documents)
+        return docs, (file_fingerprint(source) if source.suffix == ".jsonl" else documents_fingerprint(docs)), None
+    dataset = None
+    if hasattr(documents, "corpus") and hasattr(documents, "queries"):  # a Dataset: index its corpus
+        dataset, documents = getattr(documents, "name", None), documents.corpus
+    docs = as_documents(documents)
+    own = getattr(documents, "fingerprint", None)
+    return docs, (own() if callable(own) else documents_fingerprint(docs)), dataset

@@ -175,20 +175,24 @@ class BM25Retriever:
 
     # ------------------------------------------------------------------ indexing
     @classmethod
-    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, *, config: BM25Config | None = None,
-                    **options: Any) -> "BM25Retriever":
-        """Build a retriever with ``config`` or ``options`` (see the class) and index ``corpus``."""
+    def from_corpus(cls, corpus: Iterable[Document | str] | Any, progress: bool | None = None, *,
+                    config: BM25Config | None = None, **options: Any) -> "BM25Retriever":
+        """Build a retriever with ``config`` or ``options`` (see the class) and index ``corpus``
+        (anything :func:`attnsift.documents.as_documents` accepts: Documents, plain strings, mappings,
+        a Corpus)."""
         return cls(config=config, **options).index(corpus, progress=progress)
 
-    def index(self, documents: Iterable[Document], progress: bool = False) -> "BM25Retriever":
+    def index(self, documents: Iterable[Document | str] | Any, progress: bool | None = None) -> "BM25Retriever":
         """Index ``documents`` (their ``contents``: title + text), replacing any previous index.
 
         Parameters
         ----------
-        documents : iterable of Document, or a mapping ``id -> Document``
-            The corpus. Ids must be unique.
-        progress : bool
-            Show progress bars (analysis and bm25s index building).
+        documents : iterable of Document or str, a mapping ``id -> Document`` or ``id -> text``, or a Corpus
+            The corpus (see :func:`attnsift.documents.as_documents`; plain strings get ids ``d0, d1, ...``).
+            Ids must be unique. Streamed: a generator is read once.
+        progress : bool, optional
+            Progress on stderr (analysis, then index building); None: the process setting
+            (:mod:`attnsift.progress`).
 
         Returns
         -------
@@ -200,33 +204,21 @@ class BM25Retriever:
         ValueError
             Empty corpus, or a duplicate document id (named in the message).
         TypeError
-            An item that is not a Document.
+            An item that is not a Document, a string or a mapping.
         """
         import bm25s
-        from tqdm.auto import tqdm
 
-        if isinstance(documents, Mapping):
-            documents = documents.values()
-        if isinstance(documents, (str, bytes)):
-            raise TypeError("index() takes an iterable of Document objects, not a string")
+        from attnsift import progress as prog
+        from attnsift.documents import stream_documents
+
         doc_ids: list[str] = []
         stored: dict[str, Document] = {}
-        seen: set[str] = set()
         vocab: dict[str, int] = {}
         corpus_ids: list[list[int]] = []
         analyze = self.analyzer
-        for pos, doc in enumerate(tqdm(documents, desc="BM25 analyze", disable=not progress, unit="doc")):
-            if not isinstance(doc, Document):
-                raise TypeError(
-                    f"index() takes Document objects, got {type(doc).__name__} at position {pos}; "
-                    "wrap raw texts as attnsift.Document(id, text)"
-                )
-            if doc.id in seen:
-                raise ValueError(
-                    f"duplicate document id {doc.id!r} (second occurrence at position {pos}); "
-                    "document ids must be unique within a corpus"
-                )
-            seen.add(doc.id)
+        total = len(documents) if hasattr(documents, "__len__") and not isinstance(documents, (str, bytes)) else None
+        for doc in prog.bar(stream_documents(documents), desc="BM25 analyze", total=total, unit="doc",
+                            progress=progress):
             doc_ids.append(doc.id)
             if self.store_text:
                 stored[doc.id] = doc
@@ -241,9 +233,11 @@ class BM25Retriever:
             )
 
         engine = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-        scores = engine.build_index_from_ids(
-            unique_token_ids=list(range(len(vocab))), corpus_token_ids=corpus_ids, show_progress=progress
-        )
+        with prog.step(f"BM25 index ({len(doc_ids)} documents)", progress=progress):
+            # bm25s's own bars stay off: one line of ours instead
+            scores = engine.build_index_from_ids(
+                unique_token_ids=list(range(len(vocab))), corpus_token_ids=corpus_ids, show_progress=False
+            )
         nonocc = getattr(engine, "nonoccurrence_array", None)
         index = BM25IndexData(
             params=self.params,
@@ -288,7 +282,7 @@ class BM25Retriever:
         return self.retrieve_batch([query], k=k)[query.id]
 
     def retrieve_batch(
-        self, queries: Sequence[Query], k: int = 100, progress: bool = False, n_threads: int = 1
+        self, queries: Sequence[Query], k: int = 100, progress: bool | None = False, n_threads: int = 1
     ) -> Run:
         """Top-``k`` documents for each query, as a :class:`Run` named ``"bm25"``.
 
@@ -328,9 +322,10 @@ class BM25Retriever:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
                 parts = list(pool.map(lambda c: self._score_chunk(c, k, index), chunks))
         else:
-            from tqdm.auto import tqdm
+            from attnsift import progress as prog
 
-            parts = [self._score_chunk(c, k, index) for c in tqdm(chunks, desc="BM25 retrieve", disable=not progress)]
+            parts = [self._score_chunk(c, k, index)
+                     for c in prog.bar(chunks, desc="BM25 retrieve", unit="chunk", progress=progress)]
         return Run((r for part in parts for r in part), name=self.name)
 
     def _score_chunk(self, queries: list[Query], k: int, index: BM25IndexData) -> list[Ranking]:
@@ -402,7 +397,9 @@ class BM25Retriever:
         ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
         for :func:`attnsift.indexes.corpus.check_index_corpus`.
         """
-        corpus = corpus_fields(corpus_fingerprint, dataset)
+        # build_index records the corpus it read on the retriever, so index.save(path) keeps it
+        corpus = corpus_fields(corpus_fingerprint or getattr(self, "corpus_fingerprint", None),
+                               dataset or getattr(self, "dataset", None))
         return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s", corpus=corpus)
 
     @classmethod

@@ -12,7 +12,9 @@ a reranker's scores beside the first stage's), and :class:`FusionRetriever` fuse
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 from attnsift.config import resolve_config
@@ -20,6 +22,9 @@ from attnsift.retrieval.config import FusionConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
 _NORMALIZATIONS = ("minmax", "zscore", "none")
+
+#: the manifest kind of a saved :class:`FusionRetriever`
+KIND = "hybrid"
 
 
 def _check_rankings(rankings: Sequence[Ranking]) -> list[Ranking]:
@@ -199,3 +204,98 @@ class FusionRetriever:
             parts = [run[q.id] if q.id in run else Ranking(q, ()) for run in runs]
             out.append(self.fuse(parts).top(k))
         return Run(out, name=self.name)
+
+    @property
+    def num_docs(self) -> int:
+        """Documents of the largest part (the parts index the same corpus when built by ``build_index``)."""
+        return max(int(getattr(r, "num_docs", 0)) for r in self.retrievers)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
+             dataset: str | None = None) -> Path:
+        """Write every part (each a saved index in ``part<i>-<kind>/``) and a manifest, atomically.
+
+        Parameters
+        ----------
+        path : str or Path
+            The folder; it appears (or replaces an old one) only once everything is written.
+        overwrite : bool
+            Replace an existing folder.
+        corpus_fingerprint, dataset : str, optional
+            The corpus record (see :func:`attnsift.indexes.corpus.corpus_fields`), written to the
+            manifest and to every part's; default: what ``build_index`` recorded on this retriever.
+
+        Raises
+        ------
+        TypeError
+            A part that cannot be saved (it has no ``save``).
+        """
+        from attnsift.indexes.corpus import corpus_fields
+        from attnsift.io import atomic_dir, write_manifest
+
+        corpus_fingerprint = corpus_fingerprint or getattr(self, "corpus_fingerprint", None)
+        dataset = dataset or getattr(self, "dataset", None)
+        corpus = corpus_fields(corpus_fingerprint, dataset)
+        for r in self.retrievers:
+            if not callable(getattr(r, "save", None)):
+                raise TypeError(f"cannot save a hybrid index with a {type(r).__name__} part: it has no save()")
+        parts = []
+        with atomic_dir(Path(path), overwrite=overwrite) as tmp:
+            for i, r in enumerate(self.retrievers):
+                kind = getattr(r, "name", type(r).__name__.lower())
+                sub = f"part{i}-{kind}"
+                r.save(tmp / sub, overwrite=True, corpus_fingerprint=corpus_fingerprint, dataset=dataset)
+                parts.append({"path": sub, "kind": kind})
+            write_manifest(tmp, KIND, fusion=dataclasses.asdict(self.config), parts=parts, name=self.name,
+                           doc_count=self.num_docs, **corpus)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True, *, encoder: str | Any | None = None, device: Any = None,
+             dtype: Any = None, **options: Any) -> "FusionRetriever":
+        """Load a folder written by :meth:`save`; each part is loaded by its own kind.
+
+        Parameters
+        ----------
+        path : str or Path
+        verify : bool
+            Check every file (the parts' included) against the manifest's checksums first.
+        encoder : str, optional
+            The query encoder of the dense / late parts (default: the one each part records; another
+            is an error).
+        device, dtype : optional
+            For those encoders.
+        **options
+            :class:`FusionConfig` fields that replace the recorded ones (fusion happens at search time,
+            so ``method``, ``weights``, ``depth``... may change).
+
+        Raises
+        ------
+        IndexCorruptedError
+            Missing or modified files, a manifest of another kind or without its parts.
+        ValueError
+            An option that is not a FusionConfig field.
+        """
+        from attnsift.config import config_from_options
+        from attnsift.errors import IndexCorruptedError
+        from attnsift.io import read_manifest
+        from attnsift.registry import load_index
+
+        path = Path(path)
+        manifest = read_manifest(path, KIND, verify=verify)
+        try:
+            recorded = dict(manifest["fusion"])
+            parts = [(p["path"], p["kind"]) for p in manifest["parts"]]
+        except (KeyError, TypeError) as exc:
+            raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
+        if recorded.get("weights") is not None:
+            recorded["weights"] = tuple(recorded["weights"])
+        config = config_from_options(FusionConfig, {**recorded, **options})
+        loaded = []
+        for sub, kind in parts:
+            extra = {} if kind == "bm25" else {"encoder": encoder, "device": device, "dtype": dtype}
+            loaded.append(load_index(path / sub, verify=False, **extra))  # the top manifest covered their files
+        out = cls(loaded, config=config, name=manifest.get("name") or "hybrid")
+        corpus = manifest.get("corpus") or {}
+        out.corpus_fingerprint, out.dataset = corpus.get("fingerprint"), corpus.get("dataset")
+        return out

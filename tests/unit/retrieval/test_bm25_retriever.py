@@ -81,8 +81,10 @@ def test_duplicate_ids_named():
 def test_empty_corpus_and_wrong_items():
     with pytest.raises(ValueError, match="empty corpus"):
         BM25Retriever.from_corpus([])
-    with pytest.raises(TypeError, match="Document"):
-        BM25Retriever.from_corpus(["just a string"])
+    with pytest.raises(TypeError, match="Documents, strings or mappings"):
+        BM25Retriever.from_corpus([42])
+    with pytest.raises(TypeError, match="not a single string"):
+        BM25Retriever.from_corpus("just a string")
     with pytest.raises(ValueError, match="has an index term"):
         BM25Retriever.from_corpus([Document("a", "the of"), Document("b", "!!")])
 
