@@ -1,4 +1,4 @@
-"""First-stage commands: ``attnsift datasets``, ``index`` and ``retrieve``."""
+"""First-stage commands: ``attnsift datasets``, ``index``, ``search`` and ``retrieve``."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,8 @@ from typing import List, Optional
 import typer
 
 from attnsift.cli.app import _print_json, app
-from attnsift.cli.common import check_output, guard, nonempty_corpus, nonempty_queries, run_file_bytes
+from attnsift.cli.common import (check_device, check_output, guard, nonempty_corpus, nonempty_queries,
+                                 run_file_bytes)
 from attnsift.types import Run
 
 _guard = guard
@@ -21,8 +22,23 @@ _guard = guard
 def datasets(
     data_dir: Optional[Path] = typer.Option(None, help="Folder of BEIR-layout data sets (default: $ATTNSIFT_DATA)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    path: bool = typer.Option(False, "--path", help="Print the data folder and where it comes from, then stop."),
 ) -> None:
     """List the data sets attnsift knows: local folders and ir_datasets aliases."""
+    if path:
+        from attnsift.eval import datasets as _datasets
+
+        info_fn = getattr(_datasets, "data_folder_info", None)
+        if info_fn is None:
+            raise ValueError("this attnsift cannot tell its data folder (eval.datasets.data_folder_info is missing)")
+        info = info_fn()
+        if data_dir is not None:
+            info = {"path": str(data_dir), "source": "--data-dir", "exists": data_dir.is_dir()}
+        if as_json:
+            _print_json(info)
+        else:
+            typer.echo(f"{info['path']}  (from {info['source']}{'' if info['exists'] else '; does not exist yet'})")
+        return
     from attnsift.eval.datasets import list_datasets
 
     rows = list_datasets(data_dir)
@@ -48,36 +64,161 @@ def datasets(
 
 
 # --------------------------------------------------------------------------------------------- index
+_ENCODER_HELP = "Encoder of dense / late / hybrid (default minilm): a short name, a folder or a hub id."
+
+
+def _encoder(encoder: Optional[str], model: Optional[str]) -> Optional[str]:
+    """--encoder, or the deprecated --model spelling (warns)."""
+    if model is None:
+        return encoder
+    from attnsift.errors import deprecated
+
+    deprecated("--model (for a first stage's encoder)", "--encoder")
+    if encoder is not None and encoder != model:
+        raise ValueError(f"--encoder {encoder} and --model {model} disagree; give --encoder only")
+    return model
+
+
+def _dataset_or_input(dataset: Optional[str], input_path: Optional[Path]):
+    """``(documents path, None)`` or ``(None, data set)`` for ``index``; the path is checked, not read.
+    A folder holding only a ``corpus.jsonl`` (no queries or qrels) is read as documents."""
+    from attnsift.documents import check_documents_path
+
+    if (dataset is None) == (input_path is None):
+        raise ValueError("give --input (your documents: docs.jsonl, docs.tsv, a folder of .txt files) or "
+                         "--dataset (a data set name), one of them")
+    if input_path is not None:
+        check_documents_path(input_path)
+        return input_path, None
+    from attnsift.errors import DatasetError
+    from attnsift.eval.datasets import load_dataset
+
+    try:
+        return None, nonempty_corpus(load_dataset(dataset))
+    except DatasetError:
+        folder = Path(dataset)
+        if folder.is_dir() and (folder / "corpus.jsonl").is_file():  # a corpus without queries or qrels
+            return folder, None
+        raise
+
+
 @app.command()
 @_guard
 def index(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias or BEIR folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the index to (written atomically)."),
-    retriever: str = typer.Option("bm25", help="bm25 | dense | late"),
-    model: Optional[str] = typer.Option(None, help="Encoder for dense / late (default minilm)."),
+    input_path: Optional[Path] = typer.Option(None, "--input", "-i", help="Your documents: docs.jsonl, docs.tsv, a folder of .txt/.md files or a BEIR folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set name, alias or BEIR folder."),
+    retriever: str = typer.Option("bm25", help="bm25 | dense | hybrid | late"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP),
+    model: Optional[str] = typer.Option(None, "--model", hidden=True, help="Deprecated: --encoder."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N for the encoder (default: CUDA when available)."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable), e.g. k1=0.9"),
     overwrite: bool = typer.Option(False, help="Replace an existing index at --out."),
 ) -> None:
-    """Build a first-stage index over a data set's corpus and save it."""
+    """Build a first-stage index over your documents (--input) or a data set's corpus and save it."""
+    from attnsift import progress
     from attnsift.config import parse_option_strings
-    from attnsift.eval.datasets import load_dataset
-    from attnsift.registry import build_retriever
+    from attnsift.registry import build_index, check_model, check_options, index_info
 
+    encoder = _encoder(encoder, model)
+    options = parse_option_strings(option)
+    check_options("retriever", retriever, options)
+    check_model("retriever", retriever, encoder or options.get("encoder"))
+    device = check_device(device)
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     check_output(out, "--out", folder=True)
-    ds = nonempty_corpus(load_dataset(dataset))
-    source = getattr(ds.corpus.store, "path", None)
-    if source is not None and Path(source).is_file():
+    source, ds = _dataset_or_input(dataset, input_path)
+    src_file = getattr(ds.corpus.store, "path", None) if ds is not None else source
+    if src_file is not None and Path(src_file).is_file():
         # An index is about as large as its corpus file (BM25: postings; dense: one vector per document).
-        check_output(out, "--out", folder=True, min_free_bytes=Path(source).stat().st_size)
+        check_output(out, "--out", folder=True, min_free_bytes=Path(src_file).stat().st_size)
+    progress.quiet_third_party()
     t0 = time.perf_counter()
-    r = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=parse_option_strings(option), progress=True)
+    r = build_index(ds if ds is not None else source, retriever, encoder=encoder, options=options, device=device)
     built = time.perf_counter() - t0
     # The index records its corpus, so searching it for another data set is caught (retrieve --index).
-    path = r.save(out, overwrite=overwrite, corpus_fingerprint=ds.corpus.fingerprint(), dataset=ds.name)
-    typer.echo(json.dumps({"index": str(path), "retriever": retriever, "dataset": ds.name, "docs": r.num_docs,
-                           "seconds": round(built, 3)}, allow_nan=False))
+    path = r.save(out, overwrite=overwrite, corpus_fingerprint=r.corpus_fingerprint, dataset=r.dataset)
+    enc = index_info(path)["encoder"]
+    typer.echo(json.dumps({"index": str(path), "retriever": retriever, "dataset": r.dataset,
+                           "input": str(source) if source is not None else None, "docs": r.num_docs,
+                           "seconds": round(built, 3), "encoder": enc}, allow_nan=False))
+
+
+# --------------------------------------------------------------------------------------------- search
+def _results(ranking) -> list[dict]:
+    return [{"rank": j + 1, "doc_id": c.doc_id, "score": c.score,
+             "title": (c.document.title if c.document else None),
+             "text": (c.document.text[:200] if c.document else None)} for j, c in enumerate(ranking)]
+
+
+def _print_results(out: list[dict], as_json: bool, **extra) -> None:
+    if as_json:
+        _print_json({**extra, "queries": out})
+        return
+    for item in out:
+        typer.echo(f"# {item['query']}")
+        if not item["results"]:
+            typer.echo("  (no document matches)")
+        for res in item["results"]:
+            snippet = " ".join(" ".join(filter(None, (res["title"], res["text"]))).split())[:80]
+            typer.echo(f"{res['rank']:>3}  {res['score']:10.4f}  {res['doc_id']}  {snippet}")
+
+
+@app.command()
+@_guard
+def search(
+    queries: Optional[List[str]] = typer.Argument(None, help="Query texts (each one a search)."),
+    index_dir: Path = typer.Option(..., "--index", help="A saved index of any kind (`attnsift index`)."),
+    query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Query text (repeatable; same as the arguments)."),
+    k: int = typer.Option(10, "--k", "-k", help="Results per query."),
+    reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank"),
+    model: Optional[str] = typer.Option(None, "--model", help="The reranker's language model (default smollm2-135m)."),
+    depth: Optional[int] = typer.Option(None, "--depth", help="Candidates the reranker rescores (default: min(20, --first-stage-k))."),
+    first_stage_k: Optional[int] = typer.Option(None, "--first-stage-k", help="Candidates from the index (default: max(--k, 20) with a reranker, else --k)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Query encoder of a dense / late / hybrid index (default: the index's)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N for the models (default: CUDA when available)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Search a saved index for query texts, optionally reranked: attnsift search --index DIR "question"."""
+    from attnsift import progress
+    from attnsift.config import parse_option_strings
+    from attnsift.pipeline import Pipeline
+    from attnsift.registry import build_reranker, check_model, check_options, index_kind, load_index
+    from attnsift.types import Query, check_k
+
+    texts = [*(queries or []), *(query or [])]
+    if not texts:
+        raise ValueError('give at least one query text: attnsift search --index DIR "your question"')
+    for t in texts:
+        if not t.strip():
+            raise ValueError("a query text is empty; give every query some words to search for")
+    check_k(k, "--k")
+    reranked = reranker != "none"
+    if not reranked and (depth is not None or model is not None or option):
+        raise ValueError("--depth, --model and --option are for a reranker; add --reranker icr (or listwise, "
+                         "blockrank) or drop them")
+    fsk = check_k(first_stage_k, "--first-stage-k") if first_stage_k is not None else (max(k, 20) if reranked else k)
+    if reranked and depth is None:
+        depth = min(20, fsk)
+    options = parse_option_strings(option)
+    check_options("reranker", reranker, options)
+    check_model("reranker", reranker, model)
+    device = check_device(device)
+    kind = index_kind(index_dir)
+    check_model("retriever", kind if kind != "bm25-lucene" else "bm25", encoder)
+    progress.quiet_third_party()
+    stage = load_index(index_dir, encoder=encoder, device=device if kind in ("dense", "late", "hybrid") else None)
+    rr = build_reranker(reranker, model, options, device=device) if reranked else None
+    pipe = Pipeline(stage, rr, first_stage_k=fsk, depth=depth, k=k)
+    out = []
+    t0 = time.perf_counter()
+    for i, text in enumerate(texts):
+        out.append({"query": text, "results": _results(pipe(Query(f"q{i}", text)))})
+    secs = time.perf_counter() - t0
+    _print_results(out, as_json, index=str(index_dir), retriever=kind, reranker=reranker,
+                   seconds=round(secs, 3))
 
 
 # --------------------------------------------------------------------------------------------- retrieve
@@ -87,8 +228,10 @@ def retrieve(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set to search (all its queries); its provided run of the same name stands in (dl19: bm25)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="A saved index (from `attnsift index`)."),
     query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Ad-hoc query text (repeatable)."),
-    retriever: str = typer.Option("bm25", help="bm25 | dense | late | hybrid"),
-    model: Optional[str] = typer.Option(None, help="Encoder for dense / late / hybrid."),
+    retriever: Optional[str] = typer.Option(None, help="bm25 | dense | late | hybrid (default bm25; with --index: the index's kind)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP),
+    model: Optional[str] = typer.Option(None, "--model", hidden=True, help="Deprecated: --encoder."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N for the encoder (default: CUDA when available)."),
     k: int = typer.Option(100, "--k", "-k", help="Results per query."),
     max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of the data set."),
     save_run: Optional[Path] = typer.Option(None, help="Write the run (TREC format, atomically)."),
@@ -99,9 +242,11 @@ def retrieve(
     """Run a first stage: over a data set's queries (writing a run), or for ad-hoc --query texts."""
     from attnsift.config import parse_option_strings
     from attnsift.pipeline import Pipeline, first_stage
-    from attnsift.registry import build_retriever
+    from attnsift import progress
+    from attnsift.registry import _KIND_NAMES, build_retriever, check_model, check_options, index_kind
     from attnsift.types import Query, check_k
 
+    encoder = _encoder(encoder, model)
     check_k(k, "--k")
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
@@ -110,6 +255,17 @@ def retrieve(
     if save_run is not None:
         check_output(save_run, "--save-run")
     options = parse_option_strings(option)
+    if index_dir is not None:
+        kind = _KIND_NAMES.get(index_kind(index_dir), index_kind(index_dir))
+        if retriever is not None and retriever != kind:
+            raise ValueError(f"--index {index_dir} is a {kind!r} index but --retriever is {retriever!r}; "
+                             f"drop --retriever (the index says its kind) or give --retriever {kind}")
+        retriever = kind
+    retriever = retriever or "bm25"
+    check_options("retriever", retriever, options) if index_dir is None else None
+    check_model("retriever", retriever, encoder)
+    device = check_device(device)
+    dev = {"device": device} if retriever != "bm25" else {}
     ds = None
     if dataset is not None:
         from attnsift.eval.datasets import load_dataset
@@ -124,29 +280,19 @@ def retrieve(
             from attnsift.indexes.corpus import check_index_corpus
 
             check_index_corpus(index_dir, ds.corpus.fingerprint(), ds.name, force=force)
-        stage = build_retriever(retriever, None, model=model, index=index_dir, options=options, progress=True)
+        progress.quiet_third_party()
+        stage = build_retriever(retriever, None, encoder, index=index_dir, options=options, **dev)
     elif query:
         nonempty_corpus(ds)
-        stage = build_retriever(retriever, ds.corpus.iter_documents(), model=model, options=options, progress=True)
+        progress.quiet_third_party()
+        stage = build_retriever(retriever, ds.corpus, encoder, options=options, **dev)
     else:
-        stage = first_stage(nonempty_corpus(ds), retriever, model=model, options=options, progress=not as_json)
+        progress.quiet_third_party()
+        stage = first_stage(nonempty_corpus(ds), retriever, encoder=encoder, options=options, progress=None, **dev)
     if query:
         pipe = Pipeline(stage, first_stage_k=k)
-        out = []
-        for i, text in enumerate(query):
-            ranking = pipe(Query(f"adhoc{i}", text))
-            out.append({"query": text, "results": [
-                {"rank": j + 1, "doc_id": c.doc_id, "score": c.score,
-                 "title": (c.document.title if c.document else None),
-                 "text": (c.document.text[:200] if c.document else None)} for j, c in enumerate(ranking)]})
-        if as_json:
-            _print_json({"queries": out})
-        else:
-            for item in out:
-                typer.echo(f"# {item['query']}")
-                for res in item["results"]:
-                    snippet = (res["title"] or res["text"] or "").replace("\n", " ")[:80]
-                    typer.echo(f"{res['rank']:>3}  {res['score']:10.4f}  {res['doc_id']}  {snippet}")
+        out = [{"query": text, "results": _results(pipe(Query(f"adhoc{i}", text)))} for i, text in enumerate(query)]
+        _print_results(out, as_json)
         return
     if ds is None:
         raise ValueError("without --dataset, give one or more --query texts to search the index")

@@ -294,7 +294,8 @@ class FusionRetriever:
         loaded = []
         for sub, kind in parts:
             extra = {} if kind == "bm25" else {"encoder": encoder, "device": device, "dtype": dtype}
-            loaded.append(load_index(path / sub, verify=False, **extra))  # the top manifest covered their files
+            # the top manifest covered their files; one progress line (the caller's) for the whole load
+            loaded.append(load_index(path / sub, verify=False, progress=False, **extra))
         out = cls(loaded, config=config, name=manifest.get("name") or "hybrid")
         corpus = manifest.get("corpus") or {}
         out.corpus_fingerprint, out.dataset = corpus.get("fingerprint"), corpus.get("dataset")
