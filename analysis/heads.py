@@ -22,9 +22,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from attnsift.io import atomic_file
+from attnsift.progress import Estimator, bar
 from attnsift.types import Run
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,21 @@ class QueryFeatures:
     icr_masked: Any = None  # (N,) ICR's masked_na score over all heads (the published recipe)
 
 
-def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int = 20, progress: bool = False,
-                        meta: Mapping[str, Any] | None = None) -> Path:
+def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int = 20, progress: bool | None = None,
+                        meta: Mapping[str, Any] | None = None, hint: str = "") -> Path:
     """Run ``reranker`` (an :class:`~attnsift.rerank.icr.ICRReranker` over all layers and heads) on the
     top ``top_k`` candidates of every ranking of ``run`` and store the per-head masses under ``folder``.
 
     Queries already stored (same ``meta``) are skipped, so the call resumes an interrupted collection.
     Rankings must carry document texts (see :func:`attnsift.pipeline.attach_texts`).
+
+    Parameters
+    ----------
+    progress : bool, optional
+        A progress line on stderr (:mod:`attnsift.progress`; None: the process setting), and, when the
+        queries left will take over a minute, one estimate line measured on the first ones.
+    hint : str
+        What shortens the run, appended to the estimate line.
     """
     import numpy as np
 
@@ -98,12 +107,11 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
         with atomic_file(meta_path, "w") as fh:
             json.dump(info, fh, indent=1)
     todo = [rk for rk in run.values() if not (folder / f"{_safe(rk.query.id)}.npz").exists()]
-    it: Iterable = todo
-    if progress and todo:
-        from tqdm import tqdm
-
-        it = tqdm(todo, desc=f"head masses ({folder.name})", unit="q")
-    for rk in it:
+    device = getattr(reranker, "device", None)
+    estimate = Estimator(len(todo), "queries", hint=hint, progress=progress,
+                         device=str(device) if device is not None else None)
+    for rk in bar(todo, desc=f"head masses ({folder.name})", total=len(todo), unit="q", progress=progress):
+        started = time.perf_counter()
         top = rk.top(top_k)
         if len(top) == 0:
             continue
@@ -126,6 +134,7 @@ def collect_head_masses(reranker: Any, run: Run, folder: str | Path, top_k: int 
                           icr_masked=np.array(m.masked, dtype=np.float64), seconds=np.array(m.seconds))
         with atomic_file(path, "wb") as fh:
             np.savez(fh, **common, **arrays)
+        estimate.observe(time.perf_counter() - started)
     return folder
 
 

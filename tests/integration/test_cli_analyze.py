@@ -37,7 +37,7 @@ def test_analyze_heads_then_rerank_with_the_profile(tmp_path: Path, tiny_model_d
     data = write_beir(tmp_path / "toy")
     out = tmp_path / "prof" / "icr-tiny.json"
     res = runner.invoke(app, ["analyze", "heads", "--model", str(tiny_model_dir), "--dataset", str(data), "--split", "dev",
-                              "--depth", "5", "--max-words", "8", "--out", str(out), "--features", str(tmp_path / "feat")])
+                              "--depth", "5", "--option", "max_words=8", "--out", str(out), "--features", str(tmp_path / "feat")])
     assert res.exit_code == 0, res.output
     prof = json.loads(out.read_text())
     assert prof["reranker"] == "icr" and prof["num_layers"] == 3 and prof["num_heads"] == 2
@@ -58,8 +58,8 @@ def test_analyze_heads_blockrank_picks_a_scoring_layer(tmp_path: Path, tiny_mode
     data = write_beir(tmp_path / "toy")
     out = tmp_path / "br.json"
     res = runner.invoke(app, ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir),
-                              "--dataset", str(data), "--split", "dev", "--depth", "5", "--max-words", "8",
-                              "--block-tokens", "48", "--out", str(out), "--features", str(tmp_path / "feat")])
+                              "--dataset", str(data), "--split", "dev", "--depth", "5", "--option", "max_words=8",
+                              "--option", "block_tokens=48", "--out", str(out), "--features", str(tmp_path / "feat")])
     assert res.exit_code == 0, res.output
     prof = json.loads(out.read_text())
     curve = prof["per_layer"]["raw"]
@@ -86,7 +86,7 @@ def test_analyze_heads_options_reach_the_reranker_and_name_the_features(tmp_path
     monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path / "cache"))
     data = write_beir(tmp_path / "toy")
     base = ["analyze", "heads", "--reranker", "blockrank", "--model", str(tiny_model_dir), "--dataset", str(data),
-            "--split", "dev", "--depth", "5", "--max-words", "8", "--block-tokens", "48"]
+            "--split", "dev", "--depth", "5", "--option", "max_words=8", "--option", "block_tokens=48"]
     curves = {}
     for opts in ([], ["--option", "query_positions=999"]):
         out = tmp_path / f"br{len(opts)}.json"
