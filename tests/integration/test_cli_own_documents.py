@@ -1,0 +1,124 @@
+"""A user's own documents through the CLI: index --input (jsonl, tsv, folder of .txt, corpus-only folder), search
+--index with and without a reranker, retrieve --index of a hybrid index, datasets --path, the --model deprecation."""
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from attnsift.cli.main import app
+
+runner = CliRunner()
+DOCS = [("scurvy", "Scurvy", "Vitamin C deficiency causes scurvy in sailors."),
+        ("citrus", None, "Lemons and limes contain ascorbic acid."),
+        ("granite", None, "Granite is an igneous rock."),
+        ("bones", "Bones", "Vitamin D helps calcium absorption for bone density."),
+        ("stars", None, "Stars fuse hydrogen into helium.")]
+
+
+@pytest.fixture()
+def docs_jsonl(tmp_path: Path) -> Path:
+    p = tmp_path / "docs.jsonl"
+    p.write_text("".join(json.dumps({"id": i, "title": t, "text": x}) + "\n" for i, t, x in DOCS))
+    return p
+
+
+def _index(*args: str):
+    res = runner.invoke(app, ["index", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_index_input_jsonl_then_search(docs_jsonl: Path, tmp_path: Path):
+    out = _index("--input", str(docs_jsonl), "--out", str(tmp_path / "idx"))
+    assert out["retriever"] == "bm25" and out["docs"] == 5 and out["encoder"] is None
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "idx"), "what causes scurvy", "-q", "helium stars",
+                              "-k", "2"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == "# what causes scurvy" and lines[1].split()[2] == "scurvy" and "Scurvy Vitamin C" in lines[1]
+    assert "# helium stars" in lines and lines[lines.index("# helium stars") + 1].split()[2] == "stars"
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "idx"), "vitamin", "--json"])
+    got = json.loads(res.stdout)
+    assert got["retriever"] == "bm25" and {r["doc_id"] for r in got["queries"][0]["results"]} == {"scurvy", "bones"}
+
+
+@pytest.mark.parametrize("layout", ["tsv", "txt-folder", "corpus-only-folder"])
+def test_index_other_layouts(tmp_path: Path, layout):
+    if layout == "tsv":
+        src = tmp_path / "docs.tsv"
+        src.write_text("id\ttext\n" + "".join(f"{i}\t{x}\n" for i, _, x in DOCS))
+        args = ["--input", str(src)]
+    elif layout == "txt-folder":
+        src = tmp_path / "notes"
+        src.mkdir()
+        for i, _, x in DOCS:
+            (src / f"{i}.txt").write_text(x)
+        args = ["--input", str(src)]
+    else:  # a BEIR-like folder with only corpus.jsonl: --dataset used to refuse it for lacking queries and qrels
+        src = tmp_path / "mydocs"
+        src.mkdir()
+        (src / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": x}) + "\n" for i, _, x in DOCS))
+        args = ["--dataset", str(src)]
+    out = _index(*args, "--out", str(tmp_path / "idx"))
+    assert out["docs"] == 5
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "idx"), "igneous rock", "-k", "1", "--json"])
+    assert json.loads(res.stdout)["queries"][0]["results"][0]["doc_id"] == "granite"
+
+
+def test_checks_before_work(docs_jsonl: Path, tmp_path: Path):
+    res = runner.invoke(app, ["index", "--input", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "i")])
+    assert res.exit_code == 2 and "no documents at" in res.output
+    res = runner.invoke(app, ["index", "--out", str(tmp_path / "i")])
+    assert res.exit_code == 2 and "--input" in res.output and "--dataset" in res.output
+    res = runner.invoke(app, ["index", "--input", str(docs_jsonl), "--out", str(tmp_path / "i"), "--encoder", "minilm"])
+    assert res.exit_code == 2 and "takes no model" in res.output and not (tmp_path / "i").exists()
+    _index("--input", str(docs_jsonl), "--out", str(tmp_path / "i"))
+    for args, message in ([[], "at least one query"], [["q", "-k", "0"], "--k"],
+                          [["q", "--depth", "3"], "are for a reranker"],
+                          [["q", "--reranker", "icr", "--option", "colour=red"], "unknown option"],
+                          [["q", "--encoder", "minilm"], "takes no model"]):
+        res = runner.invoke(app, ["search", "--index", str(tmp_path / "i"), *args])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "nowhere"), "q"])
+    assert res.exit_code == 2 and "no index at" in res.output
+
+
+def test_model_is_a_deprecated_spelling_of_encoder(docs_jsonl: Path, tmp_path: Path):
+    res = runner.invoke(app, ["index", "--input", str(docs_jsonl), "--out", str(tmp_path / "i"), "--model", "minilm"])
+    # the old spelling still means the encoder (here refused for BM25), with one warning line first
+    assert res.exit_code == 2
+    assert "warning: --model (for a first stage's encoder) is deprecated" in res.output
+    assert "use --encoder" in res.output and "takes no model" in res.output
+
+
+def test_datasets_path(monkeypatch, tmp_path: Path):
+    pytest.importorskip("attnsift.eval.datasets").data_folder_info  # noqa: B018 (Helper D's function)
+    monkeypatch.setenv("ATTNSIFT_DATA", str(tmp_path))
+    res = runner.invoke(app, ["datasets", "--path", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info == {"path": str(tmp_path), "source": "ATTNSIFT_DATA", "exists": True}
+
+
+def test_search_with_icr_reranker_tiny_model(docs_jsonl: Path, tmp_path: Path, tiny_model_dir: Path):
+    _index("--input", str(docs_jsonl), "--out", str(tmp_path / "i"))
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "i"), "vitamin deficiency", "--reranker", "icr",
+                              "--model", str(tiny_model_dir), "--depth", "3", "-k", "2", "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    results = got["queries"][0]["results"]
+    assert got["reranker"] == "icr" and len(results) == 2
+    assert {r["doc_id"] for r in results} <= {"scurvy", "bones", "citrus"}  # reranked among the first stage's top 3
+
+
+def test_hybrid_index_then_retrieve_and_search(docs_jsonl: Path, tmp_path: Path):
+    pytest.importorskip("faiss")
+    out = _index("--input", str(docs_jsonl), "--out", str(tmp_path / "h"), "--retriever", "hybrid",
+                 "--encoder", "minilm", "--device", "cpu")
+    assert out["retriever"] == "hybrid" and "MiniLM" in out["encoder"]
+    res = runner.invoke(app, ["retrieve", "--index", str(tmp_path / "h"), "-q", "sailors disease", "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["queries"][0]["results"][0]["doc_id"] == "scurvy"
+    res = runner.invoke(app, ["retrieve", "--index", str(tmp_path / "h"), "--retriever", "bm25", "-q", "x"])
+    assert res.exit_code == 2 and "is a 'hybrid' index but --retriever is 'bm25'" in res.output
