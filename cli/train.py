@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from attnsift.cli.common import check_output, guard
+from attnsift.cli.common import check_device, check_output, guard
+from attnsift.types import check_k
 
 train_app = typer.Typer(
     help="Fine-tune models for the attention rerankers (BlockRank).",
@@ -66,11 +67,12 @@ def blockrank(
     keep_checkpoints: int = typer.Option(1, "--keep-checkpoints", help="Latest checkpoints kept."),
     gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing"),
     attn_impl: str = typer.Option("auto", "--attn-impl", help="auto, reference, flex or dense."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest on a busy shared CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing training run in --out first."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                            help="Progress on stderr (default: on; --quiet turns it off)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log to stderr."),
 ) -> None:
     """Fine-tune a causal LM for BlockRank: L = L_lm + lambda * InfoNCE(scoring-layer attention scores).
@@ -80,6 +82,9 @@ def blockrank(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     check_output(out, "--out", folder=True)
+    device = check_device(device)
+    if max_queries is not None:
+        check_k(max_queries, "--max-queries")
     from attnsift.train.blockrank import TrainConfig, train_blockrank
 
     if threads is not None:

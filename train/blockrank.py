@@ -169,7 +169,7 @@ class TrainConfig:
     attn_impl: str = "auto"
     device: str | None = None
     bm25_depth: int = 100
-    progress: bool = True
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         def pos_int(name: str, minimum: int = 1) -> None:
@@ -307,6 +307,16 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
     out = prepare_out(out, resume, overwrite, clear=False)  # nothing is deleted before the data loads
     if resume and (out / CONFIG_FILE).is_file():
         check_resume_config(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")), config, out)
+    # Checks before the data loads: the device's spelling and the starting model's name (a resumed run
+    # loads its checkpoint instead).
+    try:
+        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ValueError(f"device {config.device!r} is not a device; give cpu, cuda or cuda:N") from None
+    if not (resume and out.is_dir() and list_checkpoints(out)):
+        from attnsift.rerank.llm import check_model_name
+
+        check_model_name(config.model)
 
     if examples is None:
         if dataset is None:
@@ -324,7 +334,6 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
     ckpts = list_checkpoints(out) if resume else []
     remove_partial_checkpoints(out)
 
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     start_step = 0
     state = None
     if ckpts:
@@ -372,11 +381,12 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
                   max_positions=max_positions, query_positions=config.query_positions)
 
     history: list[dict] = []
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
+    from attnsift.progress import Estimator, bar as progress_bar
 
-        bar = tqdm(total=total_steps, initial=start_step, desc="blockrank train", unit="step", dynamic_ncols=True)
+    bar = progress_bar(desc="blockrank train", total=total_steps, initial=start_step, unit="step",
+                       progress=config.progress)
+    estimate = Estimator(total_steps - start_step, "steps", hint="--steps, --max-queries or --candidates shorten it",
+                         progress=config.progress, device=str(device))
     last_saved = start_step if ckpts else -1
     try:
         with open(log_path, "a", encoding="utf-8") as logf:
@@ -404,15 +414,14 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
                 history.append(rec)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{sums['loss']:.4f}", l_aux=f"{sums['l_aux']:.4f}")
+                bar.update(1)
+                bar.set_postfix_str(f"loss={sums['loss']:.4f}, l_aux={sums['l_aux']:.4f}")
+                estimate.observe(rec["seconds"])
                 if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
                     save_checkpoint(out, step + 1, model, tokenizer, optimizer, config, digest, config.keep_checkpoints)
                     last_saved = step + 1
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if last_saved != total_steps and total_steps > start_step:
         save_checkpoint(out, total_steps, model, tokenizer, optimizer, config, digest, config.keep_checkpoints)
     model.eval()

@@ -61,7 +61,7 @@ class TrainExample:
 
 def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed: int = 0,
                    max_queries: int | None = None, bm25_depth: int = 100,
-                   progress: bool = False, sample: str = "random") -> list[TrainExample]:
+                   progress: bool | None = False, sample: str = "random") -> list[TrainExample]:
     """Sample the training prompts of ``dataset`` (relevant documents + BM25 negatives, shuffled).
 
     Parameters
@@ -106,10 +106,13 @@ def build_examples(dataset: "Dataset", candidates: int, max_positives: int, seed
         usable = [q for i, q in enumerate(usable) if i in keep]
     if not usable:
         raise ValueError(
-            f"data set {dataset.name!r} (split {dataset.split!r}) has no query with a relevant document "
-            f"(qrels grade >= {rel}) in its corpus; BlockRank training needs judged relevant documents: "
-            "choose a split with qrels such as nfcorpus/train"
+            f"BlockRank training needs at least 1 query with a relevant document (qrels grade >= {rel}) in the "
+            f"corpus; data set {dataset.name!r} (split {dataset.split!r}) has 0 of its {len(dataset.queries)} judged "
+            "queries: choose a split with relevance judgements such as nfcorpus/train"
         )
+    if max_queries is not None and len(usable) < max_queries:
+        log.warning("--max-queries %d: data set %r (split %r) has only %d queries with a relevant document in "
+                       "the corpus; training on those", max_queries, dataset.name, dataset.split, len(usable))
     bm25 = BM25Retriever.from_corpus(corpus.iter_documents())
     depth = min(bm25.num_docs, candidates + bm25_depth)
     run = bm25.retrieve_batch(usable, k=depth, progress=progress)

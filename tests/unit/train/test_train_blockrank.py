@@ -338,7 +338,7 @@ def test_build_examples_samples_relevant_plus_bm25_negatives(tmp_path):
     with pytest.raises(ValueError, match="sample must be one of"):
         build_examples(ds, candidates=5, max_positives=2, sample="last")
     none = load_dataset(str(write_beir(tmp_path / "none", [("Q2", "D7", 0)])), split="train")
-    with pytest.raises(ValueError, match="no query with a relevant document"):
+    with pytest.raises(ValueError, match=r"at least 1 query with a relevant document .* has 0 of its 1 judged"):
         build_examples(none, candidates=5, max_positives=2)
 
 
@@ -379,6 +379,10 @@ def test_cli_train_blockrank(model_dir, tmp_path):
         (["--candidates", "1"], "candidates must be an integer >= 2"),
         (["--dataset", str(tmp_path / "nowhere")], "no data set folder"),
         (["--split", "dev"], "qrels/dev.tsv"),
+        # checked before the data set (which does not exist here) is read
+        (["--dataset", str(tmp_path / "nowhere"), "--model", "smollm2-135mm"], "did you mean 'smollm2-135m'"),
+        (["--dataset", str(tmp_path / "nowhere"), "--device", "gpu0"], "--device 'gpu0' is not a device"),
+        (["--dataset", str(tmp_path / "nowhere"), "--max-queries", "0"], "--max-queries"),
     ):
         res = runner.invoke(app, args[:-1] + ["--overwrite", "--no-progress"] + bad)
         assert res.exit_code == 2, res.output
@@ -386,7 +390,7 @@ def test_cli_train_blockrank(model_dir, tmp_path):
     none = write_beir(tmp_path / "none", [("Q2", "D7", 0)])
     res = runner.invoke(app, ["train", "blockrank", "--dataset", str(none), "--model", str(model_dir), "--out",
                                     str(tmp_path / "run2"), "--no-progress"])
-    assert res.exit_code == 2 and "no query with a relevant document" in res.output
+    assert res.exit_code == 2 and "has 0 of its 1 judged queries" in res.output
 
 
 def test_max_queries_takes_a_seeded_random_sample_in_file_order(tmp_path):
