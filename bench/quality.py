@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from attnsift.bench.specs import SystemSpec
+from attnsift.bench.stages import ENCODER_STAGES, SavedIndex, load_saved_index, match_indexes, read_saved_index
 from attnsift.bench.store import FORMAT_VERSION  # noqa: F401 (re-exported: the format of the results)
 from attnsift.bench.store import (append_progress, bench_lock, key_folder, query_set_folder, read_progress,
                                   result_key, stage_fingerprint)
@@ -44,17 +45,25 @@ class _Interrupted(Exception):
     """Raised by the test hook ``stop_after`` to simulate an interruption."""
 
 
-def _first_stage(ds: Any, spec: SystemSpec, cache: dict, progress: bool = False) -> tuple[Run, float]:
+def _first_stage(ds: Any, spec: SystemSpec, cache: dict, progress: bool | None = None, device: str | None = None,
+                 saved: SavedIndex | None = None) -> tuple[Run, float]:
     """The first-stage run of ``spec`` on ``ds`` and its search seconds per query, through the Pipeline.
 
-    Cached per data set (source, name, split), first stage, ``first_stage_k`` and query set, so the systems
-    that share a first stage share one retrieval (and ``bm25`` and ``bm25+icr`` rerank the same candidates).
+    Cached per data set (source, name, split), first stage (or the saved index standing in for it),
+    ``first_stage_k`` and query set, so the systems that share a first stage share one retrieval (and
+    ``bm25`` and ``bm25+icr`` rerank the same candidates).
     """
-    key = (ds.source, ds.name, ds.split, str(spec.first), spec.first_stage_k, tuple(ds.queries))
+    key = (ds.source, ds.name, ds.split, str(spec.first), saved and saved.identity, spec.first_stage_k,
+           tuple(ds.queries))
     if key not in cache:
         run = spec.first.model if spec.first.name == "run" else None
-        stage = first_stage(ds, spec.first.name, run=run, model=None if run else spec.first.model,
-                            options=dict(spec.first.options), progress=progress)
+        if saved is not None:
+            stage = load_saved_index(saved, device=device)
+        else:
+            # --device is for the stages that run a model: the encoder here, not BM25 or a provided run
+            stage = first_stage(ds, spec.first.name, run=run, encoder=None if run else spec.first.model,
+                                options=dict(spec.first.options), progress=progress,
+                                device=device if spec.first.name in ENCODER_STAGES else None)
         pipe = Pipeline(stage, first_stage_k=spec.first_stage_k)
         results = list(pipe.stream(ds.queries))
         spq = sum(r.first_stage_seconds for r in results) / max(len(results), 1)
@@ -98,15 +107,34 @@ def _share_masses(reranker: Any, rerankers: dict) -> Any:
     return reranker
 
 
-def key_fields(ds: Any, fingerprints: dict[str, str], spec: SystemSpec, metrics: Sequence[str]) -> dict[str, Any]:
+def key_fields(ds: Any, fingerprints: dict[str, str], spec: SystemSpec, metrics: Sequence[str],
+               saved: SavedIndex | None = None, device: str | None = None) -> dict[str, Any]:
     """What a result of ``spec`` on ``ds`` is made of (the query set aside): content fingerprints of the
-    data (``fingerprints``: :meth:`Dataset.fingerprints`), of the provided run or models, and the settings."""
+    data (``fingerprints``: :meth:`Dataset.fingerprints`), of the provided run, saved index (``saved``)
+    or models (the first stage's encoder included), and the settings (``device`` when one was chosen)."""
+    from attnsift.fingerprint import combine
     from attnsift.registry import DEFAULT_MODELS
 
-    return {"dataset": fingerprints, "rel_level": ds.rel_level, "system": spec.to_dict(),
-            "first_stage_files": stage_fingerprint(spec.first, ds, DEFAULT_MODELS, first=True),
-            "reranker_files": stage_fingerprint(spec.reranker, ds, DEFAULT_MODELS, first=False),
-            "metrics": list(metrics)}
+    first_files = (combine("index", saved.identity) if saved is not None
+                   else stage_fingerprint(spec.first, ds, DEFAULT_MODELS, first=True))
+    fields = {"dataset": fingerprints, "rel_level": ds.rel_level, "system": spec.to_dict(),
+              "first_stage_files": first_files,
+              "reranker_files": stage_fingerprint(spec.reranker, ds, DEFAULT_MODELS, first=False),
+              "metrics": list(metrics)}
+    if device is not None:
+        fields["device"] = device
+    return fields
+
+
+def index_for(spec: SystemSpec, indexes: Sequence[SavedIndex]) -> SavedIndex | None:
+    """The saved index that stands in for ``spec``'s first stage: one of the same kind, when the spec sets
+    no first-stage option (an index keeps how it was built) and names no other encoder than the index's."""
+    if spec.first.options:
+        return None
+    for saved in indexes:
+        if saved.kind == spec.first.name and (spec.first.model is None or spec.first.model == saved.encoder):
+            return saved
+    return None
 
 
 def _saved(path: Path, key: str, q_ids: list[str]) -> dict | None:
@@ -125,7 +153,8 @@ def _saved(path: Path, key: str, q_ids: list[str]) -> dict | None:
 
 
 def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any], metrics: Sequence[str],
-                cache: dict, rerankers: dict, progress: bool, stop_after: int | None) -> SystemResult:
+                cache: dict, rerankers: dict, progress: bool | None, stop_after: int | None,
+                device: str | None = None, index: SavedIndex | None = None) -> SystemResult:
     from attnsift.eval.metrics import evaluate
     from attnsift.eval.report import EvalReport
     from attnsift.registry import build_reranker
@@ -137,7 +166,7 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
     out = query_set_folder(folder, q_ids)
     metrics_path, progress_path = out / "metrics.json", folder / "progress.jsonl"
 
-    first_run, first_spq = _first_stage(ds, spec, cache, progress=progress)
+    first_run, first_spq = _first_stage(ds, spec, cache, progress=progress, device=device, saved=index)
     first_report = None
     if spec.reranker is not None:
         first_report = evaluate(first_run, ds.qrels, metrics=metrics, rel_level=ds.rel_level,
@@ -156,18 +185,18 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
         if spec.reranker is not None:
             rkey = str(spec.reranker)
             if rkey not in rerankers:
+                on = {"device": device} if device is not None else {}
                 rerankers[rkey] = _share_masses(build_reranker(spec.reranker.name, model=spec.reranker.model,
-                                                               options=dict(spec.reranker.options)), rerankers)
+                                                               options=dict(spec.reranker.options), **on), rerankers)
             reranker = rerankers[rkey]
         # The cached first-stage run stands in for the first stage: the systems sharing it rerank the same
         # candidates, and its search seconds per query are added to each query's reranking seconds.
         pipe = Pipeline(first_run, reranker, first_stage_k=spec.first_stage_k, depth=spec.depth,
                         corpus=ds.corpus if reranker is not None else None)
-        items: Iterable = pipe.stream(todo)
-        if progress:
-            from tqdm.auto import tqdm
+        from attnsift.progress import bar
 
-            items = tqdm(items, total=len(todo), desc=f"{ds.name} {spec.label}", unit="q", leave=False)
+        items: Iterable = bar(pipe.stream(todo, progress=False), total=len(todo), desc=f"{ds.name} {spec.label}",
+                              unit="q", progress=progress)
         with open(progress_path, "a", encoding="utf-8") as fh:
             for n, res in enumerate(items):
                 if stop_after is not None and n >= stop_after:
@@ -194,10 +223,13 @@ def run_quality_bench(
     out_dir: str | Path,
     max_queries: int | None = None,
     metrics: Sequence[str] = BENCH_METRICS,
-    progress: bool = True,
+    progress: bool | None = None,
     plots: bool = True,
     stop_after: int | None = None,
     on_result: Callable[[SystemResult], None] | None = None,
+    indexes: Sequence[str | Path] = (),
+    device: str | None = None,
+    split: str = "test",
 ) -> BenchResult:
     """Run every system on every data set, resumably; write tables, JSON and plots into ``out_dir``.
 
@@ -207,7 +239,19 @@ def run_quality_bench(
     systems : spec strings (see :mod:`attnsift.bench.specs`) or parsed specs
     out_dir : folder for runs, metrics and reports (created)
     max_queries : only the first N queries of each data set (file order), the same for every system
+    progress : one line per system and data set on stderr; None: the process setting (:mod:`attnsift.progress`)
     stop_after : testing hook, raise after this many newly computed queries (simulates an interruption)
+    indexes : saved index folders (``attnsift index``); each is matched to the listed data set whose corpus it
+        was built on, and stands in for the first stage of the specs of its kind (see :func:`index_for`)
+    device : where the rerankers' models and the encoders run (``cpu``, ``cuda``, ``cuda:1``; default: CUDA
+        when available); part of the results' key when given
+    split : the qrels split of every data set
+
+    Raises
+    ------
+    ValueError
+        Before any work: a spec listed twice, no data set, a data set that cannot be loaded, or an index
+        that matches none of the data sets.
     """
     from attnsift.eval.datasets import load_dataset
     from attnsift.types import check_k
@@ -219,26 +263,37 @@ def run_quality_bench(
     if len(set(labels)) != len(labels):
         raise ValueError(f"the same system is listed twice: {labels}")
     if not datasets:
-        raise ValueError("no data set given; e.g. --datasets scifact,nfcorpus,dl19")
+        raise ValueError("no data set given; e.g. --dataset scifact,nfcorpus,dl19")
+    if isinstance(indexes, (str, Path)):
+        indexes = [indexes]
     out = Path(out_dir)
     result = BenchResult(out, list(datasets), specs)
     cache: dict = {}
     rerankers: dict = {}
     t_start = time.perf_counter()
+    # Every data set and index is read before any work: a bad name or an index of another corpus stops here.
+    saved = [read_saved_index(p) for p in indexes]
+    loaded = {name: load_dataset(name, split=split) for name in datasets}
+    matched = match_indexes(saved, {n: ds.corpus.fingerprint() for n, ds in loaded.items()}) if saved else {}
     with bench_lock(out):
         for name in datasets:
-            ds = load_dataset(name)
+            ds = loaded[name]
             if max_queries is not None:
                 ds = ds.subset(max_queries=max_queries)
             fingerprints = ds.fingerprints()
             for spec in specs:
-                fields = key_fields(ds, fingerprints, spec, metrics)
+                index = index_for(spec, matched.get(name, ()))
+                fields = key_fields(ds, fingerprints, spec, metrics, saved=index, device=device)
                 r = _run_system(ds, spec, out / ds.name / spec.slug, fields, metrics, cache, rerankers, progress,
-                                stop_after)
+                                stop_after, device=device, index=index)
                 result.results[(name, spec.label)] = r
                 if on_result is not None:
                     on_result(r)
         result.metadata = _metadata(datasets, specs, max_queries, metrics, time.perf_counter() - t_start)
+        if saved:
+            result.metadata["indexes"] = {n: [str(s.path) for s in v] for n, v in matched.items() if v}
+        if device is not None:
+            result.metadata["device"] = device
         write_reports(result, metrics, plots=plots)
     return result
 

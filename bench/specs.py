@@ -13,10 +13,14 @@ Pipeline's names: ``first_stage_k`` (default 100) and ``depth`` (how many candid
 rescores; default 20 here, or ``first_stage_k`` when that is smaller); they may appear in either
 stage's brackets. ``depth`` above ``first_stage_k``, or without a reranker, is an error.
 
+A dense, late or hybrid first stage names its encoder as ``dense:minilm`` or ``dense[encoder=minilm]``
+(the same spec; ``model=`` in the brackets still works for one release, with a deprecation warning).
+
 Examples::
 
     bm25
     dense:minilm
+    hybrid[encoder=minilm]
     bm25+icr:smollm2-135m
     bm25+icr:smollm2-135m[calibration=none;depth=50]
     run:bm25+icr[span=last_token]
@@ -30,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnsift.bench.stages import ENCODER_STAGES, default_encoder
 from attnsift.config import _coerce
 from attnsift.pipeline import DEFAULT_FIRST_STAGE_K, check_cuts
 
@@ -95,6 +100,26 @@ def _parse_stage(text: str, whole: str) -> StageSpec:
     return StageSpec(m.group("base"), (m.group("model") or None), tuple(sorted(opts)))
 
 
+def _encoder_into_slot(first: StageSpec, whole: str) -> StageSpec:
+    """``dense[encoder=X]`` (or the deprecated ``dense[model=X]``) is ``dense:X``: the encoder lives in the
+    stage's model slot, so both spellings give one label, one folder and one key."""
+    from attnsift.errors import deprecated
+
+    opts = dict(first.options)
+    given = [k for k in ("encoder", "model") if k in opts]
+    if not given:
+        return first
+    if first.name not in ENCODER_STAGES:
+        raise ValueError(f"first stage {first.name!r} runs no encoder; drop {given[0]}= from {whole!r}")
+    if "model" in opts:
+        deprecated(f"the spec key model= of a {first.name} first stage ({whole!r})", "encoder=", stacklevel=4)
+    names = {opts.pop(k) for k in given} | ({first.model} if first.model else set())
+    if len(names) > 1:
+        raise ValueError(f"{whole!r} names two encoders ({', '.join(sorted(names))}); give one, e.g. "
+                         f"{first.name}[encoder={sorted(names)[0]}]")
+    return StageSpec(first.name, names.pop(), tuple(sorted(opts.items())))
+
+
 @dataclass(frozen=True)
 class SystemSpec:
     """A parsed system: first stage, optional reranker, and the pipeline cut-offs.
@@ -155,6 +180,7 @@ class SystemSpec:
                     kept.append((k, v))
             stages.append(StageSpec(st.name, st.model, tuple(kept)))
         first, reranker = stages
+        first = _encoder_into_slot(first, whole)
         if reranker is not None and reranker.name == "none":
             reranker = None
         first_stage_k = pipe.get("first_stage_k", DEFAULT_FIRST_STAGE_K)
@@ -184,10 +210,20 @@ class SystemSpec:
         """A file-system-safe name for this system's output folder."""
         return re.sub(r"[^A-Za-z0-9_.\-]+", "_", self.label).strip("_")
 
+    @property
+    def encoder(self) -> str | None:
+        """The first stage's encoder (its default when the spec names none); None for BM25 and runs."""
+        if self.first.name not in ENCODER_STAGES:
+            return None
+        return self.first.model or default_encoder(self.first.name)
+
     def to_dict(self) -> dict[str, Any]:
+        first = {"name": self.first.name, "model": self.first.model, "options": dict(self.first.options)}
+        if self.encoder is not None:  # part of every result's key: results are keyed by what made them
+            first["encoder"] = self.encoder
         return {
             "spec": self.label,
-            "first_stage": {"name": self.first.name, "model": self.first.model, "options": dict(self.first.options)},
+            "first_stage": first,
             "reranker": None if self.reranker is None else {
                 "name": self.reranker.name, "model": self.reranker.model, "options": dict(self.reranker.options)},
             "depth": self.depth,

@@ -90,7 +90,7 @@ def stage_fingerprint(stage: Any, ds: Any, default_models: dict[str, str], first
     stage : StageSpec or None
         ``name`` and ``model``. ``run:<name or file>``: that run file; a first stage the data set
         provides a run for (DL19's ``bm25``): that run file; a model-based stage: its model (default
-        from ``default_models``); anything else: None.
+        from ``default_models``; hybrid: its dense part's encoder); anything else: None.
     ds : Dataset
         For its provided runs.
     default_models : dict
@@ -111,9 +111,11 @@ def stage_fingerprint(stage: Any, ds: Any, default_models: dict[str, str], first
             return combine("run", file_fingerprint(path))
         if stage.name == "run":
             return None  # not a run of this data set: first_stage says so
-    if stage.name not in default_models:
+    # hybrid's encoder is its dense part's
+    model_stage = "dense" if first and stage.name == "hybrid" else stage.name
+    if model_stage not in default_models:
         return None
-    name = stage.model or default_models[stage.name]
+    name = stage.model or default_models[model_stage]
     location = name
     if not first:
         from attnsift.rerank.llm import ALIASES, resolve_gguf

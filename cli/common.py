@@ -5,15 +5,18 @@
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 
@@ -45,15 +48,42 @@ def os_error_message(exc: OSError) -> str:
     return f"{where + ': ' if where else ''}{what}" + (f" ({hint})" if hint else "")
 
 
+@contextlib.contextmanager
+def deprecations_as_lines() -> Iterator[None]:
+    """Inside the block, every :class:`~attnsift.errors.AttnsiftDeprecationWarning` is one
+    ``warning: <message>`` line on stderr, shown at once and once per message (never swallowed by the
+    "once per code location" default); other warnings go to the previous handler."""
+    from attnsift.errors import AttnsiftDeprecationWarning
+
+    seen: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AttnsiftDeprecationWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, AttnsiftDeprecationWarning):
+                text = str(message)
+                if text not in seen:
+                    seen.add(text)
+                    warn(text)
+                return
+            previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def guard(fn):
     """Turn user errors (ValueError, TypeError, ImportError, FileNotFoundError, FileExistsError, KeyError)
     and every other ``OSError`` (full disk, permission, read-only folder) into a one-line ``error: ...``
-    on stderr and exit code 2; ``-v`` logs the traceback of an OSError."""
+    on stderr and exit code 2; ``-v`` logs the traceback of an OSError. Deprecation warnings are
+    ``warning: ...`` lines (:func:`deprecations_as_lines`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with deprecations_as_lines():
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except USER_ERRORS as exc:
@@ -215,3 +245,35 @@ def check_spec_options(spec: Any) -> None:
             check_options("reranker", spec.reranker.name, spec.reranker.options)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
+
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """Check a device name before any work: ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``); a CUDA device
+    must exist on this machine. None (the default: CUDA when available) passes.
+
+    Raises
+    ------
+    ValueError
+        Another spelling, or a CUDA device this machine lacks (the message says what there is).
+    """
+    if device is None:
+        return None
+    if not isinstance(device, str) or not _DEVICE.match(device.strip()):
+        raise ValueError(f"{option} {device!r} is not a device; give cpu, cuda or cuda:N (e.g. cuda:1)")
+    device = device.strip()
+    if device.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(f"{option} {device}: torch is not installed, so no CUDA device can be used; "
+                             "use --device cpu or install torch with CUDA") from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+            raise ValueError(f"{option} {device}: this machine has {have}; use --device cpu"
+                             + (" or one of those" if count else ""))
+    return device

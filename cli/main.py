@@ -6,6 +6,7 @@ Only typer is imported at module level: ``attnsift --help`` must not pay for tor
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,11 +15,12 @@ import typer
 
 import attnsift.cli.search  # noqa: F401,E402  (registers datasets, index, retrieve on app)
 from attnsift.cli.app import DEFAULT_METRICS, _metrics, _print_json, _print_table, _setup_logging, app
-from attnsift.cli.common import (check_output, check_spec_options, fail, guard, nonempty_corpus, nonempty_queries,
-                                 run_file_bytes, warn, warn_unknown_judged)
+from attnsift.cli.common import (check_device, check_output, check_spec_options, fail, guard, nonempty_corpus,
+                                 nonempty_queries, run_file_bytes, warn, warn_unknown_judged)
 from attnsift.types import Run
 
 _fail, _guard = fail, guard
+ENCODER_STAGES = ("dense", "late", "hybrid")  # first stages that run an encoder (as attnsift.bench.stages)
 
 
 # --------------------------------------------------------------------------------------------- evaluate
@@ -75,9 +77,55 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------- rerank
+def _check_names(reranker: str, model: Optional[str], retriever: str, encoder: Optional[str]) -> None:
+    """The reranker's model and the encoder, checked by name before any data set or index is loaded."""
+    from attnsift.registry import check_model
+
+    check_model("reranker", reranker, model)
+    check_model("retriever", retriever, encoder)
+
+
+def _first_stage_args(retriever: Optional[str], run: Optional[str], reranker: str, model: Optional[str],
+                      encoder: Optional[str], retriever_options: dict, device: Optional[str], saved) -> tuple:
+    """Settle which first stage runs, with which encoder, and who gets ``--model`` and ``--device``.
+
+    Returns ``(retriever, model, encoder)``; raises ValueError for contradictory options.
+    """
+    from attnsift.errors import deprecated
+
+    if saved is not None:
+        if run is not None:
+            raise ValueError("give --index or --run, not both: each is a first stage")
+        if retriever is not None and retriever != saved.kind:
+            raise ValueError(f"--retriever {retriever}, but the index at {saved.path} is a {saved.kind} index; "
+                             "drop --retriever (an --index sets it)")
+        if retriever_options:
+            raise ValueError("a saved index keeps how it was built; drop --retriever-option "
+                             f"({', '.join(sorted(retriever_options))}) or rebuild the index with them")
+    retriever = saved.kind if saved is not None else (retriever or "bm25")
+    if "encoder" in retriever_options:
+        given = retriever_options.pop("encoder")
+        if encoder is not None and encoder != given:
+            raise ValueError(f"--encoder {encoder} and --retriever-option encoder={given} disagree; give --encoder once")
+        encoder = given
+    if model is not None and reranker == "none" and retriever in ENCODER_STAGES:
+        # Until this release --model named the encoder too; with no reranker it still does, for one release.
+        if encoder is not None:
+            raise ValueError("--model is the reranker's model and --reranker is none; drop --model (--encoder "
+                             "names the encoder)")
+        deprecated("--model for the encoder of a dense, late or hybrid first stage", "--encoder")
+        model, encoder = None, model
+    if encoder is not None and retriever not in ENCODER_STAGES:
+        raise ValueError(f"--encoder is for a dense, late or hybrid first stage; the first stage here is {retriever}, "
+                         "which runs no encoder: drop --encoder or give --retriever dense")
+    if device is not None and reranker == "none" and retriever not in ENCODER_STAGES:
+        raise ValueError(f"--device: nothing here runs a model ({retriever}, --reranker none); drop --device")
+    return retriever, model, encoder
+
+
 def _rerank_impl(
     dataset: str,
-    retriever: str,
+    retriever: Optional[str],
     run: Optional[str],
     reranker: str,
     model: Optional[str],
@@ -93,7 +141,12 @@ def _rerank_impl(
     compare_first_stage: bool,
     as_json: bool,
     strict: bool = False,
+    index_dir: Optional[Path] = None,
+    encoder: Optional[str] = None,
+    device: Optional[str] = None,
+    force: bool = False,
 ) -> None:
+    from attnsift.bench.stages import load_saved_index, read_saved_index
     from attnsift.config import parse_option_strings
     from attnsift.eval.datasets import load_dataset
     from attnsift.eval.metrics import evaluate as _evaluate
@@ -101,22 +154,32 @@ def _rerank_impl(
     from attnsift.registry import build_reranker
     from attnsift.types import check_k
 
-    # Cheap checks first (cut-offs, metrics, options, output path, data set, --run), then the model,
-    # then retrieval.
+    # Cheap checks first (cut-offs, metrics, options, device, index record, model names, output path),
+    # then the data set and --run, then the model, then retrieval.
     check_cuts(first_stage_k, depth, k, reranked=reranker != "none")
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
     names = _metrics(metrics)
     options, retriever_options = parse_option_strings(option), parse_option_strings(retriever_option)
+    device = check_device(device)
+    saved = read_saved_index(index_dir) if index_dir is not None else None
+    retriever, model, encoder = _first_stage_args(retriever, run, reranker, model, encoder, retriever_options,
+                                                  device, saved)
+    _check_names(reranker, model, retriever, encoder)
     if save_run is not None:
         check_output(save_run, "--save-run")
     ds = nonempty_queries(load_dataset(dataset, split=split))
-    provided = provided_run(ds, retriever, run)
+    if saved is not None:
+        from attnsift.indexes.corpus import check_index_corpus
+
+        check_index_corpus(saved.path, ds.corpus.fingerprint(), ds.name, force=force)
+    provided = None if saved is not None else provided_run(ds, retriever, run)
     if provided is not None:
-        # A provided run is evaluated on the queries it ranks; --max-queries selects among those.
+        # A provided run is evaluated on the queries it ranks; --max-queries selects among them.
         ds = restrict_to_run(ds, provided, max_queries=max_queries, strict=strict, warn=warn)
     else:
-        nonempty_corpus(ds)
+        if saved is None:
+            nonempty_corpus(ds)
         if max_queries is not None:
             ds = ds.subset(max_queries=max_queries)
     if provided is not None and run is None:
@@ -124,14 +187,18 @@ def _rerank_impl(
     if save_run is not None:
         check_output(save_run, "--save-run", min_free_bytes=run_file_bytes(len(ds.queries), k or first_stage_k))
     warn_unknown_judged(ds)
-    rr = build_reranker(reranker, model=model, options=options)
+    rr = build_reranker(reranker, model=model, options=options, device=None if reranker == "none" else device)
     if reranker == "none":
         rr = None
-    # --model names the reranker's model, and the encoder of a first stage that takes one.
-    encoder = model if provided is None and retriever in ("dense", "late", "hybrid") else None
-    stage = first_stage(ds, retriever, run=provided, model=encoder, options=retriever_options, progress=not as_json)
-    pipe = Pipeline(stage, rr, first_stage_k=first_stage_k, depth=depth, k=k, corpus=None if rr is None else ds.corpus)
-    results = list(pipe.stream(ds.queries, progress=not as_json))
+    stage_device = device if retriever in ENCODER_STAGES else None
+    if saved is not None:
+        stage = load_saved_index(saved, encoder=encoder, device=stage_device)
+    else:
+        stage = first_stage(ds, retriever, run=provided, encoder=encoder, options=retriever_options,
+                            device=stage_device)
+    pipe = Pipeline(stage, rr, first_stage_k=first_stage_k, depth=depth, k=k,
+                    corpus=None if rr is None else ds.corpus)
+    results = list(pipe.stream(ds.queries))
     final = Run((r.ranking for r in results), name=pipe.name)
     first = Run((r.first_stage for r in results), name=pipe.first_stage_name)
     first_s = sum(r.first_stage_seconds for r in results)
@@ -155,7 +222,7 @@ def _rerank_impl(
     if as_json:
         obj = {"dataset": ds.name, "system": pipe.name, "num_queries": report.num_queries, **report.aggregate,
                "first_stage_k": pipe.first_stage_k, "depth": pipe.depth, "k": pipe.k, "timing": timing,
-               "run": str(save_run) if save_run else None}
+               "run": str(save_run) if save_run else None, "index": str(saved.path) if saved else None}
         if comparison is not None:
             obj["first_stage"] = {"system": first.name, **reports[0].aggregate}
             obj["comparison"] = comparison.to_dict()
@@ -164,62 +231,82 @@ def _rerank_impl(
         what = "first stage only" if rr is None else f"{reranker} reranks the top {pipe.depth} of {pipe.first_stage_k}"
         if pipe.k is not None:
             what += f", cut to {pipe.k}"
-        title = (f"{ds.name}: {report.num_queries} queries, {what}; "
-                 f"{timing['seconds_per_query']} s/query")
-        _print_table(reports, title=title)
+        _print_table(reports, title=f"{ds.name}: {report.num_queries} queries; {what}\n"
+                                    f"{timing['seconds_per_query']} s/query")
 
 
 _RERANK_HELP = "Run a first stage (or take a provided run), optionally rerank, evaluate, print the metrics table."
+_DEVICE_HELP = "Where the models run: cpu, cuda, cuda:1 (default: CUDA when available)."
 
 
 @app.command(help=_RERANK_HELP)
 @_guard
 def rerank(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias, ir_datasets id or BEIR folder."),
-    retriever: str = typer.Option("bm25", help="First stage: bm25 | dense | late | hybrid (a provided run of the same name stands in: dl19 bm25)."),
+    retriever: Optional[str] = typer.Option(None, "--retriever", help="First stage: bm25 | dense | late | hybrid (default bm25; a provided run of the same name stands in: dl19 bm25)."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", metavar="DIR", help="A saved index (`attnsift index`) as the first stage; its kind sets --retriever."),
     run: Optional[str] = typer.Option(None, "--run", help="Use a provided run instead of a first stage: a TREC file or a run name of the data set (dl19: bm25, splade)."),
-    reranker: str = typer.Option("none", help="none | icr | listwise | blockrank"),
-    model: Optional[str] = typer.Option(None, help="Model for the reranker (default smollm2-135m), or the encoder of a dense first stage."),
+    reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank"),
+    model: Optional[str] = typer.Option(None, "--model", help="The reranker's model (default smollm2-135m)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder of a dense, late or hybrid first stage (default minilm; an --index: its own)."),
+    device: Optional[str] = typer.Option(None, "--device", help=_DEVICE_HELP),
     first_stage_k: int = typer.Option(100, "--first-stage-k", help="How many candidates the first stage returns per query."),
     depth: Optional[int] = typer.Option(None, "--depth", help="How many first-stage candidates the reranker rescores (default: --first-stage-k)."),
     k: Optional[int] = typer.Option(None, "--k", "-k", help="How many candidates per query the final run keeps (default: all)."),
-    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries (in file order; with --run, the first N that the run ranks)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries (in file order; with --run, the first N that the run ranks)."),
     strict: bool = typer.Option(False, "--strict", help="A --run that misses some of the data set's queries is an error (default: a warning, and the covered queries are evaluated)."),
-    save_run: Optional[Path] = typer.Option(None, help="Write the final run (TREC format, atomically)."),
-    metrics: str = typer.Option(DEFAULT_METRICS, help="Comma-separated metric names."),
-    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable), e.g. calibration=none."),
-    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", help="First-stage option key=value (repeatable), e.g. k1=1.2."),
-    split: str = typer.Option("test", help="Qrels split."),
-    compare_first_stage: bool = typer.Option(True, help="Also print the first stage's row and a paired t-test."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing)."),
+    force: bool = typer.Option(False, "--force", help="Use an --index built on another corpus than --dataset's (warns)."),
+    save_run: Optional[Path] = typer.Option(None, "--save-run", help="Write the final run (TREC format, atomically)."),
+    metrics: str = typer.Option(DEFAULT_METRICS, "--metrics", help="Comma-separated metric names."),
+    option: Optional[List[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="Reranker option (repeatable), e.g. calibration=none."),
+    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", metavar="KEY=VALUE", help="First-stage option (repeatable), e.g. k1=1.2."),
+    split: str = typer.Option("test", "--split", help="Qrels split."),
+    compare_first_stage: bool = typer.Option(True, "--compare-first-stage/--no-compare-first-stage", help="Also print the first stage's row and a paired t-test."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing); progress stays on stderr."),
 ) -> None:
     _rerank_impl(dataset, retriever, run, reranker, model, first_stage_k, depth, k, max_queries, save_run, metrics,
-                 option, retriever_option, split, compare_first_stage, as_json, strict)
+                 option, retriever_option, split, compare_first_stage, as_json, strict, index_dir=index_dir,
+                 encoder=encoder, device=device, force=force)
 
 
 @app.command()
 @_guard
 def explain(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Data set name, alias or BEIR folder."),
-    query_id: str = typer.Option(..., "--query-id", "-q", help="The query to explain."),
-    reranker: str = typer.Option("icr", help="Attention reranker: icr."),
-    model: Optional[str] = typer.Option(None, help="Model (default smollm2-135m)."),
-    retriever: str = typer.Option("bm25", help="First stage (a provided run of the same name is used when the data set has one)."),
+    query_id: Optional[str] = typer.Option(None, "--query-id", help="The query to explain (its id in the data set)."),
+    query_id_short: Optional[str] = typer.Option(None, "-q", hidden=True, help="Deprecated: --query-id."),
+    reranker: str = typer.Option("icr", "--reranker", help="Attention reranker: icr."),
+    model: Optional[str] = typer.Option(None, "--model", help="The reranker's model (default smollm2-135m)."),
+    retriever: str = typer.Option("bm25", "--retriever", help="First stage (a provided run of the same name is used when the data set has one)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder of a dense, late or hybrid first stage (default minilm)."),
+    device: Optional[str] = typer.Option(None, "--device", help=_DEVICE_HELP),
     depth: int = typer.Option(10, "--depth", help="How many first-stage candidates to rerank and show."),
-    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="Reranker option (repeatable)."),
     out: Path = typer.Option(Path("explain-out"), "--out", "-o", help="Folder for the HTML page and the PNG."),
-    split: str = typer.Option("test", help="Qrels split."),
+    split: str = typer.Option("test", "--split", help="Qrels split."),
 ) -> None:
     """Show which tokens of each candidate drew the query's attention, beside the rank change (HTML + PNG)."""
     from attnsift.analysis.explain import explain_icr, write_explanation
     from attnsift.config import parse_option_strings
+    from attnsift.errors import deprecated
     from attnsift.eval.datasets import load_dataset
     from attnsift.pipeline import Pipeline, check_cuts, first_stage, provided_run
     from attnsift.registry import build_reranker
 
+    if query_id_short is not None:
+        deprecated("explain -q (the query id)", "--query-id (-q is query text in retrieve and search)")
+        if query_id is not None and query_id != query_id_short:
+            raise ValueError(f"--query-id {query_id} and -q {query_id_short} disagree; give --query-id once")
+        query_id = query_id_short
+    if query_id is None:
+        raise ValueError("give --query-id ID: the id of a judged query of the data set")
     check_cuts(depth=depth)
     if reranker != "icr":
         raise ValueError(f"explain supports --reranker icr (per-token attention); got {reranker!r}")
+    if encoder is not None and retriever not in ENCODER_STAGES:
+        raise ValueError(f"--encoder is for a dense, late or hybrid first stage, not {retriever}; drop --encoder")
+    device = check_device(device)
+    _check_names(reranker, model, retriever, encoder)
     check_output(out, "--out", folder=True)
     options = parse_option_strings(option)
     ds = load_dataset(dataset, split=split)
@@ -228,10 +315,12 @@ def explain(
         raise ValueError(f"query {query_id!r} is not a judged query of {ds.name} ({split}); e.g. {some}")
     sub = ds.subset([query_id])
     provided = provided_run(sub, retriever)
-    rr = build_reranker(reranker, model=model, options=options)
+    rr = build_reranker(reranker, model=model, options=options, device=device)
     # The explanation scores the candidates itself (per-token masses): the pipeline gives the first stage's
     # top `depth` with their texts.
-    first = Pipeline(first_stage(sub, retriever, run=provided), k=depth, corpus=sub.corpus)(sub.queries[query_id])
+    stage = first_stage(sub, retriever, run=provided, encoder=encoder,
+                        device=device if retriever in ENCODER_STAGES and provided is None else None)
+    first = Pipeline(stage, k=depth, corpus=sub.corpus)(sub.queries[query_id])
     ex = explain_icr(sub, query_id, first, rr, depth=depth)
     html_path, png_path = write_explanation(ex, out)
     typer.echo(json.dumps({"html": str(html_path), "png": str(png_path), "metrics": ex.metrics}, allow_nan=False))
@@ -250,37 +339,73 @@ from attnsift.cli.analyze import analyze_app  # noqa: E402  (typer only)
 app.add_typer(analyze_app, name="analyze")
 
 
+def _names(values: Optional[List[str]]) -> list[str]:
+    """Comma-separated and/or repeated values, in order, each once."""
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip() and v.strip() not in out]
+    return out
+
+
+def bench_command(datasets: list[str], systems: str, out: Path, max_queries: Optional[int], metrics: str,
+                  plots: bool, indexes: list[Path], device: Optional[str], split: str) -> str:
+    """The command line that reproduces a bench, as ``results.md`` records it: the current spellings of
+    the options, each argument quoted for a POSIX shell (``shlex.join``), so it can be pasted as it is."""
+    args = ["attnsift", "bench", "quality", "--dataset", ",".join(datasets), "--systems", systems, "--out", str(out)]
+    if max_queries is not None:
+        args += ["--max-queries", str(max_queries)]
+    args += ["--metrics", metrics]
+    for path in indexes:
+        args += ["--index", str(path)]
+    if device is not None:
+        args += ["--device", device]
+    if split != "test":
+        args += ["--split", split]
+    if not plots:
+        args.append("--no-plots")
+    return shlex.join(args)
+
+
 @bench_app.command("quality")
 @_guard
 def bench_quality(
-    datasets_: str = typer.Option(..., "--datasets", help="Comma-separated data sets, e.g. scifact,nfcorpus,dl19."),
+    dataset: Optional[List[str]] = typer.Option(None, "--dataset", "-d", metavar="NAME[,NAME]", help="Data sets, comma-separated or repeated, e.g. scifact,nfcorpus,dl19."),
+    datasets_old: Optional[str] = typer.Option(None, "--datasets", hidden=True, help="Deprecated: --dataset."),
     systems: str = typer.Option(..., "--systems", help="Comma-separated system specs, e.g. bm25,bm25+icr:smollm2-135m[calibration=none]."),
+    index: Optional[List[Path]] = typer.Option(None, "--index", metavar="DIR", help="A saved index (repeatable): stands in for the first stage of its kind on the data set whose corpus it was built on."),
+    device: Optional[str] = typer.Option(None, "--device", help=_DEVICE_HELP),
     out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="Output folder (runs, metrics, results.md/json, plots)."),
-    max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of each data set."),
-    metrics: str = typer.Option("nDCG@10,MRR@10,R@100", help="Comma-separated metric names."),
-    plots: bool = typer.Option(True, help="Draw quality-vs-cost and per-query-difference PNGs."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries of each data set."),
+    metrics: str = typer.Option("nDCG@10,MRR@10,R@100", "--metrics", help="Comma-separated metric names."),
+    split: str = typer.Option("test", "--split", help="Qrels split of every data set."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw quality-vs-cost and per-query-difference PNGs."),
 ) -> None:
     """Run every system on every data set; a rerun skips what is complete and resumes what is partial."""
     from attnsift.bench.quality import run_quality_bench, write_reports
     from attnsift.bench.specs import SystemSpec, split_specs
+    from attnsift.errors import deprecated
     from attnsift.types import check_k
 
-    names = [d.strip() for d in datasets_.split(",") if d.strip()]
+    if datasets_old is not None:
+        deprecated("bench quality --datasets", "--dataset (comma-separated or repeated)")
+    names = _names([*(dataset or []), *([datasets_old] if datasets_old is not None else [])])
     if not names:
-        raise ValueError("--datasets is empty; give a comma-separated list such as scifact,nfcorpus")
+        raise ValueError("give --dataset: one or more data sets, e.g. --dataset scifact,nfcorpus")
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
+    metric_names = _metrics(metrics)
     # Every spec is parsed before any work, so a bad one is found before the first stage of the first runs.
     specs = [SystemSpec.parse(s) for s in split_specs(systems)]
     for spec in specs:
         check_spec_options(spec)
     if not specs:
         raise ValueError("--systems is empty; give a comma-separated list such as bm25,bm25+icr:smollm2-135m")
+    device = check_device(device)
     check_output(out, "--out", folder=True)
-    cmd = " ".join(["attnsift", *sys.argv[1:]])
-    result = run_quality_bench(names, specs, out, max_queries=max_queries, metrics=_metrics(metrics),
-                               progress=True, plots=plots)
-    write_reports(result, _metrics(metrics), plots=plots, command=cmd)
+    cmd = bench_command(names, systems, out, max_queries, metrics, plots, list(index or []), device, split)
+    result = run_quality_bench(names, specs, out, max_queries=max_queries, metrics=metric_names, plots=plots,
+                               indexes=list(index or []), device=device, split=split)
+    write_reports(result, metric_names, plots=plots, command=cmd)
     typer.echo((out / "results.md").read_text())
 
 
@@ -289,12 +414,20 @@ def main() -> None:
     app()
 
 
-def rerank_main() -> None:
-    """Console script ``rerank``: the same as ``attnsift rerank``."""
-    rerank_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    rerank_app.command(help=_RERANK_HELP)(rerank)
+def rerank_main(argv: Optional[List[str]] = None) -> None:
+    """Console script ``rerank``: the same as ``attnsift rerank``, with the global ``--quiet`` anywhere on
+    the line."""
+    from attnsift.cli.app import GLOBAL_FLAGS, setup_progress
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    cut = args.index("--") if "--" in args else len(args)
+    quiet = "--quiet" in args[:cut]
+    args = [a for a in args[:cut] if a not in GLOBAL_FLAGS] + args[cut:]
+    rerank_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    rerank_app.command(help=_RERANK_HELP, epilog="--quiet: no progress lines on stderr.")(rerank)
     _setup_logging(False)
-    rerank_app()
+    setup_progress(quiet)
+    rerank_app(args=args, prog_name="rerank")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -310,15 +310,29 @@ def render_table(reports: Sequence[EvalReport], baseline: int | None = 0, markdo
     return _plain_table(header, rows) + (f"\n{note}" if note else "")
 
 
+def _fixed_columns(table: "Table", header: Sequence[str]) -> None:
+    """Columns that never wrap: names left, numbers right, each number column as wide as ``0.1234†``
+    (or its header), so a table keeps its layout whichever cells carry a dagger."""
+    for i, h in enumerate(header):
+        if i == 0:
+            table.add_column(h, justify="left", no_wrap=True)
+        else:
+            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(h), len("0.0000" + DAGGER)))
+
+
 def render_rich_table(reports: Sequence[EvalReport], baseline: int | None = 0, title: str | None = None) -> "Table":
-    """The same table as :func:`render_table`, as a ``rich.table.Table``."""
+    """The same table as :func:`render_table`, as a ``rich.table.Table`` with a stable layout: the
+    system column first, then the metrics in order, columns of fixed width that never wrap.
+
+    ``title`` is kept short (rich wraps a title to the table's width): the CLI prints its longer
+    context lines above the table instead.
+    """
     from rich.table import Table
 
     header, rows = _table_cells(reports, baseline)
     caption = f"{DAGGER}: p < {ALPHA} vs baseline (paired t-test)" if baseline is not None else None
-    table = Table(title=title, caption=caption)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    _fixed_columns(table, header)
     for r in rows:
         table.add_row(*r)
     return table

@@ -216,9 +216,9 @@ def test_folder_outputs_are_checked_before_work(tmp_path, monkeypatch):
     afile = tmp_path / "afile"
     afile.write_text("x")
     _error(_invoke("index", "-d", "scifact", "--out", afile / "idx"), f"{afile} is a file")
-    _error(_invoke("explain", "-d", "scifact", "-q", "1", "--out", afile), "--out", "a folder is expected")
+    _error(_invoke("explain", "-d", "scifact", "--query-id", "1", "--out", afile), "--out", "a folder is expected")
     _error(_invoke("train", "blockrank", "--out", afile), "--out", "a folder is expected")
-    _error(_invoke("bench", "quality", "--datasets", "scifact", "--systems", "bm25", "--out", afile),
+    _error(_invoke("bench", "quality", "--dataset", "scifact", "--systems", "bm25", "--out", afile),
            "a folder is expected")
     _error(_invoke("analyze", "heads", "--out", afile / "x.json"), f"{afile} is a file")
     (tmp_path / "p.json").mkdir()
@@ -228,15 +228,20 @@ def test_folder_outputs_are_checked_before_work(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------- late checks
 def test_bad_bench_spec_fails_before_any_work(tmp_path, data_dir):
     out = tmp_path / "bench"
-    _error(_invoke("bench", "quality", "--datasets", "scifact", "--systems", "bm25,bm25+icr[nonsense=1]",
+    _error(_invoke("bench", "quality", "--dataset", "scifact", "--systems", "bm25,bm25+icr[nonsense=1]",
                    "--out", out), "bm25+icr[nonsense=1]", "nonsense")
-    _error(_invoke("bench", "quality", "--datasets", "scifact", "--systems", "bm25[k1=abc]", "--out", out), "k1")
+    _error(_invoke("bench", "quality", "--dataset", "scifact", "--systems", "bm25[k1=abc]", "--out", out), "k1")
     assert not out.exists()  # not even the first system's first stage ran
 
 
-def test_run_name_is_checked_before_the_model_loads(tmp_path, data_dir):
-    # A model path that does not exist would fail first if the model were loaded before --run is read.
+def test_run_name_is_checked_before_the_model_loads(tmp_path, data_dir, monkeypatch):
+    import attnsift.registry as registry
+
+    # The model is named (checked without loading) before the data set is read; it loads only after --run is read.
     _error(_invoke("rerank", "-d", "dl19", "--run", "no-such-run", "--reranker", "icr", "--model", tmp_path / "nomodel"),
+           "nomodel", "does not exist")
+    monkeypatch.setattr(registry, "build_reranker", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    _error(_invoke("rerank", "-d", "dl19", "--run", "no-such-run", "--reranker", "icr", "--model", "smollm2-135m"),
            "no provided run 'no-such-run'")
 
 

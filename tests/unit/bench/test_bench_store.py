@@ -154,7 +154,7 @@ def test_a_second_writer_fails_at_once_with_the_pid(tmp_path):
 
         from attnsift.cli.main import app
 
-        cli = CliRunner().invoke(app, ["bench", "quality", "--datasets", str(data), "--systems", "bm25",
+        cli = CliRunner().invoke(app, ["bench", "quality", "--dataset", str(data), "--systems", "bm25",
                                        "--out", str(out), "--no-plots"])
         assert cli.exit_code == 2 and f"(pid {holder.pid})" in cli.output and "Traceback" not in cli.output
     finally:
