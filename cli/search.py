@@ -262,7 +262,8 @@ def retrieve(
                              f"drop --retriever (the index says its kind) or give --retriever {kind}")
         retriever = kind
     retriever = retriever or "bm25"
-    check_options("retriever", retriever, options) if index_dir is None else None
+    if index_dir is None:  # a loaded index takes only search-time options; its load checks them
+        check_options("retriever", retriever, options)
     check_model("retriever", retriever, encoder)
     device = check_device(device)
     dev = {"device": device} if retriever != "bm25" else {}

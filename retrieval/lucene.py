@@ -115,27 +115,21 @@ class LuceneBM25Retriever:
 
     # ------------------------------------------------------------------ indexing
     @classmethod
-    def from_corpus(cls, corpus: Iterable[Document], progress: bool = False, *, config: BM25Config | None = None,
+    def from_corpus(cls, corpus: Iterable[Document | str], progress: bool | None = False, *, config: BM25Config | None = None,
                     **options: Any) -> "LuceneBM25Retriever":
         """Build a retriever with ``config`` or ``options`` and index ``corpus``."""
         return cls(config=config, **options).index(corpus, progress=progress)
 
-    def index(self, documents: Iterable[Document], progress: bool = False, threads: int = 1) -> "LuceneBM25Retriever":
-        """Index ``documents`` (title + text as one ``contents`` field, like pyserini's BEIR flat indexes)."""
+    def index(self, documents: Iterable[Document | str], progress: bool | None = False,
+              threads: int = 1) -> "LuceneBM25Retriever":
+        """Index ``documents`` (title + text as one ``contents`` field, like pyserini's BEIR flat indexes);
+        anything :func:`attnsift.documents.as_documents` accepts."""
         _pyserini()
         from pyserini.index.lucene import LuceneIndexer
 
-        if isinstance(documents, Mapping):
-            documents = documents.values()
-        docs: list[Document] = []
-        seen: set[str] = set()
-        for pos, doc in enumerate(documents):
-            if not isinstance(doc, Document):
-                raise TypeError(f"index() takes Document objects, got {type(doc).__name__} at position {pos}")
-            if doc.id in seen:
-                raise ValueError(f"duplicate document id {doc.id!r} (position {pos}); document ids must be unique")
-            seen.add(doc.id)
-            docs.append(doc)
+        from attnsift.documents import stream_documents
+
+        docs: list[Document] = list(stream_documents(documents))  # plain strings, mappings, a Corpus too
         if not docs:
             raise ValueError("cannot index an empty corpus: give at least one Document")
         directory = Path(tempfile.mkdtemp(prefix="attnsift-lucene-"))
