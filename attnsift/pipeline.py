@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from attnsift import progress as _progress
 from attnsift.types import Candidate, Query, Ranking, Reranker, Retriever, Run, as_query, check_k, missing_query_text
 
 log = logging.getLogger(__name__)
@@ -170,42 +171,67 @@ class Pipeline:
                             f"call it with a Query whose id the run holds, not a {type(query).__name__}")
         q = as_query(query, default_id=f"q{self._calls}")
         self._calls += 1
-        return next(self.stream([q])).ranking
+        return next(self.stream([q], progress=False)).ranking  # one query (RAG use): no progress lines
 
-    def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None, progress: bool = False) -> Run:
+    def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
+            progress: bool | None = None) -> Run:
         """Run every query; a Run named :attr:`name`, queries in the given order.
 
         ``queries`` may be None over a provided run: its own queries (which need texts to be reranked).
+        ``progress``: see :meth:`stream`.
         """
         return Run((r.ranking for r in self.stream(queries, progress=progress)), name=self.name)
 
     def stream(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
-               progress: bool = False) -> Iterator[PipelineResult]:
+               progress: bool | None = None) -> Iterator[PipelineResult]:
         """Yield one :class:`PipelineResult` per query, in order, as each is reranked.
 
         The first stage runs for all queries at once (``retrieve_batch``) and texts are read in one pass
         before the first result; reranking then proceeds query by query, so a consumer can record
         each result as it comes (resumable benchmarks).
+
+        ``progress`` (None: the process setting, :func:`attnsift.progress.is_enabled`: on in the CLI
+        unless ``--quiet``, in Python when stderr is a terminal) reports each long step on stderr: the
+        first stage, reading candidate texts from a corpus on disk, the reranking counter, and one
+        :class:`attnsift.progress.Estimator` line when the reranking will take over a minute.
         """
         qs = self._queries(queries)
         t0 = time.perf_counter()
-        first = self._first_stage_run(qs)
+        first = self._first_stage_run(qs, progress)
         share = (time.perf_counter() - t0) / max(len(qs), 1)
         if self.corpus is not None and (self.reranker is None or getattr(self.reranker, "needs_text", True)):
-            first = attach_texts(first, self.corpus, self.depth if self.reranker is not None else self.k)
-        items: Iterable[Query] = qs
-        if progress and self.reranker is not None:
-            from tqdm.auto import tqdm
+            first = attach_texts(first, self.corpus, self.depth if self.reranker is not None else self.k, progress=progress)
+        if self.reranker is None:
+            for q in qs:
+                yield PipelineResult(first[q.id].query, first[q.id], first[q.id].top(self.k), share, 0.0)
+            return
+        est = _progress.Estimator(len(qs), "queries", hint=self._estimate_hint(), progress=progress,
+                                  device=self._reranker_device())
+        with _progress.bar(desc=f"rerank ({self.name})", total=len(qs), unit="queries", progress=progress) as counter:
+            for q in qs:
+                ranking = first[q.id]
+                final, seconds = ranking, 0.0
+                if len(ranking):
+                    if ranking.query.text is None:
+                        raise missing_query_text(q.id, self.first_stage_name)
+                    t1 = time.perf_counter()
+                    final, seconds = self._rerank(ranking)
+                    est.observe(time.perf_counter() - t1)
+                counter.update(1)
+                yield PipelineResult(ranking.query, ranking, final.top(self.k), share, seconds)
 
-            items = tqdm(qs, desc=f"rerank ({self.name})", unit="q", leave=False)
-        for q in items:
-            ranking = first[q.id]
-            final, seconds = ranking, 0.0
-            if self.reranker is not None and len(ranking):
-                if ranking.query.text is None:
-                    raise missing_query_text(q.id, self.first_stage_name)
-                final, seconds = self._rerank(ranking)
-            yield PipelineResult(ranking.query, ranking, final.top(self.k), share, seconds)
+    def _estimate_hint(self) -> str:
+        config = getattr(self.reranker, "config", None)
+        words = getattr(config, "max_words", None)
+        shorter = f" or shorter documents (--option max_words=, now {words})" if words else ""
+        return f"fewer queries (--max-queries), a lower depth (--depth, now {self.depth}){shorter} shorten it"
+
+    def _reranker_device(self) -> str | None:
+        try:
+            device = getattr(self.reranker, "device", None)
+        except Exception:  # a reranker without parameters
+            return None
+        return None if device is None or callable(device) else str(device)
 
     def _queries(self, queries: Any) -> list[Query]:
         if queries is None:
@@ -218,7 +244,7 @@ class Pipeline:
             queries = queries.values()
         return [as_query(q, default_id=f"q{i}") for i, q in enumerate(queries)]
 
-    def _first_stage_run(self, queries: list[Query]) -> Run:
+    def _first_stage_run(self, queries: list[Query], progress: bool | None = None) -> Run:
         stage = self.first_stage
         if isinstance(stage, Run):
             rankings, missing = [], 0
@@ -234,7 +260,8 @@ class Pipeline:
         for q in queries:
             if q.text is None:
                 raise missing_query_text(q.id)
-        found = stage.retrieve_batch(queries, k=self.first_stage_k)
+        with _progress.step(f"first stage ({self.first_stage_name}): {len(queries)} queries", progress):
+            found = stage.retrieve_batch(queries, k=self.first_stage_k)
         return Run((found[q.id] if q.id in found else Ranking(q) for q in queries), name=self.first_stage_name)
 
     def _rerank(self, ranking: Ranking) -> tuple[Ranking, float]:
@@ -247,12 +274,14 @@ class Pipeline:
         return ranked, time.perf_counter() - t0
 
 
-def attach_texts(run: Run, corpus: Mapping[str, Any] | Any, depth: int | None = None) -> Run:
+def attach_texts(run: Run, corpus: Mapping[str, Any] | Any, depth: int | None = None,
+                 progress: bool | None = None) -> Run:
     """Attach documents from ``corpus`` to the top ``depth`` candidates of every ranking (all when None).
 
     One lookup for the whole run (``corpus.subset(ids)`` streams a large corpus once: MS MARCO's 8.8M
     passages are read for the few the run names); candidates that carry a document keep it, order and
-    scores are untouched.
+    scores are untouched. Reading a corpus on disk is one progress step (``progress``: see
+    :func:`attnsift.progress.is_enabled`).
 
     Raises
     ------
@@ -262,7 +291,11 @@ def attach_texts(run: Run, corpus: Mapping[str, Any] | Any, depth: int | None = 
     needed = {c.doc_id for rk in run.values() for c in rk.top(depth) if c.document is None}
     if not needed:
         return run
-    if hasattr(corpus, "subset"):
+    source = getattr(corpus, "source", "memory")
+    if hasattr(corpus, "subset") and source != "memory":
+        with _progress.step(f"reading {len(needed)} candidate texts from {source}", progress):
+            docs = corpus.subset(needed)
+    elif hasattr(corpus, "subset"):
         docs = corpus.subset(needed)
     elif isinstance(corpus, Mapping):
         docs = {d: corpus[d] for d in needed if d in corpus}
@@ -384,8 +417,8 @@ def provided_run(dataset: Any, retriever: str = "bm25", run: Run | str | os.Path
 
 
 def first_stage(dataset: Any, retriever: str = "bm25", *, run: Run | str | os.PathLike | None = None,
-                model: str | None = None, options: Mapping[str, Any] | None = None,
-                progress: bool = False) -> Retriever | Run:
+                encoder: Any = None, options: Mapping[str, Any] | None = None, progress: bool | None = None,
+                device: Any = None, index: str | os.PathLike | None = None, model: Any = None) -> Retriever | Run:
     """The first stage for ``dataset``: the run of :func:`provided_run`, else ``retriever`` over its corpus.
 
     Parameters
@@ -395,19 +428,36 @@ def first_stage(dataset: Any, retriever: str = "bm25", *, run: Run | str | os.Pa
         A registry name (``bm25``, ``dense``, ``late``, ``hybrid``).
     run : Run, path or str, optional
         See :func:`provided_run`.
-    model, options
-        The retriever's encoder and options (:func:`attnsift.registry.build_retriever`). A provided run
-        takes neither: giving them is an error rather than silently unused settings.
-    progress : bool
-        Progress bars while indexing.
+    encoder, options
+        The retriever's encoder (``minilm``, a folder, an Encoder) and options
+        (:func:`attnsift.registry.build_retriever`). A provided run takes neither: giving them is an
+        error rather than silently unused settings.
+    progress : bool, optional
+        Progress while indexing (None: the process setting, :mod:`attnsift.progress`).
+    device : str, optional
+        Where the encoder runs (dense, late interaction, hybrid).
+    index : path, optional
+        A saved index of ``retriever``'s kind to load instead of indexing the corpus.
+    model
+        Deprecated spelling of ``encoder``.
     """
+    if model is not None:
+        from attnsift.errors import deprecated
+
+        deprecated("model=", "encoder=")
+        if encoder is not None:
+            raise ValueError("give the encoder once: encoder= (model= is its deprecated spelling)")
+        encoder = model
     found = provided_run(dataset, retriever, run)
     if found is not None:
-        if model is not None or options:
-            given = ", ".join([*(["model=" + str(model)] if model is not None else []), *map(str, options or {})])
+        if encoder is not None or options or index is not None:
+            given = ", ".join([*(["encoder=" + str(encoder)] if encoder is not None else []),
+                               *(["index=" + str(index)] if index is not None else []), *map(str, options or {})])
             raise ValueError(f"the first stage of {dataset.name} is the provided run {found.name!r}, which takes no "
-                             f"model or options (given: {given}); drop them, or give another --retriever")
+                             f"encoder, index or options (given: {given}); drop them, or give another --retriever")
         return found
     from attnsift.registry import build_retriever
 
-    return build_retriever(retriever, dataset.corpus.iter_documents(), model=model, options=options, progress=progress)
+    corpus = None if index is not None else dataset.corpus.iter_documents()
+    return build_retriever(retriever, corpus, encoder=encoder, index=index, options=options, progress=progress,
+                           device=device)

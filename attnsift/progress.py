@@ -22,7 +22,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator
 
-__all__ = ["configure", "is_enabled", "bar", "step", "notice", "quiet_third_party", "format_seconds", "Estimator"]
+__all__ = ["configure", "is_enabled", "bar", "step", "notice", "quiet_third_party", "format_seconds", "Estimator",
+           "silence_tqdm_in"]
 
 #: In line mode (stderr not a terminal), at most one progress line per this many seconds.
 LOG_INTERVAL_S = 30.0
@@ -270,6 +271,33 @@ class Estimator:
             print(line, file=sys.stderr, flush=True)
             return line
         return None
+
+
+@contextlib.contextmanager
+def silence_tqdm_in(*modules: str) -> Iterator[None]:
+    """Within the block, the tqdm bars of these (imported) modules are disabled.
+
+    For library code that imports ``tqdm`` directly and so bypasses its library's own switch (transformers'
+    GGUF de-quantization: ``transformers.modeling_gguf_pytorch_utils``). A module not imported, or without
+    a ``tqdm`` attribute, is left alone.
+    """
+    import functools
+
+    patched: list[tuple[Any, Any]] = []
+    for name in modules:
+        mod = sys.modules.get(name)
+        original = getattr(mod, "tqdm", None)
+        if mod is None or original is None or getattr(original, "_attnsift_silenced", False):
+            continue
+        quiet = functools.partial(original, disable=True)
+        quiet._attnsift_silenced = True  # type: ignore[attr-defined]
+        setattr(mod, "tqdm", quiet)
+        patched.append((mod, original))
+    try:
+        yield
+    finally:
+        for mod, original in patched:
+            setattr(mod, "tqdm", original)
 
 
 _quieted = False

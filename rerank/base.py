@@ -84,13 +84,16 @@ class BaseReranker:
             new += [Candidate(c.doc_id, floor - 1.0 - i, c.document) for i, c in enumerate(tail)]
         return Reranked(Ranking(ranking.query, tuple(new)), seconds)
 
-    def rerank_batch(self, run: Run, k: int | None = None, progress: bool = False) -> Run:
-        items = list(run.values())
-        if progress:
-            from tqdm.auto import tqdm
+    def rerank_batch(self, run: Run, k: int | None = None, progress: bool | None = None) -> Run:
+        """Rerank every ranking of ``run``; a Run named ``<run>+<reranker>``.
 
-            items = tqdm(items, desc=f"rerank ({self.name})", unit="q", leave=False)
-        return Run((self.rerank(r, k) for r in items), name=f"{run.name}+{self.name}")
+        ``progress`` (None: the process setting, :func:`attnsift.progress.is_enabled`) shows a counter
+        over the queries on stderr.
+        """
+        from attnsift import progress as _progress
+
+        items = _progress.bar(list(run.values()), desc=f"rerank ({self.name})", unit="queries", progress=progress)
+        return Run([self.rerank(r, k) for r in items], name=f"{run.name}+{self.name}")
 
 
 class IdentityReranker(BaseReranker):

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from attnsift import progress
 from attnsift.errors import require
 from attnsift.io import MANIFEST, atomic_dir, read_manifest, write_manifest
 
@@ -127,11 +128,22 @@ def _convert_gguf(gguf: Path) -> Path:
     if (out / "config.json").is_file():
         return verify_converted(out, gguf)
     require("gguf", "llm", "reading GGUF model files")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     log.info("converting %s to safetensors in %s (once)", gguf, out)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    with progress.step(f"converting {gguf.name} to safetensors (once)"):
+        return _convert_gguf_into(gguf, out)
+
+
+_GGUF_TQDM = ("transformers.modeling_gguf_pytorch_utils",)
+
+
+def _convert_gguf_into(gguf: Path, out: Path) -> Path:
+    progress.quiet_third_party()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (its tqdm is silenced below)
+
+    with progress.silence_tqdm_in(*_GGUF_TQDM):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     # A model loaded from GGUF is flagged as quantized and refuses save_pretrained, although its weights
     # are plain dequantized tensors: rebuild a clean model from the config and load the state dict.
     config = model.config
@@ -328,6 +340,7 @@ def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trus
         When ``name`` cannot be found or is not a causal language model.
     """
     require("transformers", "llm", "loading language models")
+    progress.quiet_third_party()  # transformers' "Loading weights" bars and info chatter
     from attnsift.config import resolve_device, resolve_dtype
 
     device = resolve_device(device)
@@ -338,9 +351,14 @@ def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trus
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, device: str, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    path = resolve_model_path(name)  # converts a GGUF file once (its own progress step)
+    with progress.step(f"loading {name} ({device})"):
+        return _load(name, path, device, dtype, trust_remote_code)
+
+
+def _load(name: str, path: str, device: str, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -370,6 +388,7 @@ def load_tokenizer(name: str) -> Any:
     """The fast tokenizer of ``name`` alone (no model weights; for an unconverted alias it is read
     straight from the GGUF file, without conversion)."""
     require("transformers", "llm", "tokenizers")
+    progress.quiet_third_party()
     from transformers import AutoTokenizer
 
     check_model_name(name)
@@ -379,5 +398,8 @@ def load_tokenizer(name: str) -> Any:
         if (converted / "config.json").is_file():
             return AutoTokenizer.from_pretrained(str(verify_converted(converted, gguf)))
         require("gguf", "llm", "reading GGUF model files")
-        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (its tqdm is silenced below)
+
+        with progress.silence_tqdm_in(*_GGUF_TQDM):
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     return AutoTokenizer.from_pretrained(resolve_model_path(name))

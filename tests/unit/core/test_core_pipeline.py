@@ -188,7 +188,7 @@ def test_first_stage_rule_provided_run_stands_in(tmp_path: Path):
     ds = _Dataset({"bm25_flat": _provided()})
     assert first_stage(ds, "bm25").name == "bm25_flat"  # the data set's bm25 run, not BM25 over its pool
     assert provided_run(ds, "dense") is None
-    with pytest.raises(ValueError, match="takes no model or options .*k1"):
+    with pytest.raises(ValueError, match="takes no encoder, index or options .*k1"):
         first_stage(ds, "bm25", options={"k1": "1.2"})
     with pytest.raises(ValueError, match="no provided run 'splade'"):
         provided_run(ds, run="splade")

