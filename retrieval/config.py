@@ -143,9 +143,10 @@ class _EncodedIndexConfig(Config):
 
     Encoder fields left at None keep the encoder's defaults (:class:`EncoderConfig`); they are an
     error when the model given is an already built Encoder. faiss fields left at None keep
-    :meth:`FaissIndex.build`'s defaults.
+    :meth:`FaissIndex.build`'s defaults. ``cache=False`` with a ``cache_dir`` is a contradiction.
     """
 
+    cache: bool = True
     cache_dir: str | Path | None = None
     batch_size: int | None = None
     max_length: int | None = None
@@ -163,6 +164,10 @@ class _EncodedIndexConfig(Config):
     seed: int | None = None
 
     def validate(self) -> None:
+        if not self.cache and self.cache_dir is not None:
+            raise ValueError(
+                f"cache=False turns the encoding cache off, but cache_dir={str(self.cache_dir)!r} was given; drop one of them"
+            )
         _check_encoder_fields(self)
         _check_positive(self, tuple(n for n in HNSW_OPTIONS + IVFPQ_OPTIONS if n != "seed"))
         index_type = getattr(self, "index_type")
@@ -196,8 +201,13 @@ class DenseConfig(_EncodedIndexConfig):
         ["flat": exact inner product].
     normalize : bool or None
         The encoder's L2 normalisation of sentence vectors [None: True].
+    cache : bool
+        Cache the encoded corpus, so a second run on the same texts with the same encoder loads the
+        vectors instead of encoding again [True]. False encodes in memory every time.
     cache_dir : path or None
-        Keep encoded chunks here; a rerun resumes from them.
+        Where to keep the encoded chunks (a rerun resumes from them) [None: a folder keyed by the texts
+        and the encoder under ``$ATTNSIFT_CACHE/encodings``, see
+        :func:`attnsift.retrieval.encoding_cache.default_cache_dir`].
     batch_size, max_length, query_prefix, doc_prefix, pooling
         Encoder overrides (see :class:`EncoderConfig`).
     hnsw_m, ef_construction, ef_search
@@ -230,8 +240,9 @@ class LateInteractionConfig(_EncodedIndexConfig):
         Divide MaxSim by the number of real query tokens ["none"].
     impl : {"auto", "reference", "triton"}
         MaxSim implementation ["auto"].
-    cache_dir, batch_size, max_length, query_prefix, doc_prefix, pooling, faiss options
-        As in :class:`DenseConfig` (token vectors are always L2-normalised).
+    cache, cache_dir, batch_size, max_length, query_prefix, doc_prefix, pooling, faiss options
+        As in :class:`DenseConfig` (token vectors are always L2-normalised; the token cache is large:
+        about ``2 * dim`` bytes per token).
 
     Only ``candidate_k``, ``normalize`` and ``impl`` (:data:`SEARCH_OPTIONS`) apply to a loaded index.
     """

@@ -12,7 +12,7 @@ silently meaningless scores.
 
 Usage::
 
-    r = DenseRetriever.from_corpus(docs, model="minilm", cache_dir="cache/scifact")
+    r = DenseRetriever.from_corpus(docs, encoder="minilm")   # a second run loads the cached encodings
     r.retrieve("does vitamin D help?", k=10)
     r.save("indexes/scifact-dense"); DenseRetriever.load("indexes/scifact-dense")
 """
@@ -43,31 +43,52 @@ PROBE_TOL = 1e-3
 
 
 # ------------------------------------------------------------------------------- shared helpers
-def collect_documents(corpus: Iterable[Document] | Mapping[str, Document] | Any) -> list[Document]:
-    """A corpus (iterable of Documents, a mapping id -> Document, or an attnsift Corpus) as a list.
+def collect_documents(corpus: Iterable[Document | str] | Mapping[str, Any] | Any) -> list[Document]:
+    """A corpus as a list of Documents: Documents, plain strings (ids ``d0, d1, ...``), mappings, a dict
+    ``id -> text`` or an attnsift Corpus (see :func:`attnsift.documents.as_documents`).
 
-    Raises ValueError on an empty corpus or a duplicate id, TypeError on a non-Document item.
+    Raises ValueError on an empty corpus or a duplicate id, TypeError on an item of another type.
     """
-    if isinstance(corpus, (str, bytes)):
-        raise TypeError("expected an iterable of Document objects (or a Corpus), got a string")
-    if hasattr(corpus, "iter_documents"):
-        items: Iterable[Any] = corpus.iter_documents()
-    elif isinstance(corpus, Mapping):
-        items = corpus.values()
-    else:
-        items = corpus
-    docs: list[Document] = []
-    seen: set[str] = set()
-    for d in items:
-        if not isinstance(d, Document):
-            raise TypeError(f"the corpus must hold Document objects, got {type(d).__name__}: {d!r:.80}")
-        if d.id in seen:
-            raise ValueError(f"document id {d.id!r} appears twice in the corpus; ids must be unique")
-        seen.add(d.id)
-        docs.append(d)
-    if not docs:
-        raise ValueError("the corpus is empty: give at least one Document to index")
-    return docs
+    from attnsift.documents import as_documents
+
+    return as_documents(corpus)
+
+
+def encoder_argument(encoder: Any, options: dict[str, Any], default: Any = None) -> Any:
+    """The ``encoder=`` argument, or the deprecated ``model=`` popped from ``options`` (with a warning).
+
+    Both given is a ValueError; neither gives ``default``.
+    """
+    model = options.pop("model", None)
+    if model is not None:
+        from attnsift.errors import deprecated
+
+        if encoder is not None:
+            raise ValueError(f"got encoder={encoder!r} and model={model!r}; give the encoder once, as encoder=")
+        deprecated("model=", "encoder=", stacklevel=4)
+        encoder = model
+    return default if encoder is None else encoder
+
+
+def check_encoder_argument(encoder: Any) -> None:
+    """:func:`~attnsift.retrieval.encoders.check_encoder_name` for a name (an Encoder is already loaded)."""
+    if isinstance(encoder, str) or not hasattr(encoder, "encode_documents"):
+        from attnsift.retrieval.encoders import check_encoder_name
+
+        check_encoder_name(encoder)
+
+
+def encode_documents_cached(encoder: Any, docs: Sequence[Document], cfg: Any, kinds: tuple[str, ...],
+                            progress: bool | None = None) -> dict[str, Any]:
+    """Encode ``docs`` (their ``contents``) through the encoding cache that ``cfg`` (a DenseConfig or
+    LateInteractionConfig) asks for: its ``cache_dir``, else the content-keyed default folder, or none
+    with ``cache=False``."""
+    from attnsift.retrieval.encoding_cache import default_cache_dir, encode_corpus_cached, texts_fingerprint
+
+    ids, texts = [d.id for d in docs], [d.contents for d in docs]
+    fp = texts_fingerprint(ids, texts) if cfg.cache else None
+    cache = cfg.cache_dir if cfg.cache_dir is not None else (default_cache_dir(encoder, fp, kinds) if cfg.cache else None)
+    return encode_corpus_cached(encoder, ids, texts, cache, kinds=kinds, progress=progress, texts_sha256=fp)
 
 
 def as_queries(queries: Sequence[Query | str] | Query | str) -> list[Query]:
@@ -218,46 +239,52 @@ class DenseRetriever:
     @classmethod
     def from_corpus(
         cls,
-        corpus: Iterable[Document],
-        model: str | Any = "minilm",
+        corpus: Iterable[Document | str],
+        encoder: str | Any = None,
         *,
         config: DenseConfig | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         device: Any = None,
         dtype: Any = None,
         **options: Any,
     ) -> "DenseRetriever":
         """Encode ``corpus`` and index it.
 
+        The encoded corpus is cached by (texts, encoder) under ``$ATTNSIFT_CACHE/encodings``, so a
+        second call on the same texts with the same encoder loads the vectors instead of encoding
+        (``cache=False`` turns that off; ``cache_dir=`` chooses the folder).
+
         Parameters
         ----------
-        corpus : iterable of Document, mapping or Corpus
-        model : str or Encoder
-            A model name for :class:`Encoder` (``"minilm"``, a folder, a hub id) or an Encoder.
+        corpus : iterable of Document or str, mapping or Corpus
+            Plain strings get ids ``d0, d1, ...`` (see :func:`attnsift.documents.as_documents`).
+        encoder : str or Encoder
+            A model name for :class:`Encoder` (``"minilm"``, the default; a folder; a hub id in the local
+            cache) or an Encoder. ``model=`` is its deprecated spelling.
         config : DenseConfig, optional
             Index type, encoding cache, encoder overrides, faiss options (see
             :class:`~attnsift.retrieval.config.DenseConfig`); or give them as keyword ``options``.
-        progress : bool
-            Progress bar while encoding.
+        progress : bool or None
+            Progress on stderr while encoding; None: the process setting (:mod:`attnsift.progress`).
         device, dtype : optional
             Where and in what precision the encoder runs (default: CUDA when available, float32).
         **options
-            :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``batch_size="32"``).
+            :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``cache=False``).
         """
         from attnsift.indexes.faiss_index import FaissIndex
-        from attnsift.retrieval.encoders import encode_corpus_cached
 
+        encoder = encoder_argument(encoder, options, default="minilm")
         cfg = resolve_config(DenseConfig, config, options, "DenseRetriever")
+        check_encoder_argument(encoder)
         docs = collect_documents(corpus)
-        encoder = make_encoder(model, cfg.encoder_options(), device, dtype)
+        enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
         t0 = time.perf_counter()
-        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cfg.cache_dir,
-                                   kinds=("dense",), progress=progress)
+        enc = encode_documents_cached(enc_model, docs, cfg, ("dense",), progress)
         t1 = time.perf_counter()
         index = FaissIndex.build(enc["dense"], index_type=cfg.index_type, metric="ip", **cfg.index_options())
         t2 = time.perf_counter()
-        probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
-        out = cls(encoder, index, docs, probe=probe)
+        probe = enc_model.encode_documents([PROBE_TEXT], progress=False)[0, :PROBE_DIMS].tolist()
+        out = cls(enc_model, index, docs, probe=probe)
         out.config = cfg
         out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
         return out
@@ -266,9 +293,9 @@ class DenseRetriever:
     def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
         """Top-``k`` documents for one query (a string gets id ``"q0"``)."""
         q = query if isinstance(query, Query) else as_queries([query])[0]
-        return self.retrieve_batch([q], k=k)[q.id]
+        return self.retrieve_batch([q], k=k, progress=False)[q.id]
 
-    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool | None = None) -> Run:
         """Top-``k`` documents per query, as a Run named ``"dense"``; candidates carry their Document.
 
         Queries longer than the encoder's limit are truncated (with a logged warning).
@@ -313,7 +340,7 @@ class DenseRetriever:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None,
+    def load(cls, path: str | Path, encoder: str | Any | None = None, *, verify: bool = True, device: Any = None,
              dtype: Any = None, **options: Any) -> "DenseRetriever":
         """Load an index written by :meth:`save`.
 
@@ -321,10 +348,11 @@ class DenseRetriever:
         ----------
         path : path
             The index folder.
+        encoder : str or Encoder, optional
+            The query encoder; defaults to the one in the manifest. Another encoder is an error.
+            ``model=`` is its deprecated spelling.
         verify : bool
             Check every file's checksum first.
-        model : str or Encoder, optional
-            The query encoder; defaults to the one in the manifest. Another encoder is an error.
         device, dtype : optional
             For the query encoder (as in :meth:`from_corpus`).
         **options
@@ -339,6 +367,9 @@ class DenseRetriever:
         """
         from attnsift.indexes.faiss_index import FaissIndex
 
+        encoder = encoder_argument(encoder, options)
+        if encoder is not None:
+            check_encoder_argument(encoder)
         if options:
             raise ValueError(
                 f"a saved dense index keeps how it was built; got options {', '.join(sorted(options))}: "
@@ -354,9 +385,9 @@ class DenseRetriever:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = FaissIndex.load(path, info)
         docs = read_indexed_documents(path, doc_count, index.ntotal, "vectors")
-        encoder = load_encoder(model, menc, device=device, dtype=dtype)
-        check_encoder(encoder, menc, manifest.get("probe"), path)
-        return cls(encoder, index, docs, probe=manifest.get("probe"))
+        query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
+        check_encoder(query_encoder, menc, manifest.get("probe"), path)
+        return cls(query_encoder, index, docs, probe=manifest.get("probe"))
 
     def index_bytes(self) -> int:
         """Bytes of the vector index alone (without texts)."""

@@ -13,25 +13,36 @@ Long inputs are truncated to ``max_length`` tokens. Documents are routinely long
 truncated silently (the standard practice for BEIR dense baselines); a *query* longer than the limit is
 truncated with a logged warning, because a truncated query silently changes what is searched for.
 
-:func:`encode_corpus_cached` encodes a corpus in chunks written to a cache folder as they finish, so an
-interrupted encoding resumes where it stopped.
+:func:`check_encoder_name` checks a model name without loading it (an alias, a folder, or a hub id in
+the local cache). The encoded-corpus cache (:func:`encode_corpus_cached`, :func:`default_cache_dir`)
+lives in :mod:`attnsift.retrieval.encoding_cache` and is re-exported here.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from attnsift.config import resolve_config, resolve_device, resolve_dtype
 from attnsift.errors import require
-from attnsift.io import atomic_file, atomic_write_json
+from attnsift.progress import bar, quiet_third_party
 from attnsift.retrieval.config import EncoderConfig
+from attnsift.retrieval.encoding_cache import (  # noqa: F401 - re-exported: the cache's public home was here
+    default_cache_dir,
+    encode_corpus_cached,
+    encoder_identity,
+    texts_fingerprint,
+)
+
+__all__ = [
+    "Encoder", "MINILM_ALIASES", "check_encoder_name", "resolve_model", "hub_cache_dir",
+    "encode_corpus_cached", "default_cache_dir", "encoder_identity", "texts_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +81,69 @@ def resolve_model(model: str) -> tuple[str, str]:
             raise ValueError(f"{p} has no config.json: expected a Hugging Face / sentence-transformers model folder")
         return p.resolve().name, str(p.resolve())
     return model, model
+
+
+def _hub_snapshot(name: str, hub_cache: str | Path | None = None) -> Path | None:
+    """The local snapshot folder of hub id ``name`` (one with a config.json), or None; never downloads."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - installed with transformers
+        return None
+    try:
+        found = try_to_load_from_cache(name, "config.json", cache_dir=None if hub_cache is None else str(hub_cache))
+    except ValueError:  # HFValidationError: not even the form of a repo id (a mistyped path)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def hub_cache_dir() -> str:
+    """The local Hugging Face hub cache (``$HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover
+        return "~/.cache/huggingface/hub"
+
+
+def check_encoder_name(name: str, *, hub_cache: str | Path | None = None) -> None:
+    """Check that an encoder name can be loaded on this machine, without loading it.
+
+    Accepted: a known alias (:data:`MINILM_ALIASES`), an existing model folder (with a config.json), or a
+    hub id already in the local Hugging Face cache. Cheap (no model, no network): call it before any
+    expensive step.
+
+    Parameters
+    ----------
+    name : str
+        The encoder name as the user typed it.
+    hub_cache : path, optional
+        The hub cache to look in (default: :func:`hub_cache_dir`).
+
+    Raises
+    ------
+    ValueError
+        One line naming the accepted forms and the cache looked in, e.g. ``encoder 'minlm' is not a known
+        alias (minilm, ...), a local folder, or a hub id in the local cache (...); check the spelling``.
+    TypeError
+        ``name`` is not a non-empty string.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"encoder must be a non-empty string (an alias such as 'minilm', a folder, or a hub id), got {name!r}")
+    if name.lower() in MINILM_ALIASES:
+        return
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ValueError(f"encoder folder {p} has no config.json: expected a Hugging Face / sentence-transformers model folder")
+        return
+    if _hub_snapshot(name, hub_cache) is not None:
+        return
+    where = str(hub_cache) if hub_cache is not None else hub_cache_dir()
+    raise ValueError(
+        f"encoder {name!r} is not a known alias ({', '.join(MINILM_ALIASES)}), a local folder, or a hub id in the "
+        f"local cache ({where}); check the spelling (a hub model must be downloaded first)"
+    )
 
 
 def _read_json(path: Path) -> dict | list | None:
@@ -145,11 +219,18 @@ class Encoder:
     def __init__(self, model: str = "minilm", *, config: EncoderConfig | None = None, device: Any = None,
                  dtype: Any = None, **options: Any) -> None:
         cfg = resolve_config(EncoderConfig, config, options, "Encoder")
+        check_encoder_name(model)  # before any import or load: a typo gets our message, not the hub's
+        quiet_third_party()
         require("torch", "dense", purpose="dense encoders")
         transformers = require("transformers", "dense", purpose="dense encoders")
+        quiet_third_party()  # again, now that transformers is imported: its own logging switches
 
         self.encoder_config = cfg
         self.name, self.location = resolve_model(model)
+        #: A short name for messages: the alias as given ("minilm"), else the recorded name.
+        self.label = model if model.lower() in MINILM_ALIASES else self.name
+        #: The folder the weights are read from (a hub model: its cached snapshot; None if not local).
+        self.weights_folder = Path(self.location) if Path(self.location).is_dir() else _hub_snapshot(self.location)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, accelerator_default="float32")
         st = _read_st_config(self.location)
@@ -186,11 +267,11 @@ class Encoder:
         return f"Encoder({self.name!r}, dim={self.dim}, max_length={self.max_length}, pooling={self.pooling!r})"
 
     # ------------------------------------------------------------------ public API
-    def encode_queries(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Sentence vectors of queries, ``[n, dim]`` float32 (query prefix applied)."""
         return self._encode(texts, is_query=True, want="pooled", progress=progress)[0]
 
-    def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
         """Sentence vectors of documents, ``[n, dim]`` float32 (document prefix applied).
 
         Texts are batched in order of token length (less padding, faster) and the input order is
@@ -198,7 +279,7 @@ class Encoder:
         """
         return self._encode(texts, is_query=False, want="pooled", progress=progress)[0]
 
-    def encode_tokens(self, texts: Sequence[str], is_query: bool, progress: bool = False) -> list[np.ndarray]:
+    def encode_tokens(self, texts: Sequence[str], is_query: bool, progress: bool | None = None) -> list[np.ndarray]:
         """Per-token vectors for late interaction.
 
         Returns
@@ -209,7 +290,7 @@ class Encoder:
         """
         return self._encode(texts, is_query=is_query, want="tokens", progress=progress)[1]
 
-    def encode_both(self, texts: Sequence[str], is_query: bool = False, progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    def encode_both(self, texts: Sequence[str], is_query: bool = False, progress: bool | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Sentence vectors and token vectors from one forward pass (``encode_documents`` + ``encode_tokens``)."""
         pooled, tokens = self._encode(texts, is_query=is_query, want="both", progress=progress)
         return pooled, tokens
@@ -227,7 +308,7 @@ class Encoder:
             out.append(t.lower() if self.lowercase else t)
         return out
 
-    def _encode(self, texts: Sequence[str], is_query: bool, want: str, progress: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _encode(self, texts: Sequence[str], is_query: bool, want: str, progress: bool | None) -> tuple[np.ndarray, list[np.ndarray]]:
         import torch
 
         texts = self._prepare(texts, is_query)
@@ -250,11 +331,9 @@ class Encoder:
                 )
         order = np.argsort(-lengths, kind="stable")  # longest first: an out-of-memory shows up at once
         batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n, desc=f"encoding {'queries' if is_query else 'documents'}", unit="text")
+        # One batch takes moments: a counter only when there are several (progress=None: the process setting).
+        counter = bar(total=n, desc=f"encoding {'queries' if is_query else 'documents'} ({self.label})", unit="text",
+                      progress=progress if len(batches) > 1 else False)
         with torch.inference_mode():
             for idx in batches:
                 enc = self.tokenizer(
@@ -279,10 +358,8 @@ class Encoder:
                     tok = torch.nn.functional.normalize(hidden, p=2, dim=-1).cpu()  # [b, L, D]
                     for j, i in enumerate(idx):
                         tokens_out[i] = tok[j][keep[j]].numpy().astype(np.float32, copy=False)
-                if bar is not None:
-                    bar.update(len(idx))
-        if bar is not None:
-            bar.close()
+                counter.update(len(idx))
+        counter.close()
         return pooled_out, tokens_out
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
@@ -298,127 +375,3 @@ class Encoder:
         # lasttoken: the last non-padding position (works for left and right padding).
         last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # [b]
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-# ---------------------------------------------------------------------------------------- cache
-def _texts_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for i, t in zip(ids, texts):
-        h.update(i.encode("utf-8"))
-        h.update(b"\0")
-        h.update(t.encode("utf-8"))
-        h.update(b"\1")
-    return h.hexdigest()
-
-
-def encode_corpus_cached(
-    encoder: Encoder,
-    ids: Sequence[str],
-    texts: Sequence[str],
-    cache_dir: str | Path | None,
-    kinds: Iterable[str] = ("dense",),
-    chunk_size: int = 512,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Encode documents in chunks, saving each chunk to ``cache_dir`` as it finishes.
-
-    A rerun with the same encoder, texts and chunk size loads the finished chunks and encodes only the
-    rest, so an interrupted encoding of a large corpus resumes. Each chunk stores what was asked for:
-    ``dense`` (``[n, dim]`` float32) and/or ``tokens`` (``[sum of lengths, dim]`` float16 + lengths).
-
-    Parameters
-    ----------
-    encoder : Encoder
-    ids, texts : sequences of str
-        Document ids and the texts to encode (same length).
-    cache_dir : path or None
-        Where to keep the chunks; ``None`` encodes in memory without a cache.
-    kinds : iterable of {"dense", "tokens"}
-    chunk_size : int
-        Documents per chunk file.
-
-    Returns
-    -------
-    dict
-        ``"dense"``: ``[N, dim]`` float32; ``"tokens"``: ``[T, dim]`` float16; ``"lengths"``: ``[N]``
-        int32 tokens per document (only the kinds asked for).
-    """
-    kinds = tuple(sorted(set(kinds)))
-    if not kinds or any(k not in ("dense", "tokens") for k in kinds):
-        raise ValueError(f"kinds must be a non-empty subset of ('dense', 'tokens'), got {kinds!r}")
-    if len(ids) != len(texts):
-        raise ValueError(f"ids and texts differ in length ({len(ids)} vs {len(texts)})")
-    n = len(texts)
-    starts = list(range(0, n, chunk_size))
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        meta = {
-            "encoder": encoder.config,
-            # float32 caches predate this field: it is recorded only for other precisions.
-            **({"dtype": dtype} if (dtype := str(getattr(encoder, "dtype", "torch.float32"))) != "torch.float32" else {}),
-            "texts_sha256": _texts_fingerprint(ids, texts),
-            "count": n,
-            "chunk_size": chunk_size,
-        }
-        cache.mkdir(parents=True, exist_ok=True)
-        old = _read_json(cache / "cache.json")
-        if old != meta:
-            if old is not None:
-                logger.warning("encoding cache %s was made for other texts or another encoder; starting afresh", cache)
-            for p in cache.glob("chunk_*.npz"):
-                p.unlink()
-            atomic_write_json(cache / "cache.json", meta)
-    dense_parts: list[np.ndarray] = []
-    tok_parts: list[np.ndarray] = []
-    len_parts: list[np.ndarray] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"encoding corpus ({'+'.join(kinds)})", unit="doc")
-    resumed = 0
-    for s in starts:
-        chunk_texts = texts[s : s + chunk_size]
-        path = cache / f"chunk_{s // chunk_size:06d}.npz" if cache is not None else None
-        data = None
-        if path is not None and path.is_file():
-            try:
-                with np.load(path) as z:
-                    data = {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError) as exc:
-                logger.warning("cache chunk %s is unreadable (%s); re-encoding it", path, exc)
-            if data is not None and not all(("dense" if k == "dense" else "tokens") in data for k in kinds):
-                data = None  # made for other kinds: encode again with all of them
-            elif data is not None:
-                resumed += len(chunk_texts)
-        if data is None:
-            want = "both" if len(kinds) == 2 else ("pooled" if kinds == ("dense",) else "tokens")
-            pooled, toks = encoder._encode(list(chunk_texts), is_query=False, want=want, progress=False)
-            data = {}
-            if "dense" in kinds:
-                data["dense"] = pooled
-            if "tokens" in kinds:
-                data["lengths"] = np.array([len(t) for t in toks], dtype=np.int32)
-                data["tokens"] = (np.concatenate(toks) if toks else np.zeros((0, encoder.dim))).astype(np.float16)
-            if path is not None:
-                with atomic_file(path, "wb") as fh:
-                    np.savez(fh, **data)
-        if "dense" in kinds:
-            dense_parts.append(data["dense"].astype(np.float32, copy=False))
-        if "tokens" in kinds:
-            tok_parts.append(data["tokens"].astype(np.float16, copy=False))
-            len_parts.append(data["lengths"].astype(np.int32, copy=False))
-        if bar is not None:
-            bar.update(len(chunk_texts))
-    if bar is not None:
-        bar.close()
-    if resumed:
-        logger.info("reused %d cached document encodings from %s", resumed, cache)
-    out: dict[str, Any] = {}
-    if "dense" in kinds:
-        out["dense"] = np.concatenate(dense_parts) if dense_parts else np.zeros((0, encoder.dim), np.float32)
-    if "tokens" in kinds:
-        out["tokens"] = np.concatenate(tok_parts) if tok_parts else np.zeros((0, encoder.dim), np.float16)
-        out["lengths"] = np.concatenate(len_parts) if len_parts else np.zeros((0,), np.int32)
-    return out
-

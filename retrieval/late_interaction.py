@@ -37,7 +37,10 @@ from attnsift.retrieval.dense import (
     PROBE_TEXT,
     as_queries,
     check_encoder,
+    check_encoder_argument,
     collect_documents,
+    encode_documents_cached,
+    encoder_argument,
     load_encoder,
     make_encoder,
     read_indexed_documents,
@@ -107,11 +110,11 @@ class LateInteractionRetriever:
     @classmethod
     def from_corpus(
         cls,
-        corpus: Iterable[Document],
-        model: str | Any = "minilm",
+        corpus: Iterable[Document | str],
+        encoder: str | Any = None,
         *,
         config: LateInteractionConfig | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         device: Any = None,
         dtype: Any = None,
         **options: Any,
@@ -120,31 +123,33 @@ class LateInteractionRetriever:
 
         Parameters
         ----------
-        corpus : iterable of Document, mapping or Corpus
-        model : str or Encoder
-            As in :meth:`DenseRetriever.from_corpus <attnsift.retrieval.dense.DenseRetriever.from_corpus>`.
+        corpus : iterable of Document or str, mapping or Corpus
+        encoder : str or Encoder
+            As in :meth:`DenseRetriever.from_corpus <attnsift.retrieval.dense.DenseRetriever.from_corpus>`
+            (default ``"minilm"``; ``model=`` is the deprecated spelling).
         config : LateInteractionConfig, optional
-            ANN index type (``auto``: flat up to 200K tokens, else IVF-PQ), resumable encoding cache,
+            ANN index type (``auto``: flat up to 200K tokens, else IVF-PQ), encoding cache (by default
+            keyed by texts and encoder under ``$ATTNSIFT_CACHE/encodings``; ``cache=False`` turns it off),
             encoder overrides, faiss options and the search options; or give them as keyword ``options``.
-        progress : bool
-            Progress bar while encoding.
+        progress : bool or None
+            Progress on stderr while encoding; None: the process setting (:mod:`attnsift.progress`).
         device, dtype : optional
             Where and in what precision the encoder runs (default: CUDA when available, float32).
         """
         from attnsift.indexes.token_index import TokenIndex
-        from attnsift.retrieval.encoders import encode_corpus_cached
 
+        encoder = encoder_argument(encoder, options, default="minilm")
         cfg = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
+        check_encoder_argument(encoder)
         docs = collect_documents(corpus)
-        encoder = make_encoder(model, cfg.encoder_options(), device, dtype)
+        enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
         t0 = time.perf_counter()
-        enc = encode_corpus_cached(encoder, [d.id for d in docs], [d.contents for d in docs], cfg.cache_dir,
-                                   kinds=("tokens",), progress=progress)
+        enc = encode_documents_cached(enc_model, docs, cfg, ("tokens",), progress)
         t1 = time.perf_counter()
         index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=cfg.index_type, **cfg.index_options())
         t2 = time.perf_counter()
-        probe = encoder.encode_documents([PROBE_TEXT])[0, :PROBE_DIMS].tolist()
-        out = cls(encoder, index, docs, config=cfg, probe=probe)
+        probe = enc_model.encode_documents([PROBE_TEXT], progress=False)[0, :PROBE_DIMS].tolist()
+        out = cls(enc_model, index, docs, config=cfg, probe=probe)
         out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
         return out
 
@@ -207,23 +212,24 @@ class LateInteractionRetriever:
     def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
         """Top-``k`` documents for one query (a string gets id ``"q0"``)."""
         q = query if isinstance(query, Query) else as_queries([query])[0]
-        return self.retrieve_batch([q], k=k)[q.id]
+        return self.retrieve_batch([q], k=k, progress=False)[q.id]
 
-    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool | None = None) -> Run:
         """Top-``k`` per query among the ANN candidates, ranked by exact MaxSim; a Run named ``"late"``.
 
         A query has at most as many results as it has candidate documents (up to
         ``candidate_k x`` its token count).
         """
-        from tqdm.auto import tqdm
+        from attnsift.progress import bar
 
         k = check_k(k)
         qs = as_queries(queries)
         if not qs:
             return Run((), name=self.name)
-        qtok = self.encoder.encode_tokens([q.text for q in qs], is_query=True)
+        qtok = self.encoder.encode_tokens([q.text for q in qs], is_query=True, progress=progress)
         rankings = []
-        for q, t in tqdm(list(zip(qs, qtok)), desc="late interaction", disable=not progress):
+        pairs = list(zip(qs, qtok))
+        for q, t in bar(pairs, desc="late interaction", unit="query", progress=progress if len(pairs) > 1 else False):
             cand = self.index.candidates(t, self.candidate_k)
             if cand.size == 0:
                 rankings.append(Ranking(q, ()))
@@ -265,10 +271,13 @@ class LateInteractionRetriever:
 
     @classmethod
     def load(
-        cls, path: str | Path, verify: bool = True, model: str | Any | None = None, device: Any = None,
+        cls, path: str | Path, encoder: str | Any | None = None, *, verify: bool = True, device: Any = None,
         dtype: Any = None, mmap: bool = False, **options: Any,
     ) -> "LateInteractionRetriever":
         """Load an index written by :meth:`save` (see :meth:`DenseRetriever.load`).
+
+        ``encoder`` is the query encoder (default: the one in the manifest; ``model=`` is the deprecated
+        spelling).
 
         ``mmap=True`` maps the token vectors from disk instead of reading them into memory.
         ``options`` override the recorded search options ``candidate_k``, ``normalize``, ``impl``;
@@ -276,6 +285,9 @@ class LateInteractionRetriever:
         """
         from attnsift.indexes.token_index import TokenIndex
 
+        encoder = encoder_argument(encoder, options)
+        if encoder is not None:
+            check_encoder_argument(encoder)
         build_only = sorted(set(options) - set(LateInteractionConfig.SEARCH_OPTIONS))
         if build_only:
             raise ValueError(
@@ -292,8 +304,8 @@ class LateInteractionRetriever:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = TokenIndex.load(path, info, mmap=mmap)
         docs = read_indexed_documents(path, doc_count, index.num_docs, "token offsets")
-        encoder = load_encoder(model, menc, device=device, dtype=dtype)
-        check_encoder(encoder, menc, manifest.get("probe"), path)
+        query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
+        check_encoder(query_encoder, menc, manifest.get("probe"), path)
         recorded = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none")}
         config = config_from_options(LateInteractionConfig, {**recorded, **options})
-        return cls(encoder, index, docs, config=config, probe=manifest.get("probe"))
+        return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"))

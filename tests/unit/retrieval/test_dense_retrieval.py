@@ -36,7 +36,7 @@ def encoder() -> Encoder:
 
 @pytest.fixture(scope="module")
 def retriever(encoder) -> DenseRetriever:
-    return DenseRetriever.from_corpus(DOCS, model=encoder)
+    return DenseRetriever.from_corpus(DOCS, encoder=encoder)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_save_load_round_trip(tmp_path, retriever, encoder):
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["encoder"]["name"] == encoder.name and manifest["dim"] == 384 and manifest["doc_count"] == len(DOCS)
     assert manifest["metric"] == "ip" and manifest["normalize"] is True
-    loaded = DenseRetriever.load(path, model=encoder)
+    loaded = DenseRetriever.load(path, encoder=encoder)
     qs = [Query("a", "stock prices"), Query("b", "plants and light")]
     a, b = retriever.retrieve_batch(qs, k=4), loaded.retrieve_batch(qs, k=4)
     for qid in ("a", "b"):
@@ -162,7 +162,7 @@ def test_corrupted_index_is_detected(tmp_path, retriever):
         fh.seek(100)
         fh.write(b"\xff\xff\xff\xff")
     with pytest.raises(IndexCorruptedError, match="checksum"):
-        DenseRetriever.load(path, model=retriever.encoder)
+        DenseRetriever.load(path, encoder=retriever.encoder)
     with pytest.raises(IndexCorruptedError, match="no index"):
         DenseRetriever.load(tmp_path / "nowhere")
 
@@ -171,27 +171,29 @@ def test_mismatched_encoder_is_an_error(tmp_path, retriever):
     path = retriever.save(tmp_path / "idx")
     other = Encoder(_tiny_model(tmp_path / "a" / "enc", seed=0))
     with pytest.raises(ValueError, match="built with encoder"):
-        DenseRetriever.load(path, model=other)
+        DenseRetriever.load(path, encoder=other)
     # Same folder name and dimension but other weights: caught by the probe vector.
-    built = DenseRetriever.from_corpus(DOCS, model=other).save(tmp_path / "tiny")
+    built = DenseRetriever.from_corpus(DOCS, encoder=other).save(tmp_path / "tiny")
     impostor = _tiny_model(tmp_path / "b" / "enc", seed=1)
     with pytest.raises(IndexCorruptedError, match="different vectors"):
-        DenseRetriever.load(built, model=impostor)
-    assert DenseRetriever.load(built, model=str(tmp_path / "a" / "enc")).num_docs == len(DOCS)
+        DenseRetriever.load(built, encoder=impostor)
+    assert DenseRetriever.load(built, encoder=str(tmp_path / "a" / "enc")).num_docs == len(DOCS)
 
 
 def test_bad_input(encoder, retriever, tmp_path):
-    with pytest.raises(ValueError, match="empty"):
-        DenseRetriever.from_corpus([], model=encoder)
-    with pytest.raises(ValueError, match="twice"):
-        DenseRetriever.from_corpus([DOCS[0], DOCS[0]], model=encoder)
-    with pytest.raises(TypeError):
-        DenseRetriever.from_corpus(["plain string"], model=encoder)
+    with pytest.raises(ValueError, match="no documents"):
+        DenseRetriever.from_corpus([], encoder=encoder)
+    with pytest.raises(ValueError, match="duplicate document id 'd0'"):
+        DenseRetriever.from_corpus([DOCS[0], DOCS[0]], encoder=encoder)
+    with pytest.raises(TypeError, match="single string"):
+        DenseRetriever.from_corpus("plain string", encoder=encoder)
+    with pytest.raises(TypeError, match="item 1"):
+        DenseRetriever.from_corpus(["a text", 42], encoder=encoder)
     for k in (0, -3):
         with pytest.raises(ValueError, match="positive"):
             retriever.retrieve("cats", k=k)
     with pytest.raises(ValueError, match="index_type"):
-        DenseRetriever.from_corpus(DOCS, model=encoder, index_type="lsh")
+        DenseRetriever.from_corpus(DOCS, encoder=encoder, index_type="lsh")
     with pytest.raises(ValueError, match="config.json"):
         Encoder(str(tmp_path))
 

@@ -37,7 +37,7 @@ def encoder() -> Encoder:
 @pytest.fixture(scope="module")
 def late(encoder) -> LateInteractionRetriever:
     # candidate_k beyond the token count: every document is a candidate, so results must be exact.
-    return LateInteractionRetriever.from_corpus(DOCS, model=encoder, candidate_k=10_000)
+    return LateInteractionRetriever.from_corpus(DOCS, encoder=encoder, candidate_k=10_000)
 
 
 def test_storage_is_float16_with_offsets(late, encoder):
@@ -81,7 +81,7 @@ def test_query_padding_does_not_change_scores(late, encoder):
 
 
 def test_ann_candidates_with_ivfpq(encoder):
-    r = LateInteractionRetriever.from_corpus(DOCS, model=encoder, index_type="ivfpq", candidate_k=8)
+    r = LateInteractionRetriever.from_corpus(DOCS, encoder=encoder, index_type="ivfpq", candidate_k=8)
     assert r.index.ann.index_type == "ivfpq"
     top = r.retrieve("Insulin resistance and type 2 diabetes", k=3)
     assert top.doc_ids[0] == "d5" and 1 <= len(top) <= 3
@@ -89,7 +89,7 @@ def test_ann_candidates_with_ivfpq(encoder):
 
 def test_save_load_round_trip_and_corruption(tmp_path, late, encoder):
     path = late.save(tmp_path / "late")
-    loaded = LateInteractionRetriever.load(path, model=encoder)
+    loaded = LateInteractionRetriever.load(path, encoder=encoder)
     assert loaded.index.tokens.dtype == np.float16
     a, b = late.retrieve("bone health", k=3), loaded.retrieve("bone health", k=3)
     assert a.doc_ids == b.doc_ids and [c.score for c in a] == pytest.approx([c.score for c in b])
@@ -97,12 +97,12 @@ def test_save_load_round_trip_and_corruption(tmp_path, late, encoder):
         fh.seek(200)
         fh.write(b"\x00\x7f" * 8)
     with pytest.raises(IndexCorruptedError, match="checksum"):
-        LateInteractionRetriever.load(path, model=encoder)
+        LateInteractionRetriever.load(path, encoder=encoder)
 
 
 def test_bad_input(encoder, late):
-    with pytest.raises(ValueError, match="empty"):
-        LateInteractionRetriever.from_corpus([], model=encoder)
+    with pytest.raises(ValueError, match="no documents"):
+        LateInteractionRetriever.from_corpus([], encoder=encoder)
     with pytest.raises(ValueError, match="positive"):
         late.retrieve("cats", k=0)
     with pytest.raises(ValueError, match="normalize"):
