@@ -64,10 +64,24 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _emit(line: str) -> None:
+    """Print one line on stderr; on a terminal with a tqdm bar showing, above the bar (``tqdm.write``),
+    so the line does not run into it."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is not None and getattr(tqdm_mod.tqdm, "_instances", None):
+        try:
+            if sys.stderr.isatty():
+                tqdm_mod.tqdm.write(line, file=sys.stderr)
+                return
+        except (AttributeError, ValueError):
+            pass
+    print(line, file=sys.stderr, flush=True)
+
+
 def notice(message: str, progress: bool | None = None) -> None:
     """One line on stderr when progress is enabled."""
     if is_enabled(progress):
-        print(message, file=sys.stderr, flush=True)
+        _emit(message)
 
 
 class _LineBar:
@@ -175,10 +189,10 @@ def step(desc: str, progress: bool | None = None) -> Iterator[None]:
     if not is_enabled(progress):
         yield
         return
-    print(f"{desc} ...", file=sys.stderr, flush=True)
+    _emit(f"{desc} ...")
     t0 = time.perf_counter()
     yield
-    print(f"{desc}: done in {format_seconds(time.perf_counter() - t0)}", file=sys.stderr, flush=True)
+    _emit(f"{desc}: done in {format_seconds(time.perf_counter() - t0)}")
 
 
 def _singular(what: str) -> str:
@@ -268,7 +282,7 @@ class Estimator:
             line += f"; {self.hint}"
         if is_enabled(self.progress):
             self.line = line
-            print(line, file=sys.stderr, flush=True)
+            _emit(line)
             return line
         return None
 

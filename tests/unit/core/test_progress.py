@@ -117,3 +117,17 @@ def test_estimator_short_runs_and_bad_input(pipe):
         progress.Estimator(-1)
     with pytest.raises(ValueError, match="threshold_s"):
         progress.Estimator(5, threshold_s=-1)
+
+
+def test_lines_go_above_a_terminal_bar(pipe, monkeypatch):
+    stderr = pipe()
+    monkeypatch.setattr(stderr, "isatty", lambda: True)
+    progress.configure(True)
+    with progress.bar(total=3, desc="rerank", unit="queries") as counter:
+        counter.update(1)
+        est = progress.Estimator(300, threshold_s=1.0)
+        assert est.observe(5.0) is not None
+        counter.update(2)
+    out = stderr.getvalue()
+    # tqdm.write clears the bar, prints the line on its own, and redraws the bar below it
+    assert "\nestimate: about 25.0 min for 300 queries (5.0 s per query measured on the first 1)\n" in "\n" + out.replace("\r", "\n")
