@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from attnsift import registry
+from attnsift.errors import IndexCorruptedError
 from attnsift.registry import build_reranker, build_retriever
 from attnsift.types import Document, Query
 
@@ -34,7 +35,7 @@ def test_bm25_options_are_parsed_and_checked():
 
 def test_bm25_takes_no_model_device_or_dtype_and_a_loaded_index_no_options(tmp_path: Path):
     with pytest.raises(ValueError, match="takes no model"):
-        build_retriever("bm25", DOCS, model="minilm")
+        build_retriever("bm25", DOCS, encoder="minilm")
     with pytest.raises(ValueError, match="runs no model, so it takes no device"):
         build_retriever("bm25", DOCS, device="cpu")
     with pytest.raises(ValueError, match="needs a corpus"):
@@ -116,7 +117,7 @@ def test_hybrid_and_dense_conflicts(minilm_ready, tmp_path: Path):
         build_retriever("dense", DOCS, options={"nlist": "4"})
     with pytest.raises(ValueError, match="unknown option.*colour for DenseConfig; accepted: batch_size"):
         build_retriever("dense", DOCS, options={"colour": "red"})
-    with pytest.raises(ValueError, match="saved hybrid indexes do not exist"):
+    with pytest.raises(IndexCorruptedError, match="has no manifest.json"):
         build_retriever("hybrid", index=tmp_path)
 
 
