@@ -146,13 +146,14 @@ class Comparison:
 
     def to_rich_table(self) -> "Table":
         from rich.table import Table
+        from rich.text import Text
 
         header, rows = self._rows()
-        table = Table(title=f"{self.name_b} vs {self.name_a} ({self.common_queries} common queries)")
-        for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i == 0 else "right")
+        table = Table(title=Text(f"{self.name_b} vs {self.name_a}"), caption=f"{self.common_queries} common queries",
+                      title_justify="left", caption_justify="left")
+        _fixed_columns(table, [Text(h) for h in header])
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*(Text(c) for c in r))
         return table
 
     def __str__(self) -> str:
@@ -310,14 +311,14 @@ def render_table(reports: Sequence[EvalReport], baseline: int | None = 0, markdo
     return _plain_table(header, rows) + (f"\n{note}" if note else "")
 
 
-def _fixed_columns(table: "Table", header: Sequence[str]) -> None:
+def _fixed_columns(table: "Table", header: Sequence[Any]) -> None:
     """Columns that never wrap: names left, numbers right, each number column as wide as ``0.1234†``
     (or its header), so a table keeps its layout whichever cells carry a dagger."""
     for i, h in enumerate(header):
         if i == 0:
             table.add_column(h, justify="left", no_wrap=True)
         else:
-            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(h), len("0.0000" + DAGGER)))
+            table.add_column(h, justify="right", no_wrap=True, min_width=max(len(str(h)), len("0.0000" + DAGGER)))
 
 
 def render_rich_table(reports: Sequence[EvalReport], baseline: int | None = 0, title: str | None = None) -> "Table":
@@ -328,11 +329,12 @@ def render_rich_table(reports: Sequence[EvalReport], baseline: int | None = 0, t
     context lines above the table instead.
     """
     from rich.table import Table
+    from rich.text import Text
 
     header, rows = _table_cells(reports, baseline)
     caption = f"{DAGGER}: p < {ALPHA} vs baseline (paired t-test)" if baseline is not None else None
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    _fixed_columns(table, header)
+    _fixed_columns(table, [Text(h) for h in header])
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(Text(c) for c in r))  # Text: a spec's [key=value] is a name, not rich markup
     return table
