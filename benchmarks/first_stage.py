@@ -100,7 +100,7 @@ def main(argv=None) -> int:
 
         cache = Path(args.cache) / name / args.model.replace("/", "_")
         if "dense" not in args.skip:
-            dense = DenseRetriever.from_corpus(docs, model=encoder, cache_dir=cache, progress=True)
+            dense = DenseRetriever.from_corpus(docs, encoder=encoder, cache_dir=cache, progress=True)
             runs["dense"], secs["dense"] = timed_run(dense, queries)
             p = dense.save(tmp / f"{name}-dense")
             out["retrievers"]["dense"] = {
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             log.info("%s dense %s", name, out["retrievers"]["dense"])
 
         if "late" not in args.skip:
-            late = LateInteractionRetriever.from_corpus(docs, model=encoder, cache_dir=cache, progress=True, candidate_k=args.candidate_k)
+            late = LateInteractionRetriever.from_corpus(docs, encoder=encoder, cache_dir=cache, progress=True, candidate_k=args.candidate_k)
             runs["late"], secs["late"] = timed_run(late, queries)
             p = late.save(tmp / f"{name}-late")
             bpd = late.index.bytes_per_doc()

@@ -25,7 +25,7 @@ def test_dense_minilm_reproduces_published_ndcg(name, data_dir, tmp_path):
     ds = load_dataset(name)
     cache_root = os.environ.get("ATTNSIFT_FIRST_STAGE_CACHE")
     cache = os.path.join(cache_root, name, "minilm") if cache_root else tmp_path / "cache"
-    r = DenseRetriever.from_corpus(ds.corpus, model="minilm", cache_dir=cache)
+    r = DenseRetriever.from_corpus(ds.corpus, encoder="minilm", cache_dir=cache)
     run = r.retrieve_batch(list(ds.queries.values()), k=100)
     ndcg = evaluate(run, ds.qrels, metrics=["nDCG@10"], rel_level=ds.rel_level)["nDCG@10"]
     # Within 0.01 of the published figure (tokenizer/torch versions move it by a few thousandths).

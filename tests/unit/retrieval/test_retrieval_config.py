@@ -125,11 +125,11 @@ def test_prebuilt_encoder_rejects_options_it_would_ignore(minilm, tmp_path):
     from attnsift.retrieval.late_interaction import LateInteractionRetriever
 
     with pytest.raises(ValueError, match="batch_size given with an already built Encoder"):
-        DenseRetriever.from_corpus(DOCS, model=minilm, batch_size=4)
+        DenseRetriever.from_corpus(DOCS, encoder=minilm, batch_size=4)
     with pytest.raises(ValueError, match="device, dtype given with an already built Encoder"):
-        LateInteractionRetriever.from_corpus(DOCS, model=minilm, device="cpu", dtype="float32")
-    dense = DenseRetriever.from_corpus(DOCS, model=minilm, config=DenseConfig(index_type="hnsw", hnsw_m=4))
+        LateInteractionRetriever.from_corpus(DOCS, encoder=minilm, device="cpu", dtype="float32")
+    dense = DenseRetriever.from_corpus(DOCS, encoder=minilm, config=DenseConfig(index_type="hnsw", hnsw_m=4))
     assert dense.config.index_type == "hnsw" and dense.index.index_type == "hnsw"
     dense.save(tmp_path / "d")
     with pytest.raises(ValueError, match="device given with an already built Encoder"):
-        DenseRetriever.load(tmp_path / "d", model=minilm, device="cpu")
+        DenseRetriever.load(tmp_path / "d", encoder=minilm, device="cpu")
