@@ -189,3 +189,11 @@ def documents_fingerprint(documents: Iterable[Document]) -> str:
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
     return h.hexdigest()
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``
+    set to 1/true/yes/on). Online, a hub id (``org/name``) that is not in the local cache is downloaded
+    by transformers when it loads; offline it is an error before any work."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))

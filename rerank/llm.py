@@ -27,6 +27,7 @@ from typing import Any
 
 from attnsift import progress
 from attnsift.errors import require
+from attnsift.fingerprint import hub_offline
 from attnsift.io import MANIFEST, atomic_dir, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -247,14 +248,18 @@ def check_model_name(name: str) -> None:
         raise ValueError(f"model path {name!r} does not exist; expected {EXPECTED}")
     if _cached_hub_config(name) is not None:
         return
+    if "/" in name and not hub_offline():
+        # Online: transformers downloads it when it loads (a failed download is one line there too).
+        log.info("model %s is not in the local Hugging Face cache; it will be downloaded", name)
+        return
     import difflib
 
     close = difflib.get_close_matches(name.lower(), list(ALIASES), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     what = (f"neither an existing folder nor a hub id in the local cache" if "/" in name
             else "not an alias, nor a hub id in the local cache")
-    raise ValueError(f"model {name!r} is {what}{hint}; {_accepted()} (attnsift does not download models: "
-                     f"fetch one with `hf download {name}`)")
+    raise ValueError(f"model {name!r} is {what}{hint}; {_accepted()} (offline, or for a name without org/: "
+                     f"fetch it first with `hf download {name}`)")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -282,8 +287,10 @@ def resolve_model_path(name: str) -> str:
         return str(_convert_gguf(path))
     if path.exists():
         return str(path)
-    # A hub id in the local cache: load its snapshot folder, so nothing asks the network.
-    return str(_cached_hub_config(name).parent)  # type: ignore[union-attr]
+    # A hub id in the local cache: load its snapshot folder, so nothing asks the network; otherwise
+    # (online, see check_model_name) the hub id itself, which transformers downloads.
+    cached = _cached_hub_config(name)
+    return str(cached.parent) if cached is not None else name
 
 
 def _encoder_types() -> frozenset[str]:

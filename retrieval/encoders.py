@@ -30,6 +30,7 @@ import numpy as np
 
 from attnsift.config import resolve_config, resolve_device, resolve_dtype
 from attnsift.errors import require
+from attnsift.fingerprint import hub_offline
 from attnsift.progress import bar, quiet_third_party
 from attnsift.retrieval.config import EncoderConfig
 from attnsift.retrieval.encoding_cache import (  # noqa: F401 - re-exported: the cache's public home was here
@@ -138,6 +139,10 @@ def check_encoder_name(name: str, *, hub_cache: str | Path | None = None) -> Non
             raise ValueError(f"encoder folder {p} has no config.json: expected a Hugging Face / sentence-transformers model folder")
         return
     if _hub_snapshot(name, hub_cache) is not None:
+        return
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")) and not hub_offline():
+        # Online: transformers downloads it when it loads.
+        logger.info("encoder %s is not in the local Hugging Face cache; it will be downloaded", name)
         return
     where = str(hub_cache) if hub_cache is not None else hub_cache_dir()
     raise ValueError(

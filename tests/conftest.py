@@ -15,6 +15,11 @@ if not os.environ.get("ATTNSIFT_DATA"):
         os.environ["ATTNSIFT_DATA"] = str(candidate)
 
 
+# The test world is offline: a hub id that is not in the local cache is an error before any work
+# instead of a download attempt (tests that check the online behaviour unset this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 def _has_cuda() -> bool:
     try:
         import torch

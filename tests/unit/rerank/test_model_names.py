@@ -165,3 +165,17 @@ def test_gguf_conversion_is_one_step_line(tmp_path: Path):
     assert lines[0] == "converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors (once) ..."
     assert re.match(r"^converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors \(once\): done in ", lines[1])
     assert lines[2] == "loading smollm2-135m (cpu) ..." and lines[4:] == ["--- progress off ---"], out
+
+
+def test_online_an_uncached_hub_id_is_left_to_transformers_to_download(hub_cache: Path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    llm.check_model_name("some-org/some-model")  # no error: transformers downloads it when it loads
+    assert llm.resolve_model_path("some-org/some-model") == "some-org/some-model"
+    with pytest.raises(ValueError, match="does not exist"):  # a path is still checked
+        llm.check_model_name("./models/some-model")
+    with pytest.raises(ValueError, match="did you mean 'smollm2-135m'"):  # a bare mistyped alias too
+        llm.check_model_name("smollm2-135")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(ValueError, match="hf download some-org/some-model"):
+        llm.check_model_name("some-org/some-model")

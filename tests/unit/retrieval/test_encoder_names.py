@@ -113,3 +113,14 @@ def test_model_keyword_is_deprecated_but_works(minilm, tmp_path):
     with pytest.warns(AttnsiftDeprecationWarning, match="model="):
         assert LateInteractionRetriever.load(late_path, model=minilm).doc_ids == ["a", "b"]
     assert LateInteractionRetriever.load(late_path, encoder=minilm).retrieve("cats", k=1).doc_ids == ["a"]
+
+
+def test_online_an_uncached_hub_id_is_left_to_transformers(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    check_encoder_name("someone/some-encoder", hub_cache=tmp_path)  # downloaded when it loads
+    with pytest.raises(ValueError, match="is not a known alias"):
+        check_encoder_name("minlm", hub_cache=tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="a hub id in the local cache"):
+        check_encoder_name("someone/some-encoder", hub_cache=tmp_path)
