@@ -102,6 +102,16 @@ def _dataset_or_input(dataset: Optional[str], input_path: Optional[Path]):
         raise
 
 
+def _retriever_options(retriever_option: Optional[List[str]], option: Optional[List[str]]) -> list[str]:
+    """``--retriever-option`` values; the old ``--option`` spelling of index/retrieve still works (deprecated:
+    in rerank and search ``--option`` is the reranker's)."""
+    if option:
+        from attnsift.errors import deprecated
+
+        deprecated("--option for first-stage options (index, retrieve)", "--retriever-option")
+    return [*(retriever_option or []), *(option or [])]
+
+
 @app.command()
 @_guard
 def index(
@@ -112,8 +122,10 @@ def index(
     encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP),
     model: Optional[str] = typer.Option(None, "--model", hidden=True, help="Deprecated: --encoder."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N for the encoder (default: CUDA when available)."),
-    option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable), e.g. k1=0.9"),
-    overwrite: bool = typer.Option(False, help="Replace an existing index at --out."),
+    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", metavar="KEY=VALUE",
+                                                         help="First-stage option (repeatable), e.g. k1=0.9."),
+    option: Optional[List[str]] = typer.Option(None, "--option", hidden=True, help="Deprecated: --retriever-option."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
 ) -> None:
     """Build a first-stage index over your documents (--input) or a data set's corpus and save it."""
     from attnsift import progress
@@ -121,7 +133,7 @@ def index(
     from attnsift.registry import build_index, check_model, check_options, index_info
 
     encoder = _encoder(encoder, model)
-    options = parse_option_strings(option)
+    options = parse_option_strings(_retriever_options(retriever_option, option))
     check_options("retriever", retriever, options)
     check_model("retriever", retriever, encoder or options.get("encoder"))
     device = check_device(device)
@@ -173,7 +185,7 @@ def search(
     query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Query text (repeatable; same as the arguments)."),
     k: int = typer.Option(10, "--k", "-k", help="Results per query."),
     reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank"),
-    model: Optional[str] = typer.Option(None, "--model", help="The reranker's language model (default smollm2-135m)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The reranker's language model (default smollm2-135m)."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Candidates the reranker rescores (default: min(20, --first-stage-k))."),
     first_stage_k: Optional[int] = typer.Option(None, "--first-stage-k", help="Candidates from the index (default: max(--k, 20) with a reranker, else --k)."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
@@ -235,7 +247,9 @@ def retrieve(
     k: int = typer.Option(100, "--k", "-k", help="Results per query."),
     max_queries: Optional[int] = typer.Option(None, help="Only the first N queries of the data set."),
     save_run: Optional[Path] = typer.Option(None, help="Write the run (TREC format, atomically)."),
-    option: Optional[List[str]] = typer.Option(None, "--option", help="Engine option key=value (repeatable)."),
+    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", metavar="KEY=VALUE",
+                                                         help="First-stage option (repeatable), e.g. k1=1.2."),
+    option: Optional[List[str]] = typer.Option(None, "--option", hidden=True, help="Deprecated: --retriever-option."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
     force: bool = typer.Option(False, "--force", help="Search an --index built on another corpus than --dataset's (warns)."),
 ) -> None:
@@ -254,7 +268,7 @@ def retrieve(
         raise ValueError("give --dataset (to index its corpus) or --index (a saved index)")
     if save_run is not None:
         check_output(save_run, "--save-run")
-    options = parse_option_strings(option)
+    options = parse_option_strings(_retriever_options(retriever_option, option))
     if index_dir is not None:
         kind = _KIND_NAMES.get(index_kind(index_dir), index_kind(index_dir))
         if retriever is not None and retriever != kind:

@@ -71,16 +71,27 @@ def blockrank(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest on a busy shared CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing training run in --out first."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
-                                            help="Progress on stderr (default: on; --quiet turns it off)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log to stderr."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", hidden=True,
+                                            help="Deprecated: progress is on by default; the global --quiet turns it off."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", hidden=True, help="Deprecated: the global -v (attnsift -v train ...)."),
 ) -> None:
     """Fine-tune a causal LM for BlockRank: L = L_lm + lambda * InfoNCE(scoring-layer attention scores).
 
     Prints a JSON summary. The trained model is OUT/model: pass it as --model to `attnsift rerank --reranker blockrank` with the same scoring layer.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from attnsift.errors import deprecated
+
+    if verbose:
+        deprecated("train blockrank -v/--verbose", "the global option: attnsift -v train blockrank ...")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        logging.getLogger().setLevel(logging.INFO)
+    if progress is not None:
+        deprecated("train blockrank --progress/--no-progress", "the default (progress on) or the global --quiet")
+        if progress is False:
+            from attnsift import progress as _progress
+
+            _progress.configure(False)
+            progress = None
     check_output(out, "--out", folder=True)
     device = check_device(device)
     if max_queries is not None:

@@ -122,3 +122,20 @@ def test_hybrid_index_then_retrieve_and_search(docs_jsonl: Path, tmp_path: Path)
     assert json.loads(res.stdout)["queries"][0]["results"][0]["doc_id"] == "scurvy"
     res = runner.invoke(app, ["retrieve", "--index", str(tmp_path / "h"), "--retriever", "bm25", "-q", "x"])
     assert res.exit_code == 2 and "is a 'hybrid' index but --retriever is 'bm25'" in res.output
+
+
+def test_first_stage_options_are_retriever_options(docs_jsonl: Path, tmp_path: Path):
+    """index/retrieve take --retriever-option like rerank (--option is the reranker's everywhere); the
+    old --option spelling still works there, with one deprecation line."""
+    res = runner.invoke(app, ["index", "--input", str(docs_jsonl), "--out", str(tmp_path / "a"),
+                              "--retriever-option", "k1=1.2", "--retriever-option", "b=0.75"])
+    assert res.exit_code == 0, res.output
+    assert "deprecated" not in res.stderr
+    res = runner.invoke(app, ["index", "--input", str(docs_jsonl), "--out", str(tmp_path / "b"), "--option", "k1=1.2"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("warning: --option for first-stage options") == 1 and "--retriever-option" in res.stderr
+    res = runner.invoke(app, ["index", "--input", str(docs_jsonl), "--out", str(tmp_path / "c"),
+                              "--retriever-option", "k1=-1"])
+    assert res.exit_code == 2 and "k1 must be >= 0" in res.stderr
+    a = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert json.dumps(a).count("1.2") >= 1 and "0.75" in json.dumps(a)

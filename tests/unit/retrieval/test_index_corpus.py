@@ -44,10 +44,10 @@ def _build(kind: str):
     if kind == "dense":
         from attnsift.retrieval.dense import DenseRetriever
 
-        return DenseRetriever.from_corpus(DOCS_A, model=encoder)
+        return DenseRetriever.from_corpus(DOCS_A, encoder=encoder)
     from attnsift.retrieval.late_interaction import LateInteractionRetriever
 
-    return LateInteractionRetriever.from_corpus(DOCS_A, model=encoder)
+    return LateInteractionRetriever.from_corpus(DOCS_A, encoder=encoder)
 
 
 @pytest.mark.parametrize("kind", ["bm25", "dense", "late"])
