@@ -5,7 +5,7 @@
 Every writer runs as a subprocess of the installed ``attnsift`` CLI (``sys.executable -m attnsift.cli.main``);
 nothing of the library is imported. Writers (``--writers``, all by default):
 
-- ``bench-bm25``: ``attnsift bench quality --datasets scifact --systems bm25 --max-queries 300 --no-plots``
+- ``bench-bm25``: ``attnsift bench quality --dataset scifact --systems bm25 --max-queries 300 --no-plots``
 - ``bench-icr``: the same with ``bm25+icr:TINY[depth=5;max_words=20]`` on ``--icr-queries`` queries, where TINY is
   a random-weight two-layer Llama (hidden size 32) with SmolLM2's tokenizer, built and saved by this script;
 - ``index``: ``attnsift index --dataset scifact --out X --retriever bm25``;
@@ -258,7 +258,7 @@ def make_writers(names, work: Path, tiny: Path, args) -> list[Writer]:
         if name in ("bench-bm25", "bench-icr"):
             system = "bm25" if name == "bench-bm25" else f"bm25+icr:{tiny}[depth=5;max_words=20]"
             n = args.bm25_queries if name == "bench-bm25" else args.icr_queries
-            argv = CLI + ["bench", "quality", "--datasets", "scifact", "--systems", system, "--max-queries", str(n),
+            argv = CLI + ["bench", "quality", "--dataset", "scifact", "--systems", system, "--max-queries", str(n),
                           "--out", str(target), "--no-plots"]
             out.append(Writer(name, target, argv, argv))
         elif name in ("index", "index-overwrite"):
