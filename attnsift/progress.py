@@ -84,6 +84,11 @@ def notice(message: str, progress: bool | None = None) -> None:
         _emit(message)
 
 
+#: Whole-line counts read as words: "5183 docs", not tqdm's "5183 doc".
+_PLURAL = {"doc": "docs", "q": "queries", "query": "queries", "text": "texts", "step": "steps", "chunk": "chunks",
+           "it": "items"}
+
+
 class _LineBar:
     """A tqdm-like counter that prints whole lines: at the start, every LOG_INTERVAL_S, at the end."""
 
@@ -95,7 +100,7 @@ class _LineBar:
         self.n = 0
         self.t0 = self.last = time.perf_counter()
         self.closed = False
-        of = f" {total} {unit}" if total is not None else ""
+        of = f" {total} {_PLURAL.get(unit, unit)}" if total is not None else ""
         print(f"{desc}:{of} ...", file=sys.stderr, flush=True)
 
     def __iter__(self) -> Iterator[Any]:
@@ -115,7 +120,7 @@ class _LineBar:
     def _line(self, final: bool) -> str:
         spent = time.perf_counter() - self.t0
         of = f"/{self.total}" if self.total is not None else ""
-        line = f"{self.desc}: {self.n}{of} {self.unit} in {format_seconds(spent)}"
+        line = f"{self.desc}: {self.n}{of} {_PLURAL.get(self.unit, self.unit)} in {format_seconds(spent)}"
         if not final and self.total and self.n:
             left = spent / self.n * (self.total - self.n)
             line += f", about {format_seconds(left)} left"
