@@ -193,10 +193,16 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
         # candidates, and its search seconds per query are added to each query's reranking seconds.
         pipe = Pipeline(first_run, reranker, first_stage_k=spec.first_stage_k, depth=spec.depth,
                         corpus=ds.corpus if reranker is not None else None)
-        from attnsift.progress import bar
+        from attnsift.progress import Estimator, bar
 
         items: Iterable = bar(pipe.stream(todo, progress=False), total=len(todo), desc=f"{ds.name} {spec.label}",
                               unit="q", progress=progress)
+        # One line when this system will take long on this machine (measured on its first queries).
+        dev = getattr(reranker, "device", None)
+        estimate = Estimator(len(todo), "queries", progress=progress if reranker is not None else False,
+                             device=None if dev is None else str(dev),
+                             hint=f"system {spec.label} on {ds.name}; --max-queries, the spec's depth= or max_words= "
+                                  "shorten it, and a rerun resumes where it stopped")
         with open(progress_path, "a", encoding="utf-8") as fh:
             for n, res in enumerate(items):
                 if stop_after is not None and n >= stop_after:
@@ -204,6 +210,7 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
                 # rerank_seconds is the scoring's compute, also when served from a pass shared with another
                 # system (ICR's calibrations): the cost of the system run alone.
                 secs = first_spq + res.rerank_seconds
+                estimate.observe(secs)
                 docs = [[c.doc_id, c.score] for c in res.ranking.candidates]
                 append_progress(fh, res.query.id, docs, secs)
                 done[res.query.id] = {"docs": docs, "seconds": secs}
