@@ -68,7 +68,7 @@ def heads(
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Only the first N queries of the split."),
     depth: int = typer.Option(20, "--depth", help="How many BM25 candidates per query the analysis reranks."),
     option: Optional[List[str]] = typer.Option(
-        None, "--option", help=f"Reranker option key=value (repeatable): max_words (default {DEFAULT_MAX_WORDS} here), "
+        None, "--option", metavar="KEY=VALUE", help=f"Reranker option key=value (repeatable): max_words (default {DEFAULT_MAX_WORDS} here), "
                                "block_tokens (BlockRank), query_positions...; the default features folder's name "
                                "then carries the options."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),

@@ -180,15 +180,15 @@ def _print_results(out: list[dict], as_json: bool, **extra) -> None:
 @app.command()
 @_guard
 def search(
-    queries: Optional[List[str]] = typer.Argument(None, help="Query texts (each one a search)."),
+    queries: Optional[List[str]] = typer.Argument(None, metavar="QUERY", help="Query texts (each one a search)."),
     index_dir: Path = typer.Option(..., "--index", help="A saved index of any kind (`attnsift index`)."),
-    query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Query text (repeatable; same as the arguments)."),
+    query: Optional[List[str]] = typer.Option(None, "--query", "-q", metavar="TEXT", help="Query text (repeatable; same as the arguments)."),
     k: int = typer.Option(10, "--k", "-k", help="Results per query."),
     reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The reranker's language model (default smollm2-135m)."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Candidates the reranker rescores (default: min(20, --first-stage-k))."),
     first_stage_k: Optional[int] = typer.Option(None, "--first-stage-k", help="Candidates from the index (default: max(--k, 20) with a reranker, else --k)."),
-    option: Optional[List[str]] = typer.Option(None, "--option", help="Reranker option key=value (repeatable)."),
+    option: Optional[List[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="Reranker option (repeatable), e.g. max_words=100."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Query encoder of a dense / late / hybrid index (default: the index's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N for the models (default: CUDA when available)."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
@@ -239,7 +239,7 @@ def search(
 def retrieve(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Data set to search (all its queries); its provided run of the same name stands in (dl19: bm25)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="A saved index (from `attnsift index`)."),
-    query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="Ad-hoc query text (repeatable)."),
+    query: Optional[List[str]] = typer.Option(None, "--query", "-q", metavar="TEXT", help="Ad-hoc query text (repeatable)."),
     retriever: Optional[str] = typer.Option(None, help="bm25 | dense | late | hybrid (default bm25; with --index: the index's kind)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help=_ENCODER_HELP),
     model: Optional[str] = typer.Option(None, "--model", hidden=True, help="Deprecated: --encoder."),
