@@ -36,6 +36,7 @@ def test_help_at_80_columns_shows_every_option_whole(path, command):
     assert res.exit_code == 0, res.output
     text = res.stdout
     assert "<bool>" not in text
+    assert "--option <list" not in text and "--query <list" not in text  # repeatable options name their form
     assert "…" not in text
     wide = [line for line in text.splitlines() if len(line) > 80]
     assert not wide, wide
