@@ -227,7 +227,14 @@ def search(
     out = []
     t0 = time.perf_counter()
     for i, text in enumerate(texts):
-        out.append({"query": text, "results": _results(pipe(Query(f"q{i}", text)))})
+        if rr is None:
+            out.append({"query": text, "results": _results(pipe(Query(f"q{i}", text)))})
+            continue
+        # A language model over `depth` candidates takes seconds to minutes on a CPU: say so while it runs.
+        short = text if len(text) <= 40 else text[:37] + "..."
+        with progress.step(f"{reranker} reranks the top {pipe.depth} for {short!r} "
+                           f"({getattr(rr, 'model_name', reranker)}, {getattr(rr, 'device', 'cpu')})"):
+            out.append({"query": text, "results": _results(pipe(Query(f"q{i}", text)))})
     secs = time.perf_counter() - t0
     _print_results(out, as_json, index=str(index_dir), retriever=kind, reranker=reranker,
                    seconds=round(secs, 3))

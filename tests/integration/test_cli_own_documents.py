@@ -110,6 +110,8 @@ def test_search_with_icr_reranker_tiny_model(docs_jsonl: Path, tmp_path: Path, t
     results = got["queries"][0]["results"]
     assert got["reranker"] == "icr" and len(results) == 2
     assert {r["doc_id"] for r in results} <= {"scurvy", "bones", "citrus"}  # reranked among the first stage's top 3
+    # the model's pass is long on a CPU: one step line says what runs, and when it is done (stdout stays JSON)
+    assert "icr reranks the top 3 for 'vitamin deficiency'" in res.stderr and "done in" in res.stderr
 
 
 def test_hybrid_index_then_retrieve_and_search(docs_jsonl: Path, tmp_path: Path):
