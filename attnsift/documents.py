@@ -23,13 +23,12 @@ Every file is read as UTF-8; an error names the file and line (:class:`~attnsift
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from attnsift.errors import DataFormatError
-from attnsift.io import utf8_lines
+from attnsift.io import json_object_line, utf8_lines
 from attnsift.types import Document
 
 __all__ = ["as_documents", "stream_documents", "iter_documents", "read_documents", "corpus_record", "DOCUMENT_SUFFIXES", "TEXT_SUFFIXES"]
@@ -161,12 +160,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Document]]:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+        obj = json_object_line(line, where)
         yield where, _from_mapping(obj, f"{path.stem}-{lineno}", where)
 
 

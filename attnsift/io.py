@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from attnsift.errors import IndexCorruptedError
+from attnsift.errors import DataFormatError, IndexCorruptedError
 
 MANIFEST = "manifest.json"
 
@@ -281,3 +281,20 @@ def utf8_lines(path: str | Path, what: str = "data") -> Iterator[tuple[int, str]
                     f"{path}:{lineno}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
                     f"({exc.reason}); {what} files must be UTF-8 text: re-encode the file or fix that line"
                 ) from None
+
+
+def json_object_line(line: str, where: str) -> dict:
+    """Parse one line of a JSONL file as a JSON object; ``where`` is ``path:lineno`` for the message.
+
+    Raises
+    ------
+    DataFormatError
+        Not valid JSON, or not an object.
+    """
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+    return obj

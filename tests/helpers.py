@@ -39,3 +39,42 @@ def tiny_icr(**options):
 
     m, t = tiny_llama_and_tokenizer(layers=3, heads=2, seed=1)
     return ICRReranker(m, tokenizer=t, **options)
+
+
+#: Six short texts on six topics: a corpus for the encoder tests (dense, late interaction, the cache).
+SIX_TOPIC_TEXTS = [
+    "Cats purr when they are content and sleep most of the day.",
+    "The stock market fell sharply after the central bank raised interest rates.",
+    "Vitamin D supplementation and bone mineral density in older adults.",
+    "Python is a programming language with dynamic typing.",
+    "Dogs bark at strangers, especially at night.",
+    "Insulin resistance is a hallmark of type 2 diabetes.",
+]
+
+
+#: A tiny BEIR data set whose every query has an unambiguous best document (CLI tests of the first stages).
+TINY_DOCS = {"d1": ("Scurvy", "Vitamin C deficiency causes scurvy in sailors."),
+             "d2": ("Citrus", "Lemons and limes contain ascorbic acid."),
+             "d3": ("Rocks", "Granite is an igneous rock."),
+             "d4": ("Bones", "Vitamin D helps calcium absorption for bone density."),
+             "d5": ("Sleep", "Adults need seven hours of sleep."),
+             "d6": ("Ships", "Sailing ships crossed the Atlantic."),
+             "d7": ("Milk", "Milk is a source of calcium and vitamin D."),
+             "d8": ("Stars", "Stars fuse hydrogen into helium.")}
+TINY_QUERIES = {"q1": "what causes scurvy", "q2": "vitamin D and bones", "q3": "how do stars shine"}
+TINY_QRELS = [("q1", "d1"), ("q1", "d2"), ("q2", "d4"), ("q2", "d7"), ("q3", "d8")]
+
+
+def write_tiny_beir(root, docs=None):
+    """Write the tiny data set (or ``docs``: id -> (title, text)) as a BEIR folder at ``root``; returns it."""
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    docs = TINY_DOCS if docs is None else docs
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
+                                               for i, (t, x) in docs.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in TINY_QUERIES.items()))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in TINY_QRELS))
+    return root

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 from attnsift.errors import DataFormatError
 from attnsift.fingerprint import file_fingerprint
-from attnsift.io import utf8_lines
+from attnsift.io import json_object_line, utf8_lines
 from attnsift.types import Document, Query
 
 __all__ = ["load_json_line", "parse_doc", "read_queries", "count_lines", "duplicate_error", "JsonlStore"]
@@ -32,13 +32,7 @@ def load_json_line(line: str, path: Path, lineno: int) -> dict:
     DataFormatError
         Not valid JSON, or not an object (``path:lineno`` in the message).
     """
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataFormatError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-    return obj
+    return json_object_line(line, f"{path}:{lineno}")
 
 
 def parse_doc(line: str, path: Path, lineno: int) -> Document:

@@ -13,29 +13,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers import TINY_DOCS, TINY_QUERIES, write_tiny_beir
+
 from attnsift.cli.main import app
 
 runner = CliRunner()
 
-DOCS = {"d1": ("Scurvy", "Vitamin C deficiency causes scurvy in sailors."),
-        "d2": ("Citrus", "Lemons and limes contain ascorbic acid."),
-        "d3": ("Rocks", "Granite is an igneous rock."),
-        "d4": ("Bones", "Vitamin D helps calcium absorption for bone density."),
-        "d5": ("Sleep", "Adults need seven hours of sleep."),
-        "d6": ("Ships", "Sailing ships crossed the Atlantic."),
-        "d7": ("Milk", "Milk is a source of calcium and vitamin D."),
-        "d8": ("Stars", "Stars fuse hydrogen into helium.")}
-QUERIES = {"q1": "what causes scurvy", "q2": "vitamin D and bones", "q3": "how do stars shine"}
-QRELS = [("q1", "d1"), ("q1", "d2"), ("q2", "d4"), ("q2", "d7"), ("q3", "d8")]
+DOCS, QUERIES = TINY_DOCS, TINY_QUERIES
 
 
 def _beir(root: Path, docs=DOCS) -> Path:
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
-                                               for i, (t, x) in docs.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in QUERIES.items()))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS))
-    return root
+    return write_tiny_beir(root, docs)
 
 
 @pytest.fixture(scope="module")

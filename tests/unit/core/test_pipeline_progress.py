@@ -1,10 +1,8 @@
 """Pipeline progress on stderr: nothing when disabled, one line per long step when enabled, one time estimate."""
 from __future__ import annotations
 
-import io
 import json
 import re
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,26 +16,6 @@ from attnsift.pipeline import first_stage
 from attnsift.rerank.base import BaseReranker
 
 DOCS = [Document(f"d{i}", f"apple {'pie ' * i}tree {i}") for i in range(6)]
-
-
-class _Pipe(io.StringIO):
-    def isatty(self) -> bool:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def _unconfigured(monkeypatch):
-    monkeypatch.setattr(progress, "_configured", None)
-
-
-@pytest.fixture
-def pipe(monkeypatch):
-    # Installed in the test body: pytest swaps sys.stderr between fixture setup and the call.
-    def install() -> _Pipe:
-        out = _Pipe()
-        monkeypatch.setattr(sys, "stderr", out)
-        return out
-    return install
 
 
 class _Overlap:

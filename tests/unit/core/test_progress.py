@@ -1,34 +1,10 @@
 """attnsift.progress: one switch, whole lines off a terminal, nothing when disabled, one estimate line."""
 from __future__ import annotations
 
-import io
-import sys
 
 import pytest
 
 from attnsift import progress
-
-
-class _Pipe(io.StringIO):
-    """stderr as a pipe or a log file (not a terminal); installed inside each test body, because pytest
-    replaces sys.stderr between a fixture's setup and the test call."""
-
-    def isatty(self) -> bool:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def _unconfigured(monkeypatch):
-    monkeypatch.setattr(progress, "_configured", None)
-
-
-@pytest.fixture
-def pipe(monkeypatch):
-    def install() -> _Pipe:
-        out = _Pipe()
-        monkeypatch.setattr(sys, "stderr", out)
-        return out
-    return install
 
 
 def test_disabled_prints_nothing(pipe):

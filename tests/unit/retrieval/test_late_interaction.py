@@ -11,16 +11,11 @@ from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.token_index import TokenIndex
 from attnsift.retrieval.encoders import Encoder
 from attnsift.retrieval.late_interaction import LateInteractionRetriever
+from helpers import SIX_TOPIC_TEXTS
+
 from attnsift.types import Document, Query
 
-TEXTS = [
-    "Cats purr when they are content and sleep most of the day.",
-    "The stock market fell sharply after the central bank raised interest rates.",
-    "Vitamin D supplementation and bone mineral density in older adults.",
-    "Python is a programming language with dynamic typing.",
-    "Dogs bark at strangers, especially at night.",
-    "Insulin resistance is a hallmark of type 2 diabetes.",
-]
+TEXTS = SIX_TOPIC_TEXTS
 DOCS = [Document(f"d{i}", t) for i, t in enumerate(TEXTS)]
 
 
