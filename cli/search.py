@@ -20,24 +20,23 @@ _guard = guard
 @app.command()
 @_guard
 def datasets(
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of BEIR-layout data sets (default: $ATTNSIFT_DATA)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of BEIR-layout data sets (default: the data folder, see --path)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     path: bool = typer.Option(False, "--path", help="Print the data folder and where it comes from, then stop."),
 ) -> None:
     """List the data sets attnsift knows: local folders and ir_datasets aliases."""
     if path:
-        from attnsift.eval import datasets as _datasets
+        from attnsift.eval.datasets import data_folder_info
 
-        info_fn = getattr(_datasets, "data_folder_info", None)
-        if info_fn is None:
-            raise ValueError("this attnsift cannot tell its data folder (eval.datasets.data_folder_info is missing)")
-        info = info_fn()
+        info = data_folder_info()
         if data_dir is not None:
             info = {"path": str(data_dir), "source": "--data-dir", "exists": data_dir.is_dir()}
         if as_json:
             _print_json(info)
-        else:
-            typer.echo(f"{info['path']}  (from {info['source']}{'' if info['exists'] else '; does not exist yet'})")
+            return
+        origin = {"ATTNSIFT_DATA": "from $ATTNSIFT_DATA", "install": "recorded by make install in this venv",
+                  "default": "the default; set $ATTNSIFT_DATA to use another"}.get(info["source"], f"from {info['source']}")
+        typer.echo(f"{info['path']}  ({origin}{'' if info['exists'] else '; it does not exist yet'})")
         return
     from attnsift.eval.datasets import list_datasets
 
@@ -48,19 +47,22 @@ def datasets(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="attnsift data sets")
-    for col in ("name", "available", "docs", "queries", "source", "path"):
-        table.add_column(col)
+    # The title is a plain line and long cells fold, so the table keeps its shape in an 80-column terminal.
+    typer.echo("attnsift data sets")
+    table = Table()
+    for col in ("name", "available", "docs", "queries"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("from", overflow="fold")
     for r in rows:
+        where = r.get("path") or str(r.get("source", "")).split(":", 1)[-1] or "-"
         table.add_row(
             str(r.get("name")),
             "yes" if r.get("available") else "no",
             str(r.get("docs") if r.get("docs") is not None else "-"),
             str(r.get("queries") if r.get("queries") is not None else "-"),
-            str(r.get("source", "")),
-            str(r.get("path") or "-"),
+            ("" if r.get("path") else "ir_datasets: ") + where,
         )
-    Console(width=160).print(table)
+    Console().print(table)
 
 
 # --------------------------------------------------------------------------------------------- index

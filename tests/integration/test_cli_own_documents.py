@@ -93,12 +93,23 @@ def test_model_is_a_deprecated_spelling_of_encoder(docs_jsonl: Path, tmp_path: P
 
 
 def test_datasets_path(monkeypatch, tmp_path: Path):
-    pytest.importorskip("attnsift.eval.datasets").data_folder_info  # noqa: B018 (Helper D's function)
     monkeypatch.setenv("ATTNSIFT_DATA", str(tmp_path))
     res = runner.invoke(app, ["datasets", "--path", "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info == {"path": str(tmp_path), "source": "ATTNSIFT_DATA", "exists": True}
+    res = runner.invoke(app, ["datasets", "--path"])
+    assert res.stdout.strip() == f"{tmp_path}  (from $ATTNSIFT_DATA)"
+    monkeypatch.setenv("ATTNSIFT_DATA", str(tmp_path / "nowhere"))
+    assert "it does not exist yet" in runner.invoke(app, ["datasets", "--path"]).stdout
+
+
+def test_datasets_table_fits_80_columns(data_dir: Path):
+    res = runner.invoke(app, ["datasets"], env={"COLUMNS": "80", "ATTNSIFT_DATA": str(data_dir)}, terminal_width=80)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == "attnsift data sets" and all(len(line) <= 80 for line in lines), res.stdout
+    assert any(line.startswith("│ scifact ") and " yes " in line and "5183" in line for line in lines)
 
 
 def test_search_with_icr_reranker_tiny_model(docs_jsonl: Path, tmp_path: Path, tiny_model_dir: Path):
