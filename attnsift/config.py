@@ -14,7 +14,7 @@ through the same checks:
 
 Components take ``config=`` or keyword options, not both (:func:`resolve_config`). Device and dtype
 are not options: model-backed components take ``device=`` and ``dtype=`` arguments, resolved by
-:func:`resolve_device` and :func:`resolve_dtype`.
+:func:`resolve_device` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and :func:`resolve_dtype`.
 """
 from __future__ import annotations
 
@@ -289,21 +289,41 @@ def resolve_config(cls: type[T], config: T | None, options: Mapping[str, Any] | 
 
 
 # ------------------------------------------------------------------------------ device and dtype
+#: the device names every ``device=`` and ``--device`` accepts, in words (for messages)
+DEVICE_NAMES = "'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'"
+
+
 def resolve_device(device: Any = None) -> Any:
     """A ``torch.device``: ``device`` checked, or CUDA when available, else the CPU.
 
-    Raises ValueError for a name torch does not know and for a CUDA device on a machine without one.
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` or None (CUDA when torch sees a CUDA device, else the CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` (or any other name torch knows, e.g. ``"mps"``), or a ``torch.device``.
+
+    Raises
+    ------
+    ValueError
+        A name torch does not know, or a CUDA device this machine lacks (CUDA absent, or index N out
+        of range), before any model is loaded.
     """
     import torch
 
-    if device is None:
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or None (CUDA when available)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here; use device='cpu' or None")
+        raise ValueError(f"unknown device {device!r}; expected {DEVICE_NAMES}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here; use device='cpu' "
+                             "or 'auto'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1}); use one of those, 'cpu' or 'auto'")
     return dev
 
 
@@ -314,14 +334,16 @@ def resolve_dtype(dtype: Any = None, device: Any = "cpu", accelerator_default: s
     ----------
     dtype : torch.dtype, str or None
         ``"float32"``, ``"bfloat16"``, ``"float16"`` (or ``fp32``, ``bf16``, ``fp16``, ``half``).
-    device : str or torch.device
-        Where the model runs (decides the default).
+    device : str, torch.device or None
+        Where the model runs (decides the default; ``auto`` and None are resolved first).
     accelerator_default : str
         The default off the CPU (language models: bfloat16; encoders keep float32).
     """
     import torch
 
     if dtype is None:
+        if device is None or str(device).strip().lower() == "auto":
+            device = resolve_device(device)
         dtype = "float32" if str(device).startswith("cpu") else accelerator_default
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:

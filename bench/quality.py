@@ -250,22 +250,31 @@ def run_quality_bench(
     stop_after : testing hook, raise after this many newly computed queries (simulates an interruption)
     indexes : saved index folders (``attnsift index``); each is matched to the listed data set whose corpus it
         was built on, and stands in for the first stage of the specs of its kind (see :func:`index_for`)
-    device : where the rerankers' models and the encoders run (``cpu``, ``cuda``, ``cuda:1``; default: CUDA
-        when available); part of the results' key when given
+    device : where the rerankers' models and the encoders run (``auto``, ``cpu``, ``cuda``, ``cuda:1``; default:
+        CUDA when available); when given, part of the results' key (``auto`` as the device it resolves to)
     split : the qrels split of every data set
 
     Raises
     ------
     ValueError
-        Before any work: a spec listed twice, no data set, a data set that cannot be loaded, or an index
-        that matches none of the data sets.
+        Before any work: a spec listed twice, a reranker model that cannot be found (or none for the
+        cross-encoder), no data set, a data set that cannot be loaded, or an index that matches none of
+        the data sets.
     """
     from attnsift.eval.datasets import load_dataset
+    from attnsift.registry import check_model
     from attnsift.types import check_k
 
     if max_queries is not None:
         check_k(max_queries, "max_queries")
     specs = [s if isinstance(s, SystemSpec) else SystemSpec.parse(s) for s in systems]
+    for spec in specs:  # a reranker's model is found (or missing) before any work
+        if spec.reranker is not None:
+            check_model("reranker", spec.reranker.name, spec.reranker.model)
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        from attnsift.config import resolve_device
+
+        device = str(resolve_device("auto"))  # results are keyed by the device they ran on
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"the same system is listed twice: {labels}")

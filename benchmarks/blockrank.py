@@ -2,9 +2,10 @@
 
     python benchmarks/blockrank.py quality --datasets scifact:50 dl19 --top-k 20
     python benchmarks/blockrank.py cost --candidates 20 50 100 --max-words 60 --systems blockrank icr
+    python benchmarks/blockrank.py cost --device cuda --candidates 20 50 100   # on a GPU (--device auto: the default)
 
 Quality: BM25 (attnsift's BM25Retriever, k1=0.9 b=0.4, for BEIR sets; the provided BM25 run for DL19),
-then BlockRank (SmolLM2-135M-Instruct, CPU float32) over the top-k; nDCG@10 and MRR@10 with
+then BlockRank (SmolLM2-135M-Instruct; float32 on the CPU, bfloat16 on CUDA; ``--device``) over the top-k; nDCG@10 and MRR@10 with
 attnsift.eval.metrics.evaluate. Writes benchmarks/results/blockrank_quality.{md,json}.
 
 Cost: every (system, number of candidates) runs in a fresh subprocess on the same SciFact documents
@@ -31,8 +32,9 @@ def _meta(argv: list[str]) -> dict:
     import torch
     import transformers
 
+    machine = MACHINE if not torch.cuda.is_available() else f"{torch.cuda.get_device_name()} (CUDA), {os.cpu_count()} CPU cores"
     return {"command": "python benchmarks/blockrank.py " + " ".join(argv),
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": MACHINE,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine,
             "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads()}
 
@@ -62,7 +64,8 @@ def quality(args: argparse.Namespace, argv: list[str]) -> None:
     from attnsift.eval.metrics import evaluate
     from attnsift.rerank.blockrank import BlockRankReranker
 
-    rr = BlockRankReranker(args.model, scoring_layer=args.scoring_layer, block_tokens=args.block_tokens)
+    rr = BlockRankReranker(args.model, scoring_layer=args.scoring_layer, block_tokens=args.block_tokens,
+                           device=args.device)
     rows = []
     for spec in args.datasets:
         name, _, n = spec.partition(":")
@@ -104,11 +107,13 @@ def cost_one(args: argparse.Namespace) -> None:
     if args.system == "blockrank":
         from attnsift.rerank.blockrank import BlockRankReranker
 
-        rr = BlockRankReranker(args.model, max_words=args.max_words, block_tokens=args.block_tokens)
+        rr = BlockRankReranker(args.model, max_words=args.max_words, block_tokens=args.block_tokens,
+                               device=args.device)
     else:
         from attnsift.rerank.icr import ICRReranker
 
-        rr = ICRReranker(args.model, max_words=args.max_words)
+        rr = ICRReranker(args.model, max_words=args.max_words, device=args.device)
+    cuda = rr.device.type == "cuda"
     with torch.no_grad():
         rr.score(Ranking(ranking.query, ranking.candidates[:2]))  # warm-up on a small list (one-time set-up)
         times = []
@@ -116,14 +121,20 @@ def cost_one(args: argparse.Namespace) -> None:
             # A timed repeat must compute, not hit ICR's cache of forward-pass masses.
             if hasattr(rr, "mass_cache"):
                 rr.mass_cache.clear()
+            if cuda:
+                torch.cuda.synchronize(rr.device)
             t0 = time.perf_counter()
             rr.score(ranking)
+            if cuda:
+                torch.cuda.synchronize(rr.device)
             times.append(time.perf_counter() - t0)
     extra = {}
     if args.system == "blockrank":
         p = rr.prompt(ranking)
         extra = {"tokens": p.num_tokens, "scoring_layer": rr.scoring_layer}
-    print(json.dumps({"system": args.system, "candidates": len(ranking), "seconds": min(times),
+    if cuda:
+        extra["peak_cuda_mb"] = torch.cuda.max_memory_allocated(rr.device) / 2**20
+    print(json.dumps({"system": args.system, "candidates": len(ranking), "seconds": min(times), "device": str(rr.device),
                       "seconds_all": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       **extra}))
 
@@ -133,7 +144,7 @@ def cost(args: argparse.Namespace, argv: list[str]) -> None:
     for system in args.systems:
         for n in args.candidates:
             cmd = [sys.executable, __file__, "cost-one", "--system", system, "--n", str(n), "--model", args.model,
-                   "--max-words", str(args.max_words), "--repeats", str(args.repeats)]
+                   "--max-words", str(args.max_words), "--repeats", str(args.repeats), "--device", args.device]
             if args.block_tokens is not None:
                 cmd += ["--block-tokens", str(args.block_tokens)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -180,7 +191,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--block-tokens", type=int, default=None)
     for p in (q, c, c1):
         p.add_argument("--model", default="smollm2-135m")
+        p.add_argument("--device", default="auto",
+                       help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N [auto]")
     args = ap.parse_args(argv)
+    from attnsift.config import resolve_device
+
+    try:
+        args.device = str(resolve_device(args.device))  # a device this machine lacks stops here, in one line
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.cmd == "quality":
         quality(args, argv)
     elif args.cmd == "cost":

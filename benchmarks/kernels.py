@@ -5,6 +5,7 @@ and BlockRank's blockwise reference against dense masked SDPA at 16/32/64 docume
 
     python benchmarks/kernels.py                 # CPU, writes benchmarks/results/kernels_cpu.{md,json}
     python benchmarks/kernels.py --gpu           # GPU (Mistral-7B shapes), writes kernels_gpu.{md,json}
+    python benchmarks/kernels.py --device cuda:1 # the GPU part on that GPU (--device auto: GPU when there is one)
     TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke --out /tmp/k   # the GPU code at toy shapes on CPU
 
 GPU part (needs CUDA + triton; run with TRITON_INTERPRET unset): Mistral-7B attention shapes
@@ -324,6 +325,9 @@ def gpu_markdown(res: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", action="store_true", help="run the GPU part (CUDA, triton) instead of the CPU part")
+    p.add_argument("--device", default=None,
+                   help="auto (the GPU part when CUDA is available, else the CPU part), cpu, cuda or cuda:N "
+                        "(the GPU part on that device); --gpu is --device cuda")
     p.add_argument("--smoke", action="store_true",
                    help="run the GPU part's code on CPU at toy shapes under TRITON_INTERPRET=1 (a plumbing check)")
     p.add_argument("--tokens", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
@@ -333,7 +337,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10, help="GPU timing repeats")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    from attnsift.config import resolve_device
     from attnsift.io import atomic_write_json, atomic_write_text
+
+    device = "cuda" if args.gpu and args.device is None else (args.device or "cpu")
+    if args.gpu and args.device is not None and not args.device.startswith(("cuda", "auto")):
+        p.error(f"--gpu runs the GPU part, but --device {args.device}; drop one of them")
+    try:
+        dev = resolve_device(device)  # a CUDA device this machine lacks stops here, in one line
+    except ValueError as exc:
+        p.error(str(exc))
+    args.gpu = dev.type == "cuda"
+    if args.gpu:
+        torch.cuda.set_device(dev)
 
     cmd = "python benchmarks/kernels.py " + " ".join(sys.argv[1:])
     when = _dt.datetime.now().isoformat(timespec="seconds")
@@ -353,7 +369,7 @@ def main() -> None:
             raise SystemExit("--gpu needs CUDA; run the CPU part without --gpu.")
         if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
             raise SystemExit("unset TRITON_INTERPRET for the GPU benchmark (the interpreter is for tests).")
-        res = gpu_bench(args)
+        res = gpu_bench(args, device=str(dev))
         res.update(command=cmd, date=when, torch=torch.__version__)
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "kernels_gpu.json", res)

@@ -120,7 +120,7 @@ def measure(rr, r, device: str, repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="mistral-7b")
-    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N [auto]")
     ap.add_argument("--candidates", type=int, nargs="+", default=[20, 50, 100, 500])
     ap.add_argument("--systems", nargs="+", default=["blockrank", "icr"], choices=["blockrank", "icr"])
     ap.add_argument("--icr-max", type=int, default=100, help="largest list ICR is run on (its cost is quadratic)")
@@ -134,7 +134,15 @@ def main(argv: list[str] | None = None) -> dict:
     from attnsift.rerank.blockrank import BlockRankReranker
     from attnsift.rerank.icr import ICRReranker
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from attnsift.config import resolve_device
+
+    try:
+        dev = resolve_device(args.device)  # a device this machine lacks stops here, in one line
+    except ValueError as exc:
+        ap.error(str(exc))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # cuda:N: synchronize / memory statistics below read the current device
+    device = dev.type
     tok = synthetic_tokenizer()
     t0 = time.perf_counter()
     model = random_model(args.shape, device, len(tok))

@@ -71,7 +71,7 @@ def heads(
         None, "--option", metavar="KEY=VALUE", help=f"Reranker option key=value (repeatable): max_words (default {DEFAULT_MAX_WORDS} here), "
                                "block_tokens (BlockRank), query_positions...; the default features folder's name "
                                "then carries the options."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)."),
     figures: Optional[Path] = typer.Option(None, "--figures", help="Folder for the PNG heatmap and layer curve (default: beside --out)."),
     all_lists: bool = typer.Option(False, "--all-lists",
                                    help="Select on every held-out list, also those shorter than --depth (default: full lists only)."),

@@ -228,14 +228,18 @@ def warn_unknown_judged(dataset: Any, max_bytes: int = 512 * 2**20) -> int:
 
 
 def check_spec_options(spec: Any) -> None:
-    """Check a bench spec's stage options against the stages' configs (no model or index is built).
+    """Check a bench spec's stage options against the stages' configs, and its reranker's model by name
+    (no model or index is built).
 
     Raises
     ------
     ValueError
-        An unknown option or a value its config rejects, naming the spec.
+        An unknown option or a value its config rejects, or a reranker model that cannot be found (or is
+        missing where the reranker has no default), naming the spec.
     """
     from attnsift.registry import check_options
+
+    from attnsift.registry import check_model
 
     where = f"system spec {spec.text!r}"
     try:
@@ -243,16 +247,24 @@ def check_spec_options(spec: Any) -> None:
             check_options("retriever", spec.first.name, spec.first.options)
         if spec.reranker is not None:
             check_options("reranker", spec.reranker.name, spec.reranker.options)
+            check_model("reranker", spec.reranker.name, spec.reranker.model)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
 
 
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def check_device(device: str | None, option: str = "--device") -> str | None:
-    """Check a device name before any work: ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``); a CUDA device
-    must exist on this machine. None (the default: CUDA when available) passes.
+    """Check a device name before any work: ``auto`` (CUDA when available, else the CPU), ``cpu``,
+    ``cuda``, ``cuda:N`` (or ``mps``); a CUDA device must exist on this machine. None (the default:
+    CUDA when available) passes.
+
+    Returns
+    -------
+    str or None
+        The name, stripped and lower-cased (``auto`` stays ``auto``: the library resolves it where a
+        model loads, :func:`attnsift.config.resolve_device`; a stage that runs no model ignores it).
 
     Raises
     ------
@@ -261,19 +273,28 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
     """
     if device is None:
         return None
-    if not isinstance(device, str) or not _DEVICE.match(device.strip()):
-        raise ValueError(f"{option} {device!r} is not a device; give cpu, cuda or cuda:N (e.g. cuda:1)")
-    device = device.strip()
+    if not isinstance(device, str) or not _DEVICE.match(device.strip().lower()):
+        raise ValueError(f"{option} {device!r} is not a device; give auto, cpu, cuda or cuda:N (e.g. cuda:1)")
+    device = device.strip().lower()
     if device.startswith("cuda"):
         try:
             import torch
         except ImportError:
             raise ValueError(f"{option} {device}: torch is not installed, so no CUDA device can be used; "
-                             "use --device cpu or install torch with CUDA") from None
+                             "use --device cpu (or auto) or install torch with CUDA") from None
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.partition(":")[2] or 0)
         if index >= count:
             have = f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
-            raise ValueError(f"{option} {device}: this machine has {have}; use --device cpu"
+            raise ValueError(f"{option} {device}: this machine has {have}; use --device cpu or auto"
                              + (" or one of those" if count else ""))
     return device
+
+
+def concrete_device(device: str | None) -> str | None:
+    """``auto`` as the device it means on this machine (``cuda`` or ``cpu``); other names unchanged."""
+    if device != "auto":
+        return device
+    from attnsift.config import resolve_device
+
+    return str(resolve_device("auto"))

@@ -118,7 +118,7 @@ def _first_stage_args(retriever: Optional[str], run: Optional[str], reranker: st
     if encoder is not None and retriever not in ENCODER_STAGES:
         raise ValueError(f"--encoder is for a dense, late or hybrid first stage; the first stage here is {retriever}, "
                          "which runs no encoder: drop --encoder or give --retriever dense")
-    if device is not None and reranker == "none" and retriever not in ENCODER_STAGES:
+    if device not in (None, "auto") and reranker == "none" and retriever not in ENCODER_STAGES:
         raise ValueError(f"--device: nothing here runs a model ({retriever}, --reranker none); drop --device")
     return retriever, model, encoder
 
@@ -236,7 +236,7 @@ def _rerank_impl(
 
 
 _RERANK_HELP = "Run a first stage (or take a provided run), optionally rerank, evaluate, print the metrics table."
-_DEVICE_HELP = "Where the models run: cpu, cuda, cuda:1 (default: CUDA when available)."
+_DEVICE_HELP = "Where the models run: auto, cpu, cuda, cuda:1 (default auto: CUDA when available, else the CPU)."
 
 
 @app.command(help=_RERANK_HELP)
@@ -246,8 +246,8 @@ def rerank(
     retriever: Optional[str] = typer.Option(None, "--retriever", help="First stage: bm25 | dense | late | hybrid (default bm25; a provided run of the same name stands in: dl19 bm25)."),
     index_dir: Optional[Path] = typer.Option(None, "--index", metavar="DIR", help="A saved index (`attnsift index`) as the first stage; its kind sets --retriever."),
     run: Optional[str] = typer.Option(None, "--run", help="Use a provided run instead of a first stage: a TREC file or a run name of the data set (dl19: bm25, splade)."),
-    reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="The reranker's model (default smollm2-135m)."),
+    reranker: str = typer.Option("none", "--reranker", help="none | icr | listwise | blockrank | cross-encoder"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The reranker's model (default smollm2-135m; cross-encoder: required, a folder or cached hub id)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder of a dense, late or hybrid first stage (default minilm; an --index: its own)."),
     device: Optional[str] = typer.Option(None, "--device", help=_DEVICE_HELP),
     first_stage_k: int = typer.Option(100, "--first-stage-k", help="How many candidates the first stage returns per query."),

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from attnsift.cli.common import check_device, check_output, guard
+from attnsift.cli.common import check_device, check_output, concrete_device, guard
 from attnsift.types import check_k
 
 train_app = typer.Typer(
@@ -67,7 +67,7 @@ def blockrank(
     keep_checkpoints: int = typer.Option(1, "--keep-checkpoints", help="Latest checkpoints kept."),
     gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing"),
     attn_impl: str = typer.Option("auto", "--attn-impl", help="auto, reference, flex or dense."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto: CUDA when available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is fastest on a busy shared CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing training run in --out first."),
@@ -93,7 +93,7 @@ def blockrank(
             _progress.configure(False)
             progress = None
     check_output(out, "--out", folder=True)
-    device = check_device(device)
+    device = concrete_device(check_device(device))  # the trainer takes cpu / cuda / cuda:N
     if max_queries is not None:
         check_k(max_queries, "--max-queries")
     from attnsift.train.blockrank import TrainConfig, train_blockrank
