@@ -3,7 +3,7 @@
 Public API (heavy dependencies are imported lazily, so ``import attnsift`` stays fast)::
 
     from attnsift import Document, Query, Candidate, Ranking, Run, Pipeline, first_stage, read_run, write_run
-    from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker
+    from attnsift import load_dataset, evaluate, BM25Retriever, ICRReranker, CrossEncoderReranker
     from attnsift import build_index, load_index, index_info, read_documents, as_documents
 
     index = build_index(["first text", "second text"])     # or Documents, or a path: docs.jsonl
@@ -45,6 +45,8 @@ _LAZY = {
     "ICRReranker": "attnsift.rerank.icr:ICRReranker",
     "ListwiseReranker": "attnsift.rerank.listwise:ListwiseReranker",
     "BlockRankReranker": "attnsift.rerank.blockrank:BlockRankReranker",
+    "CrossEncoderReranker": "attnsift.rerank.cross_encoder:CrossEncoderReranker",
+    "build_reranker": "attnsift.registry:build_reranker",
     "load_causal_lm": "attnsift.rerank.llm:load_causal_lm",
     "build_index": "attnsift.registry:build_index",
     "load_index": "attnsift.registry:load_index",

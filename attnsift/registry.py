@@ -33,10 +33,23 @@ RERANKERS: dict[str, str] = {
     "icr": "attnsift.rerank.icr:ICRReranker",
     "listwise": "attnsift.rerank.listwise:ListwiseReranker",
     "blockrank": "attnsift.rerank.blockrank:BlockRankReranker",
+    "cross-encoder": "attnsift.rerank.cross_encoder:CrossEncoderReranker",
 }
 
+#: the model a component uses when none is named (a reranker missing here has no default: it needs --model)
 DEFAULT_MODELS = {"dense": "minilm", "late": "minilm", "icr": "smollm2-135m", "listwise": "smollm2-135m",
                   "blockrank": "smollm2-135m"}
+
+#: how each reranker's model name is checked without loading it (default: a causal LM's check)
+MODEL_CHECKS: dict[str, str] = {"cross-encoder": "attnsift.rerank.cross_encoder:check_cross_encoder_name"}
+_LM_CHECK = "attnsift.rerank.llm:check_model_name"
+
+
+def missing_model(name: str) -> ValueError:
+    """The one-line error for a reranker that has no default model and was given none."""
+    return ValueError(f"reranker {name!r} needs a model and attnsift ships none for it: give --model (a local folder, "
+                      f"or a hub id in the local cache, e.g. cross-encoder/ms-marco-MiniLM-L6-v2 after `hf download`; "
+                      f"in a bench spec: bm25+{name}:PATH)")
 
 
 def _resolve(target: str) -> Any:
@@ -49,7 +62,8 @@ def _unknown(kind: str, name: str, known: Iterable[str]) -> ValueError:
 
 
 def _no_device(kind: str, name: str, device: Any, dtype: Any) -> None:
-    given = [n for n, v in (("device", device), ("dtype", dtype)) if v is not None]
+    # device="auto" asks for nothing in particular: a stage that runs no model takes it
+    given = [n for n, v in (("device", device), ("dtype", dtype)) if v is not None and not (n == "device" and v == "auto")]
     if given:
         raise ValueError(f"{kind} {name!r} runs no model, so it takes no {' or '.join(given)}; drop {' and '.join(given)}")
 
@@ -152,16 +166,18 @@ def check_model(kind: str, name: str, model: Any) -> None:
     name : str
         The component (``dense``, ``late``, ``hybrid``, ``bm25``; ``icr``, ``listwise``...).
     model : str or object, optional
-        The encoder (retrievers) or language model (rerankers) name; None (the default model) and
-        objects (a ready encoder) are not checked.
+        The encoder (retrievers) or the reranker's model (checked by :data:`MODEL_CHECKS`); None (the
+        default model; an error for a reranker with none) and objects (a ready encoder) are not checked.
 
     Raises
     ------
     ValueError
-        BM25 (or ``--reranker none``) given a model, or a name that is neither a known short name nor
-        a local folder nor a hub id (the message comes from the model's own check).
+        BM25 (or ``--reranker none``) given a model, a reranker with no default model given none, or a name
+        neither a known short name nor a local folder nor a hub id (the message is the model's own check's).
     """
     if model is None:
+        if kind == "reranker" and name in RERANKERS and name != "none" and name not in DEFAULT_MODELS:
+            raise missing_model(name)
         return
     if kind == "retriever":
         if name not in DEFAULT_MODELS and name != HYBRID:
@@ -175,7 +191,7 @@ def check_model(kind: str, name: str, model: Any) -> None:
             raise ValueError("--reranker none takes no model; drop --model or choose a reranker")
         if name not in RERANKERS:
             raise _unknown("reranker", name, RERANKERS)
-        check = _optional_check("attnsift.rerank.llm", "check_model_name")
+        check = _optional_check(*MODEL_CHECKS.get(name, _LM_CHECK).split(":"))
     else:
         raise ValueError(f"kind must be 'retriever' or 'reranker', got {kind!r}")
     if check is not None and isinstance(model, (str, Path)):
@@ -278,14 +294,14 @@ def build_reranker(name: str, model: str | None = None, options: Mapping[str, An
 
     Parameters
     ----------
-    name : {"none", "icr", "listwise", "blockrank"}
+    name : {"none", "icr", "listwise", "blockrank", "cross-encoder"}
     model : str, optional
-        The language model (default: :data:`DEFAULT_MODELS` for ``name``).
+        The model (default: :data:`DEFAULT_MODELS` for ``name``; the cross-encoder has none: required).
     options : mapping
         The reranker's config fields, strings allowed; unknown keys are rejected by its config.
     device, dtype : optional
-        Where and in what precision the model runs (default: CUDA when available; float32 on the
-        CPU, bfloat16 on CUDA).
+        Where and in what precision the model runs (``cpu``, ``cuda``, ``cuda:N``, ``auto``; default:
+        CUDA when available; float32 on the CPU, bfloat16 on CUDA for language models).
 
     Returns
     -------
@@ -300,6 +316,8 @@ def build_reranker(name: str, model: str | None = None, options: Mapping[str, An
             raise ValueError("--reranker none takes no model or options")
         _no_device("reranker", name, device, dtype)
         return cls()
+    if model is None and name not in DEFAULT_MODELS:
+        raise missing_model(name)
     return cls(model or DEFAULT_MODELS[name], device=device, dtype=dtype, **dict(options or {}))
 
 

@@ -7,7 +7,8 @@ Grammar (whitespace ignored)::
 
 The first stage is ``bm25``, ``dense``, ``late``, ``hybrid`` or ``run:NAME`` (a run the data set provides,
 e.g. ``run:bm25`` on DL19; a data set that provides a run named like the first stage uses it, see
-:func:`attnsift.pipeline.first_stage`). The reranker is ``icr``, ``listwise``, ``blockrank`` (or ``none``).
+:func:`attnsift.pipeline.first_stage`). The reranker is ``icr``, ``listwise``, ``blockrank``,
+``cross-encoder`` (which names its model: ``cross-encoder:PATH``, a folder or a cached hub id) or ``none``.
 Two options belong to the :class:`~attnsift.pipeline.Pipeline` rather than to a stage, with the
 Pipeline's names: ``first_stage_k`` (default 100) and ``depth`` (how many candidates the reranker
 rescores; default 20 here, or ``first_stage_k`` when that is smaller); they may appear in either
@@ -24,6 +25,7 @@ Examples::
     bm25+icr:smollm2-135m
     bm25+icr:smollm2-135m[calibration=none;depth=50]
     run:bm25+icr[span=last_token]
+    bm25+cross-encoder:cross-encoder/ms-marco-MiniLM-L6-v2[depth=20]
 
 The same spec string works in the CLI (``attnsift bench quality --systems ...``), in Python
 (:meth:`SystemSpec.parse`) and as the row label of the results table.

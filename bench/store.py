@@ -90,7 +90,8 @@ def stage_fingerprint(stage: Any, ds: Any, default_models: dict[str, str], first
     stage : StageSpec or None
         ``name`` and ``model``. ``run:<name or file>``: that run file; a first stage the data set
         provides a run for (DL19's ``bm25``): that run file; a model-based stage: its model (default
-        from ``default_models``; hybrid: its dense part's encoder); anything else: None.
+        from ``default_models``; hybrid: its dense part's encoder; a reranker with no default, such as
+        the cross-encoder, the model it names); anything else: None.
     ds : Dataset
         For its provided runs.
     default_models : dict
@@ -113,8 +114,8 @@ def stage_fingerprint(stage: Any, ds: Any, default_models: dict[str, str], first
             return None  # not a run of this data set: first_stage says so
     # hybrid's encoder is its dense part's
     model_stage = "dense" if first and stage.name == "hybrid" else stage.name
-    if model_stage not in default_models:
-        return None
+    if model_stage not in default_models and (first or stage.model is None):
+        return None  # a reranker without a default model (cross-encoder) is keyed by the model it names
     name = stage.model or default_models[model_stage]
     location = name
     if not first:
