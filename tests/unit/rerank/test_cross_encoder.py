@@ -160,6 +160,13 @@ def test_cli_rerank_with_a_cross_encoder(ce_dir, tmp_path):
     res = runner.invoke(app, ["rerank", "--dataset", str(data), "--reranker", "cross-encoder"])
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and "needs a model" in res.stderr
+    # search over a saved index, reranked by the cross-encoder
+    assert runner.invoke(app, ["index", "--dataset", str(data), "--out", str(tmp_path / "idx")]).exit_code == 0
+    res = runner.invoke(app, ["search", "--index", str(tmp_path / "idx"), "--reranker", "cross-encoder", "--model",
+                              str(ce_dir), "--depth", "3", "-k", "3", "--json", "vitamin C and scurvy"])
+    assert res.exit_code == 0, res.output
+    found = json.loads(res.stdout)
+    assert found["reranker"] == "cross-encoder" and len(found["queries"][0]["results"]) == 3
 
 
 def test_bench_spec_names_the_model(ce_dir):
