@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from attnsift.rerank.base import DocumentCut
 from attnsift.rerank.prompts import chat_wrap, truncate_words
 
 INSTRUCTION = (
@@ -55,6 +56,9 @@ class BlockPrompt:
         The ID written in each document, in the caller's order.
     final_start : int
         First position id of the last block (after clamping).
+    cuts : tuple[DocumentCut, ...]
+        What ``max_words`` and ``block_tokens`` took from each document's content (caller's order;
+        tokens counted on the word-cut content, without the ID frame).
     """
 
     input_ids: list[int]
@@ -63,6 +67,7 @@ class BlockPrompt:
     order: list[int]
     labels: list[int]
     final_start: int
+    cuts: tuple = ()
 
     @property
     def num_tokens(self) -> int:
@@ -141,12 +146,15 @@ def build_blockrank_prompt(
     last = _ids(tokenizer, f"\n\n{CLOSING}\nQuery: {query.strip()}{suffix if templated else chr(10)}{ANSWER_PREFIX}")
 
     blocks: list[list[int]] = []
+    cuts: list = [None] * n
     for j in order:
         title, text = documents[j]
         i = labels[j]
         head = _ids(tokenizer, f"\nID: {i} | CONTENT: ")
         tail = _ids(tokenizer, f" | END ID: {i}")
         body = _ids(tokenizer, document_content(title, text, max_words))
+        words = len((f"{title} {text}" if title else text).split())
+        had = len(body)
         if block_tokens is not None:
             budget = block_tokens - len(head) - len(tail)
             if budget < 1:
@@ -155,6 +163,8 @@ def build_blockrank_prompt(
                     f"{len(head) + len(tail)} tokens; use block_tokens >= {len(head) + len(tail) + 16}"
                 )
             body = body[:budget]
+        cuts[j] = DocumentCut(words, min(words, max_words or words), had if block_tokens is not None else None,
+                              len(body) if block_tokens is not None else None)
         blocks.append(head + body + tail)
 
     b0 = len(head0)
@@ -182,4 +192,4 @@ def build_blockrank_prompt(
     input_ids += last
     position_ids += range(final_start, final_start + len(last))
     offsets.append(offsets[-1] + len(last))
-    return BlockPrompt(input_ids, position_ids, offsets, order, labels, final_start)
+    return BlockPrompt(input_ids, position_ids, offsets, order, labels, final_start, tuple(cuts))

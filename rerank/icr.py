@@ -31,7 +31,7 @@ from attnsift.rerank.icr_config import CALIBRATIONS, FUSION_OPTIONS, NA_QUERY, S
 from attnsift.rerank.icr_masses import ICRMasses, MassCache, build_masses, span_masses, with_first_stage
 from attnsift.rerank.icr_scoring import document_scores, final_scores
 from attnsift.rerank.llm_base import LLMReranker, positional_scores, slide_windows
-from attnsift.types import Ranking
+from attnsift.types import Candidate, Document, Ranking
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,12 @@ class ICRDetails:
     windows : int                number of windows used
     tokens : list or None        per candidate ``(text, query_mass, na_mass)`` tokens (one prompt only)
     seconds : float              seconds the forward passes took (also when the masses came from a cache)
+    cuts : list[DocumentCut] or None
+        What the prompts held of each candidate (:class:`attnsift.rerank.base.DocumentCut`).
+    token_limit : int or None    the smallest per-document token cap the prompts applied
+    passages : list[tuple[int, int]] or None
+        With ``passages=max``: per candidate ``(number of passages, index of the best one)``; the
+        per-candidate values above are the best passage's.
     """
 
     raw: list[float]
@@ -70,6 +76,9 @@ class ICRDetails:
     windows: int = 1
     tokens: Any = None
     seconds: float = 0.0
+    cuts: Any = None
+    token_limit: int | None = None
+    passages: Any = None
 
 
 class ICRReranker(LLMReranker):
@@ -89,6 +98,8 @@ class ICRReranker(LLMReranker):
 
     name = "icr"
     config_class = ICRConfig
+    truncation_hint = ("--option max_words= (none: no cut) or --option passages=max (score every part, keep the "
+                       "best) changes this")
 
     def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *, config: ICRConfig | None = None,
                  device: str | None = None, dtype: Any = None, mass_cache: MassCache | None = None,
@@ -172,6 +183,9 @@ class ICRReranker(LLMReranker):
             than ``window`` candidates that do not fit ``max_context_tokens``): use :meth:`score_details`.
         """
         query, docs, first = self._inputs(ranking)
+        if self.config.passages != "none":
+            raise ValueError(f"masses() gives the masses of one prompt over the candidates; with passages="
+                             f"{self.config.passages} the candidates are passages: use score_details()")
         fitted = self._fit_one_prompt(query, docs)
         if fitted is None:
             raise ValueError(f"ICR: {len(docs)} candidates do not fit one prompt of {self.context_budget} tokens and "
@@ -225,18 +239,27 @@ class ICRReranker(LLMReranker):
         return d.scores, d.seconds
 
     def score_details(self, ranking: Ranking) -> ICRDetails:
-        """Score every candidate of ``ranking`` and return all intermediate quantities."""
+        """Score every candidate of ``ranking`` and return all intermediate quantities (and what the
+        prompts cut of each document, which :meth:`rerank` counts in :attr:`truncation`)."""
+        details = self._details(ranking)
+        if details.cuts is not None:
+            self._remember_cuts(ranking, details.cuts, details.token_limit)
+        return details
+
+    def _details(self, ranking: Ranking) -> ICRDetails:
         query, docs, first = self._inputs(ranking)
         if self.config.orders == 2:
             import numpy as np
 
             from attnsift.rerank.head_scoring import aggregate
 
-            base = self._sibling(dataclasses.replace(self.config, orders=1)).score_details(ranking)
+            base = self._sibling(dataclasses.replace(self.config, orders=1))._details(ranking)
             flip = self._sibling(dataclasses.replace(self.config, orders=1, reverse=not self.config.reverse))
-            other = flip.score_details(ranking)
+            other = flip._details(ranking)
             both = aggregate(np.array([base.scores, other.scores], dtype=np.float64), "z")
             return dataclasses.replace(base, scores=[float(x) for x in both], seconds=base.seconds + other.seconds)
+        if self.config.passages == "max":
+            return self._passage_details(ranking, first)
         fitted = self._fit_one_prompt(query, docs)
         if fitted is None:
             t0 = time.perf_counter()
@@ -245,7 +268,77 @@ class ICRReranker(LLMReranker):
             return details
         m = self._masses(ranking, query, docs, first, *fitted)
         return ICRDetails(list(m.raw), list(m.na), list(m.calibrated), list(m.masked), self.scores(m), m.head_raw,
-                          m.head_na, list(m.layers), m.head_masked, m.num_tokens, 1, list(m.tokens), m.seconds)
+                          m.head_na, list(m.layers), m.head_masked, m.num_tokens, 1, list(m.tokens), m.seconds,
+                          list(fitted[0].cuts), fitted[1])
+
+    def _passage_scorer(self) -> "ICRReranker":
+        """The sibling that scores passages as plain candidates: no word cut, no fusion (fused per document)."""
+        kept = self.__dict__.get("_passages_inner")
+        if kept is None or kept[0] != self.config:
+            cfg = dataclasses.replace(self.config, passages="none", passage_words=ICRConfig.passage_words,
+                                      passage_stride=ICRConfig.passage_stride, max_words=None, fusion="none",
+                                      fusion_weight=ICRConfig.fusion_weight)
+            kept = self.__dict__["_passages_inner"] = (self.config, self._sibling(cfg))
+        return kept[1]
+
+    def _passage_details(self, ranking: Ranking, first: list[float]) -> ICRDetails:
+        """``passages=max``: every document's passages scored as candidates, the best passage per document."""
+        import numpy as np
+
+        from attnsift.rerank.base import DocumentCut
+        from attnsift.rerank.head_scoring import fuse
+        from attnsift.rerank.prompts import split_passages
+
+        cfg = self.config
+        owner: dict[str, tuple[int, int]] = {}
+        cands, counts = [], []
+        for i, c in enumerate(ranking.candidates):
+            parts = split_passages(c.document.text, cfg.passage_words, cfg.passage_stride)
+            counts.append(len(parts))
+            for k, text in enumerate(parts):
+                # Zero-padded: equal first-stage scores keep the passages in text order (ties sort by id).
+                pid = f"{c.doc_id}#p{k:05d}"
+                owner[pid] = (i, k)
+                cands.append(Candidate(pid, c.score, Document(pid, text, c.document.title)))
+        expanded = Ranking(ranking.query, tuple(cands))
+        d = self._passage_scorer()._details(expanded)
+        n = len(ranking)
+        best = [-1] * n
+        for j, c in enumerate(expanded.candidates):
+            i, _ = owner[c.doc_id]
+            if best[i] < 0 or d.scores[j] > d.scores[best[i]]:
+                best[i] = j
+        s = np.array([d.scores[j] for j in best], dtype=np.float64)
+        f = np.asarray(first, dtype=np.float64)
+        if cfg.fusion == "profile":
+            s = fuse(s, f, self.head_scorer.fusion_weight, self.head_scorer.fusion)
+        elif cfg.fusion != "none":
+            s = fuse(s, f, float(cfg.fusion_weight), cfg.fusion)
+
+        def pick(xs: Any) -> Any:
+            if xs is None:
+                return None
+            if isinstance(xs, list):
+                return [xs[j] for j in best]
+            return xs[..., best]  # (L, H, N_passages) -> (L, H, N)
+
+        cuts = None
+        if d.cuts is not None:
+            # A document is read whole; a passage may still lose tokens (max_doc_tokens, the context).
+            worst: list[Any] = [None] * n
+            for j, c in enumerate(expanded.candidates):
+                i, _ = owner[c.doc_id]
+                pc = d.cuts[j]
+                if worst[i] is None or (pc.tokens or 0) - (pc.tokens_kept or 0) > (worst[i].tokens or 0) - (worst[i].tokens_kept or 0):
+                    worst[i] = pc
+            cuts = []
+            for i, c in enumerate(ranking.candidates):
+                words = len(c.document.text.split())
+                cuts.append(DocumentCut(words, words, worst[i].tokens, worst[i].tokens_kept))
+        passages = [(counts[i], owner[expanded.candidates[best[i]].doc_id][1]) for i in range(n)]
+        return ICRDetails(pick(d.raw), pick(d.na), pick(d.calibrated), pick(d.masked), [float(x) for x in s],
+                          pick(d.head_raw), pick(d.head_na), d.layers, pick(d.head_masked), d.num_tokens, d.windows,
+                          pick(d.tokens), d.seconds, cuts, d.token_limit, passages)
 
     def _inputs(self, ranking: Ranking) -> tuple[str, list, list[float]]:
         if not isinstance(ranking, Ranking):
@@ -259,17 +352,26 @@ class ICRReranker(LLMReranker):
     def _score_windows(self, query: str, docs: Sequence[tuple[str | None, str]], first: Sequence[float]) -> ICRDetails:
         n = len(docs)
         raw, na, cal, masked = ([math.nan] * n for _ in range(4))
+        cuts: list[Any] = [None] * n
+        caps: list[int] = []
 
         def reorder(idx: list[int]) -> list[int]:
             sub = [docs[i] for i in idx]
-            m = self._compute(query, sub, *self._fit_layout(query, sub, force=True), [first[i] for i in idx])
+            layout, cap = self._fit_layout(query, sub, force=True)
+            if cap is not None:
+                caps.append(cap)
+            m = self._compute(query, sub, layout, cap, [first[i] for i in idx])
             for j, i in enumerate(idx):
                 raw[i], na[i], cal[i], masked[i] = m.raw[j], m.na[j], m.calibrated[j], m.masked[j]
+                # The smallest share of a document any window read is what it was cut to.
+                if cuts[i] is None or (layout.cuts[j].tokens_kept or 0) < (cuts[i].tokens_kept or 0):
+                    cuts[i] = layout.cuts[j]
             s = self.scores(m)
             return sorted(range(len(idx)), key=lambda j: -s[j])  # stable: ties keep the current order
 
         order, windows = slide_windows(n, self.config.window, self.config.stride, reorder)
-        return ICRDetails(raw, na, cal, masked, positional_scores(order), windows=windows)
+        return ICRDetails(raw, na, cal, masked, positional_scores(order), windows=windows, cuts=cuts,
+                          token_limit=min(caps) if caps else None)
 
     # ------------------------------------------------------------------ prompts
     def _layout(self, query: str, docs: Sequence[tuple[str | None, str]], max_doc_tokens: int | None) -> Any:

@@ -17,10 +17,14 @@ FUSION_OPTIONS = ("none", "interp", "rrf", "profile")
 SPANS = ("span_mean", "last_token")
 INSTRUCTIONS = ("ie", "qa")
 IMPLS = ("auto", "reference", "triton")
+PASSAGES = ("none", "max")
 NA_QUERY = "N/A"
 
 _DEFAULT_CALIBRATION = "masked_na"
 _DEFAULT_FUSION_WEIGHT = 0.5
+_DEFAULT_MAX_WORDS = 300
+_DEFAULT_PASSAGE_WORDS = 150
+_DEFAULT_PASSAGE_STRIDE = 75
 
 
 def _check_int(name: str, v: Any, low: int | None, none_ok: bool) -> None:
@@ -47,9 +51,19 @@ class ICRConfig(Config):
         ``masked_na`` [default]: the same with the 2-sigma token mask (METHODS.md section 1).
         Not used with a head profile (the profile sets it per head): giving another value then is an error.
     max_words : int or None
-        Whitespace words kept per document [300].
+        Whitespace words kept per document [300]; longer documents are cut (counted in
+        ``reranker.truncation`` and reported once per run). Not used with ``passages=max``.
     max_doc_tokens : int or None
-        Tokens kept per document after the word cut (None: no cut).
+        Tokens kept per document (per passage with ``passages=max``) after the word cut (None: no cut).
+    passages : "none" | "max"
+        ``max``: nothing is cut by words; a document longer than ``passage_words`` is split into
+        windows of ``passage_words`` words every ``passage_stride`` words, each window is scored as a
+        candidate of its own (in the same prompt, or in sliding-window prompts when they do not fit
+        ``max_context_tokens``), and the document takes its best window's attention score (MaxP);
+        fusion then uses the document's first-stage score ["none": documents cut to ``max_words``].
+    passage_words, passage_stride : int
+        Window length and step in words, ``1 <= passage_stride <= passage_words`` [150, 75]; only
+        with ``passages=max``.
     instruction : "ie" | "qa"
         Late instruction: retrieval-style ("ie") or question answering ("qa").
     start_layer, end_layer : int or None
@@ -81,8 +95,11 @@ class ICRConfig(Config):
     """
 
     calibration: str = _DEFAULT_CALIBRATION
-    max_words: int | None = 300
+    max_words: int | None = _DEFAULT_MAX_WORDS
     max_doc_tokens: int | None = None
+    passages: str = "none"
+    passage_words: int = _DEFAULT_PASSAGE_WORDS
+    passage_stride: int = _DEFAULT_PASSAGE_STRIDE
     instruction: str = "ie"
     start_layer: int | None = None
     end_layer: int | None = None
@@ -103,6 +120,9 @@ class ICRConfig(Config):
         _check_choice("instruction", self.instruction, INSTRUCTIONS)
         _check_choice("fusion", self.fusion, FUSION_OPTIONS)
         _check_choice("impl", self.impl, IMPLS)
+        _check_choice("passages", self.passages, PASSAGES)
+        _check_int("passage_words", self.passage_words, 1, none_ok=False)
+        _check_int("passage_stride", self.passage_stride, 1, none_ok=False)
         for name in ("max_words", "max_doc_tokens", "max_context_tokens"):
             _check_int(name, getattr(self, name), 1, none_ok=True)
         for name in ("start_layer", "end_layer"):
@@ -120,6 +140,7 @@ class ICRConfig(Config):
         self._check_contradictions()
 
     def _check_contradictions(self) -> None:
+        self._check_passages()
         if self.stride >= self.window:
             raise ValueError(f"stride must be smaller than window (windows must overlap), got stride={self.stride} "
                              f"with window={self.window}")
@@ -138,10 +159,25 @@ class ICRConfig(Config):
             raise ValueError(f"fusion_weight={self.fusion_weight} is not used with fusion={self.fusion}; "
                              "give fusion=interp or fusion=rrf with it, or drop fusion_weight=")
 
+    def _check_passages(self) -> None:
+        changed = [f"{n}={getattr(self, n)}" for n, d in (("passage_words", _DEFAULT_PASSAGE_WORDS),
+                                                         ("passage_stride", _DEFAULT_PASSAGE_STRIDE))
+                   if getattr(self, n) != d]
+        if self.passages == "none" and changed:
+            raise ValueError(f"{', '.join(changed)} is only used with passages=max; add passages=max or drop it")
+        if self.passages == "max":
+            if self.max_words not in (_DEFAULT_MAX_WORDS, None):
+                raise ValueError(f"max_words={self.max_words} is not used with passages=max (documents are split into "
+                                 "passages of passage_words, not cut); drop max_words= or use passages=none")
+            if self.passage_stride > self.passage_words:
+                raise ValueError(f"passage_stride={self.passage_stride} skips words between passages of "
+                                 f"passage_words={self.passage_words}; give passage_stride <= passage_words")
+
     @property
     def mass_key(self) -> tuple:
         """The fields that shape the forward passes (the rest only pick among the computed masses).
 
         The layers and heads are not in it: the reranker adds the resolved selection."""
         return (self.max_words, self.max_doc_tokens, self.instruction, self.span, self.window, self.stride,
-                self.max_context_tokens, self.reverse, self.impl)
+                self.max_context_tokens, self.reverse, self.impl, self.passages, self.passage_words,
+                self.passage_stride)

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from attnsift.rerank.base import DocumentCut
+
 SEP = "\n\n"
 INSTRUCTIONS = {
     "ie": "Please find information that are relevant to the following query in the paragraphs above.",
@@ -47,6 +49,45 @@ def truncate_tokens(text: str, tokenizer: Any, max_tokens: int | None) -> str:
     if len(offsets) <= max_tokens:
         return text
     return text[: offsets[max_tokens - 1][1]]
+
+
+def cut_document(text: str, tokenizer: Any, max_words: int | None,
+                 max_tokens: int | None) -> tuple[str, DocumentCut]:
+    """``text`` cut to ``max_words`` words, then to ``max_tokens`` tokens, and what the cut took.
+
+    Returns
+    -------
+    (kept_text, cut)
+        ``cut`` (:class:`~attnsift.rerank.base.DocumentCut`) counts words of ``text`` and tokens of the
+        word-cut text (tokens only when ``max_tokens`` is given).
+    """
+    words = len(_WORD.findall(text))
+    kept = truncate_words(text, max_words)
+    if max_tokens is None:
+        return kept, DocumentCut(words, min(words, max_words or words))
+    enc = tokenizer(kept, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    n = len(offsets)
+    out = kept if n <= max_tokens else kept[: offsets[max_tokens - 1][1]]
+    return out, DocumentCut(words, min(words, max_words or words), n, min(n, max_tokens))
+
+
+def split_passages(text: str, passage_words: int, stride: int) -> list[str]:
+    """``text`` as overlapping windows of ``passage_words`` whitespace words every ``stride`` words.
+
+    A text of at most ``passage_words`` words is one passage (itself). The last window ends at the
+    text's last word, so every word is in some passage; the original whitespace is kept.
+    """
+    if passage_words < 1 or stride < 1:
+        raise ValueError(f"passage_words and stride must be >= 1, got {passage_words} and {stride}")
+    spans = [m.span() for m in _WORD.finditer(text)]
+    n = len(spans)
+    if n <= passage_words:
+        return [text]
+    starts = list(range(0, n - passage_words + 1, stride))
+    if starts[-1] + passage_words < n:
+        starts.append(n - passage_words)
+    return [text[spans[s][0]:spans[s + passage_words - 1][1]] for s in starts]
 
 
 def chat_wrap(tokenizer: Any, content: str) -> tuple[str, str, bool]:
@@ -87,6 +128,8 @@ class PromptLayout:
         First token of the query span (the late instruction); the span runs to the end of the prompt.
     doc_char_spans : list[tuple[int, int]]
         Character ranges of each document in ``text`` (prompt order).
+    cuts : tuple[DocumentCut, ...]
+        What the word and token cuts took from each document (caller's order).
     """
 
     text: str
@@ -96,6 +139,7 @@ class PromptLayout:
     doc_char_spans: list[tuple[int, int]]
     order: list[int]
     query_start: int
+    cuts: tuple = ()
 
     @property
     def num_tokens(self) -> int:
@@ -135,9 +179,10 @@ def build_icr_prompt(
     parts: list[str] = [prefix, "Here are some paragraphs:", SEP]
     pos = sum(len(p) for p in parts)
     char_spans: list[tuple[int, int]] = []
+    cuts: list[Any] = [None] * len(documents)
     for n, idx in enumerate(order, start=1):
         title, text = documents[idx]
-        text = truncate_tokens(truncate_words(text, max_words), tokenizer, max_doc_tokens)
+        text, cuts[idx] = cut_document(text, tokenizer, max_words, max_doc_tokens)
         if title:
             title = truncate_words(title, max_words)
         block = f"[{n}] {format_document(text, title)}"
@@ -156,7 +201,7 @@ def build_icr_prompt(
     for j, (s, e) in enumerate(doc_spans):
         if e > query_start:
             doc_spans[j] = (s, query_start)
-    return PromptLayout(text, ids, offsets, doc_spans, char_spans, order, query_start)
+    return PromptLayout(text, ids, offsets, doc_spans, char_spans, order, query_start, tuple(cuts))
 
 
 def _token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
