@@ -309,10 +309,12 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
         check_resume_config(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")), config, out)
     # Checks before the data loads: the device's spelling and the starting model's name (a resumed run
     # loads its checkpoint instead).
+    from attnsift.config import resolve_device
+
     try:
-        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(resolve_device(config.device))  # None / "auto": CUDA when available, else the CPU
     except RuntimeError:
-        raise ValueError(f"device {config.device!r} is not a device; give cpu, cuda or cuda:N") from None
+        raise ValueError(f"device {config.device!r} is not a device; give auto, cpu, cuda or cuda:N") from None
     if not (resume and out.is_dir() and list_checkpoints(out)):
         from attnsift.rerank.llm import check_model_name
 

@@ -66,7 +66,7 @@ def test_build_reranker_none_and_errors():
         build_reranker("none", options={"x": "1"})
     with pytest.raises(ValueError, match="takes no dtype"):
         build_reranker("none", dtype="float32")
-    with pytest.raises(ValueError, match="unknown reranker 'nope'; choose one of: blockrank, icr, listwise, none"):
+    with pytest.raises(ValueError, match="unknown reranker 'nope'; choose one of: blockrank, cross-encoder, icr, listwise, none"):
         build_reranker("nope")
 
 
