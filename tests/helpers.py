@@ -78,3 +78,29 @@ def write_tiny_beir(root, docs=None):
     (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in TINY_QUERIES.items()))
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in TINY_QRELS))
     return root
+
+
+def write_tiny_cross_encoder(folder, num_labels: int = 1, seed: int = 0):
+    """A random-weight 2-layer BertForSequenceClassification with the all-MiniLM-L6-v2 WordPiece tokenizer,
+    saved to ``folder`` (no download: the tokenizer comes from the offline ``minilm`` package)."""
+    from pathlib import Path
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from attnsift.retrieval.encoders import resolve_model
+
+    try:
+        location = resolve_model("minilm")[1]
+    except (ImportError, FileNotFoundError) as exc:  # the offline encoder package is missing
+        pytest.skip(str(exc))
+    tok = transformers.AutoTokenizer.from_pretrained(location)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
+                                  initializer_range=0.5)  # wide weights: distinct scores for distinct texts
+    torch.manual_seed(seed)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 
-from tests.unit.rerank.test_cross_encoder import write_tiny_cross_encoder  # noqa: E402
+from helpers import write_tiny_cross_encoder  # noqa: E402
 
 
 def test_bench_quality_has_a_cross_encoder_row_with_seconds_per_query(tmp_path: Path, data_dir: Path):

@@ -12,29 +12,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sentence_transformers")
 
+from helpers import write_tiny_cross_encoder  # noqa: E402
+
 from attnsift.rerank.cross_encoder import CrossEncoderReranker, check_cross_encoder_name  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking  # noqa: E402
-
-
-def write_tiny_cross_encoder(folder: Path, num_labels: int = 1, seed: int = 0) -> Path:
-    """A random-weight 2-layer BertForSequenceClassification with the all-MiniLM-L6-v2 WordPiece tokenizer,
-    saved to ``folder`` (no download: the tokenizer comes from the offline ``minilm`` package)."""
-    from attnsift.retrieval.encoders import resolve_model
-
-    try:
-        location = resolve_model("minilm")[1]
-    except (ImportError, FileNotFoundError) as exc:  # the offline encoder package is missing
-        pytest.skip(str(exc))
-    tok = transformers.AutoTokenizer.from_pretrained(location)
-    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
-                                  initializer_range=0.5)  # wide weights: distinct scores for distinct texts
-    torch.manual_seed(seed)
-    model = transformers.BertForSequenceClassification(cfg).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
