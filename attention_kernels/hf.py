@@ -5,16 +5,19 @@ mask builder with ``AttentionMaskInterface``), so any model that dispatches atte
 interface (Llama, Mistral, Qwen2/3, Gemma 2/3, ...) can be loaded or switched with
 ``model.set_attn_implementation(ATTN_NAME)``.
 
-Outside a :func:`recording` block the function is plain SDPA. Inside one:
+Outside a :func:`recording` block the function is plain attention (:func:`plain_attention`: SDPA, or the
+model's own eager attention for what SDPA cannot apply: Gemma 2's logit soft-capping, gpt-oss's sinks).
+Inside one:
 
-- ``mode="prefix"``: plain SDPA (the KV cache is being filled); after ``last_layer`` a controlled
+- ``mode="prefix"``: plain attention (the KV cache is being filled); after ``last_layer`` a controlled
   :class:`EarlyExit` stops the forward pass (layers above it are not needed).
 - ``mode="query"``: the forward pass runs only the query-span tokens on top of the cached prefix. For
   every selected layer their softmax rows against all keys they may see (causal, and the window of a
   sliding-window layer) come from the :func:`~attnsift.attention_kernels.segment_mass.segment_mass` op
   (per-token mass; PyTorch reference on CPU, Triton on CUDA) — rows x keys per head, never keys x
   keys — and are reduced to the mass per key token (mean over span rows, or the last row), kept per
-  head. The layer output is those probabilities times the values (exact).
+  head. The layer output is those probabilities times the values (exact). Soft-capping is applied to the
+  span rows' logits, and attention sinks scale each row by ``1 / (1 + exp(sink - logsumexp))``.
 
 Memory is linear in the prompt length: ``heads x span_rows x keys`` per layer plus
 ``layers x heads x keys`` for the recorded masses.
@@ -193,7 +196,7 @@ def row_key_bounds(attention_mask: Any, batch: int, rows: int, keys: int, device
 
 
 def span_attention_rows(query: Any, key: Any, attention_mask: Any, scaling: float, softcap: float | None = None,
-                        impl: str = "auto") -> Any:
+                        impl: str = "auto", sinks: Any = None) -> Any:
     """Softmax attention rows of ``query`` against ``key`` through the ``segment_mass`` op.
 
     Parameters
@@ -202,6 +205,9 @@ def span_attention_rows(query: Any, key: Any, attention_mask: Any, scaling: floa
     key : Tensor (batch, kv_heads, keys, dim); GQA: query head h reads kv head ``h // (heads // kv_heads)``
     attention_mask : see :func:`row_key_bounds`
     impl : "auto" | "reference" | "triton"
+    sinks : Tensor (heads,), optional
+        Attention sinks (gpt-oss): one extra logit per head in every row's denominator, attending to
+        nothing; each row's probabilities are scaled by ``1 / (1 + exp(sink - logsumexp(row)))``.
 
     Returns
     -------
@@ -221,8 +227,57 @@ def span_attention_rows(query: Any, key: Any, attention_mask: Any, scaling: floa
         # (the Triton kernel then multiplies in IEEE fp32, not TF32), as the plain-PyTorch rows did.
         res = segment_mass(query[b].transpose(0, 1).float(), key[b].transpose(0, 1).float(), whole, scale=scaling,
                            q_positions=last, key_start=first, softcap=softcap, return_token_mass=True, impl=impl)
-        out.append(res.token_mass.transpose(0, 1))  # (heads, rows, keys)
+        mass = res.token_mass.transpose(0, 1)  # (heads, rows, keys)
+        if sinks is not None:
+            lse = res.lse.transpose(0, 1)  # (heads, rows)
+            mass = mass * torch.sigmoid(lse - sinks.float().to(lse.device)[:, None])[..., None]
+        out.append(mass)
     return torch.stack(out)
+
+
+#: Attention arguments SDPA cannot apply: a layer given one runs its model's own eager attention instead.
+EAGER_ONLY = ("softcap", "s_aux")
+
+
+def attention_sinks(module: Any, kwargs: dict) -> Any:
+    """The layer's attention sinks (gpt-oss: ``s_aux``, the module's ``sinks``), or None."""
+    if kwargs.get("s_aux") is not None:
+        return kwargs["s_aux"]
+    return getattr(module, "sinks", None)
+
+
+def plain_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                    scaling: float | None = None, **kwargs: Any) -> tuple[Any, Any]:
+    """The layer's attention without recording: SDPA, or, when the layer passes something SDPA cannot apply
+    (:data:`EAGER_ONLY`: Gemma 2's logit soft-capping, gpt-oss's sinks), the model's own
+    ``eager_attention_forward`` (found in its modeling module), given the additive form of the boolean mask.
+
+    Shapes as :func:`icr_attention_forward`; returns ((B, Q, H, D), weights or None).
+    """
+    if not any(kwargs.get(name) is not None for name in EAGER_ONLY) and getattr(module, "sinks", None) is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    import sys
+
+    import torch
+
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        names = [n for n in EAGER_ONLY if kwargs.get(n) is not None] or ["sinks"]
+        raise ValueError(f"{type(module).__name__} passes {', '.join(names)} to its attention and its module has no "
+                         "eager_attention_forward to apply it; this architecture is not supported")
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~attention_mask, torch.finfo(query.dtype).min)
+    elif attention_mask is None and query.shape[2] > 1:
+        # SDPA's mask builder leaves plain causal masks out (None); eager needs them written.
+        q_len, k_len = query.shape[2], key.shape[2]
+        rows = torch.arange(q_len, device=query.device)[:, None] + (k_len - q_len)
+        blocked = torch.arange(k_len, device=query.device)[None, :] > rows
+        attention_mask = torch.zeros(q_len, k_len, dtype=query.dtype, device=query.device).masked_fill(
+            blocked, torch.finfo(query.dtype).min)[None, None]
+    return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
 def icr_attention_forward(
@@ -237,25 +292,24 @@ def icr_attention_forward(
 ) -> tuple[Any, None]:
     """The registered attention function (see the module docstring). Shapes follow transformers:
     query (B, H, Q, D), key/value (B, KV_H, K, D); returns ((B, Q, H, D), None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     rec = _ACTIVE.get()
     layer = getattr(module, "layer_idx", None)
     if rec is None or layer is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return plain_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if rec.mode == "prefix":
         # The cache was updated before this call; the last needed layer's output itself is not needed.
         if rec.last_layer is not None and layer >= rec.last_layer:
             raise EarlyExit
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return plain_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if rec.layers is not None and layer not in rec.layers:
-        out = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        out = plain_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     else:
         import torch
 
         if scaling is None:
             scaling = query.shape[-1] ** -0.5
-        probs = span_attention_rows(query, key, attention_mask, scaling, kwargs.get("softcap"), rec.impl)  # (B, H, Q, K)
+        probs = span_attention_rows(query, key, attention_mask, scaling, kwargs.get("softcap"), rec.impl,
+                                    attention_sinks(module, kwargs))  # (B, H, Q, K)
         rows = probs if rec.span == "span_mean" else probs[:, :, -1:]
         m = rows.mean(dim=2)  # (B, H, K)
         keys = m.shape[-1]

@@ -11,8 +11,15 @@ and at the scoring layer the post-RoPE queries of the scoring rows and the post-
 token are kept. With ``early_exit=True`` the forward pass stops right there (:class:`ScoringExit`), so
 the scoring layer's attention output, the layers above it and the LM head are never computed.
 
-Outside a :func:`capturing` block the function is plain SDPA, so a model left switched to this
-implementation still works.
+Families whose attention adds to the plain softmax are computed exactly, not refused: a layer with logit
+soft-capping (Gemma 2), attention sinks (gpt-oss) or a sliding window shorter than the prompt (Mistral, Gemma 2/3 local layers,
+Starcoder2) runs :func:`masked_attention` (the BlockRank mask intersected with the window over token
+distance, ``i - j < window``, as transformers builds it; rows in chunks, so memory is ``chunk x T`` per
+head), and the scoring read-out applies the same soft-capping and window. Attention sinks (gpt-oss) enter
+every denominator of that path; the scores, a re-softmax over the document tokens, do not depend on them.
+
+Outside a :func:`capturing` block the function is plain attention (SDPA, or the model's eager attention
+where SDPA cannot apply it), so a model left switched to this implementation still works.
 """
 from __future__ import annotations
 
@@ -59,6 +66,10 @@ class BlockRankCapture:
         whole layer curve); the early exit happens after the highest of them and ``scoring_layer``.
     per_layer : dict
         ``{layer: (q, k, scaling)}`` for ``scoring_layer`` and every extra layer.
+    softcap : float or None
+        The model's attention logit soft-capping (Gemma 2), seen at the captured layers.
+    windows : dict
+        ``{layer: sliding window or None}`` for every captured layer.
     """
 
     block_offsets: "Tensor"
@@ -71,10 +82,14 @@ class BlockRankCapture:
     scaling: float | None = None
     extra_layers: tuple = ()
     per_layer: dict = None  # type: ignore[assignment]
+    softcap: float | None = None
+    windows: dict = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.per_layer is None:
             self.per_layer = {}
+        if self.windows is None:
+            self.windows = {}
 
     @property
     def last_layer(self) -> int:
@@ -136,20 +151,16 @@ def blockrank_attention_forward(
     """
     cap = _ACTIVE.get()
     if cap is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from attnsift.attention_kernels.hf import plain_attention
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return plain_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[0] != 1:
         raise ValueError(f"BlockRank runs one prompt at a time (batch size 1), got batch size {query.shape[0]}")
-    if kwargs.get("sliding_window") is not None:
-        # A sliding window would further cut what the last block sees; BlockRank's scores assume full
-        # attention over the blocks (Mistral v0.3 and Llama have none).
-        raise ValueError(
-            "BlockRank does not support sliding-window attention layers (e.g. Gemma 3 local layers); "
-            "use a model with full attention such as SmolLM2, Llama, Mistral or Qwen"
-        )
-    if kwargs.get("softcap") is not None:
-        raise ValueError("BlockRank does not support attention logit soft-capping (e.g. Gemma 2)")
+    from attnsift.attention_kernels.hf import attention_sinks
+
+    sinks = attention_sinks(module, kwargs)
+    softcap = kwargs.get("softcap")
+    window = kwargs.get("sliding_window")
     if dropout and module.training:
         raise ValueError("BlockRank attention has no dropout; set the model's attention_dropout to 0")
     if scaling is None:
@@ -161,14 +172,70 @@ def blockrank_attention_forward(
         k = key[0].transpose(0, 1)  # [T, Hk, D]
         sc = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
         cap.per_layer[layer] = (q, k, sc)
+        cap.windows[layer] = int(window) if window is not None else None
+        cap.softcap = float(softcap) if softcap is not None else None
         if layer == cap.scoring_layer:
             cap.q, cap.k, cap.scaling = q, k, sc
         if cap.early_exit and layer == cap.last_layer:
             raise ScoringExit()
-    from attnsift.attention_kernels.block_sparse.api import block_sparse_attention
+    if softcap is not None or sinks is not None or (window is not None and window < query.shape[2]):
+        out = masked_attention(query[0], key[0], value[0], cap.block_offsets, scaling, softcap=softcap, window=window,
+                               sinks=sinks)
+    else:
+        from attnsift.attention_kernels.block_sparse.api import block_sparse_attention
 
-    out, _ = block_sparse_attention(query[0], key[0], value[0], cap.block_offsets, scale=scaling, impl=cap.impl)
+        out, _ = block_sparse_attention(query[0], key[0], value[0], cap.block_offsets, scale=scaling, impl=cap.impl)
     return out.transpose(0, 1).unsqueeze(0), None  # [1, T, Hq, D]
+
+
+def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tensor", scale: float | None,
+                     softcap: float | None = None, window: int | None = None, sinks: "Tensor | None" = None,
+                     chunk: int = 512) -> "Tensor":
+    """Attention under the BlockRank mask with logit soft-capping, a sliding window and sinks, in float32.
+
+    Parameters
+    ----------
+    q : Tensor [Hq, T, D]
+    k, v : Tensor [Hk, T, D] (GQA: query head h reads kv head ``h // (Hq // Hk)``)
+    block_offsets : Tensor [B+1] int64, as for :func:`block_sparse_attention`
+    softcap : float, optional     the scaled logits ``s`` become ``softcap * tanh(s / softcap)``
+    window : int, optional        row i sees keys ``j > i - window`` only (transformers' sliding window)
+    sinks : Tensor [Hq], optional one extra logit per head in every denominator, attending to nothing (gpt-oss)
+    chunk : int                   query rows per step (memory ``Hq x chunk x T``)
+
+    Returns
+    -------
+    Tensor [Hq, T, D] in q's dtype.
+    """
+    import torch
+
+    Hq, T, D = q.shape
+    scale = D ** -0.5 if scale is None else float(scale)
+    groups = Hq // k.shape[0]
+    kf = k.float().repeat_interleave(groups, dim=0) if groups > 1 else k.float()  # [Hq, T, D]
+    vf = v.float().repeat_interleave(groups, dim=0) if groups > 1 else v.float()
+    off = block_offsets.to(q.device)
+    block = torch.bucketize(torch.arange(T, device=q.device), off[1:], right=True)  # [T] block of each token
+    last = off.numel() - 2
+    j = torch.arange(T, device=q.device)
+    out = torch.empty(Hq, T, D, dtype=torch.float32, device=q.device)
+    for lo in range(0, T, chunk):
+        i = torch.arange(lo, min(lo + chunk, T), device=q.device)
+        bi = block[i][:, None]
+        allowed = (j[None, :] <= i[:, None]) & ((block[None, :] == bi) | (block[None, :] == 0) | (bi == last))
+        if window is not None:
+            allowed &= j[None, :] > i[:, None] - int(window)
+        logits = torch.matmul(q[:, lo:lo + len(i)].float(), kf.transpose(1, 2)) * scale  # [Hq, C, T]
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        if sinks is not None:
+            sink = sinks.float().to(q.device)[:, None, None].expand(Hq, len(i), 1)
+            probs = torch.softmax(torch.cat([logits, sink], dim=-1), dim=-1)[..., :-1]
+        else:
+            probs = torch.softmax(logits, dim=-1)
+        out[:, lo:lo + len(i)] = torch.matmul(probs, vf)
+    return out.to(q.dtype)
 
 
 def run_capture(model: Any, input_ids: "Tensor", position_ids: "Tensor", capture: BlockRankCapture, **forward_kwargs: Any) -> Any:
@@ -217,8 +284,25 @@ def document_scores(capture: BlockRankCapture, impl: str = "auto") -> "Tensor":
     if capture.q is None or capture.k is None:
         raise RuntimeError("document_scores: the capture is empty; run run_capture first")
     off = capture.block_offsets[1:-1]  # document blocks are contiguous: segment s = block s+1
-    res = segment_mass(capture.q, capture.k, off, scale=capture.scaling, softmax_over="segments", impl=impl)
+    res = segment_mass(capture.q, capture.k, off, scale=capture.scaling, softmax_over="segments", impl=impl,
+                       **_row_limits(capture, capture.scoring_layer))
     return res.segment_mass.mean(dim=(0, 1))  # [S]
+
+
+def _row_limits(capture: BlockRankCapture, layer: int) -> dict:
+    """``segment_mass`` keywords that apply the layer's soft-capping and sliding window to the scoring rows."""
+    out: dict = {"softcap": capture.softcap}
+    window = capture.windows.get(layer)
+    if window is not None:
+        import torch
+
+        rows = capture.query_rows.to(capture.q.device)
+        if bool((rows - window + 1 > capture.block_offsets[1].item()).any()):
+            raise ValueError(f"BlockRank: scoring layer {layer} is a sliding-window layer (window {window}) that does "
+                             "not reach back to the first document; score at a full-attention layer (scoring_layer=)")
+        out["q_positions"] = rows
+        out["key_start"] = torch.clamp(rows - window + 1, min=0)
+    return out
 
 
 def head_document_scores(capture: BlockRankCapture, impl: str = "auto") -> dict[int, "Tensor"]:
@@ -231,6 +315,6 @@ def head_document_scores(capture: BlockRankCapture, impl: str = "auto") -> dict[
     off = capture.block_offsets[1:-1]
     out = {}
     for layer, (q, k, sc) in sorted(capture.per_layer.items()):
-        res = segment_mass(q, k, off, scale=sc, softmax_over="segments", impl=impl)
+        res = segment_mass(q, k, off, scale=sc, softmax_over="segments", impl=impl, **_row_limits(capture, layer))
         out[layer] = res.segment_mass.mean(dim=0).float()  # [Hq, S]
     return out

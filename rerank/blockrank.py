@@ -37,7 +37,9 @@ class BlockRankConfig(Config):
         H: each document block is cut to at most this many tokens [384 at evaluation; 160 in training].
         None: no cut (the longest block sets the size).
     scoring_layer : int, "auto", a profile path, or None
-        Decoder layer whose attention is read, 0-based; None = the middle layer (``num_layers // 2``);
+        Decoder layer whose attention is read, 0-based; None = the middle layer (``num_layers // 2``; in a
+        model with sliding-window layers, the full-attention layer nearest to it: see
+        :func:`default_scoring_layer`);
         ``"auto"`` = the layer chosen on held-out queries in the profile shipped for the model
         (``rerank/profiles/blockrank-<model>.json``), or that of a profile file written by
         ``attnsift analyze heads --reranker blockrank``.
@@ -91,6 +93,28 @@ class BlockRankConfig(Config):
             raise ValueError(f"impl must be one of {', '.join(_IMPLS)}, got {self.impl!r}")
         if self.ids not in _IDS:
             raise ValueError(f"ids must be one of {', '.join(_IDS)}, got {self.ids!r}")
+
+
+def default_scoring_layer(text_config: Any, num_layers: int) -> int:
+    """The middle layer ``num_layers // 2``, or, when the config's ``layer_types`` make it a sliding-window
+    layer (Gemma 2/3, Cohere 2, ...), the full-attention layer nearest to it (the lower one on a tie): the
+    scoring rows sit at the end of the prompt, and a window there would not reach the first documents."""
+    mid = num_layers // 2
+    types = list(getattr(text_config, "layer_types", None) or [])
+    if len(types) != num_layers or types[mid] != "sliding_attention":
+        return mid
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    return min(full, key=lambda i: (abs(i - mid), i)) if full else mid
+
+
+def layer_window(text_config: Any, layer: int) -> int | None:
+    """The sliding window of decoder ``layer`` (None: full attention): every layer's ``sliding_window``, or,
+    in a config with ``layer_types``, that of its ``sliding_attention`` layers only."""
+    window = getattr(text_config, "sliding_window", None)
+    types = getattr(text_config, "layer_types", None)
+    if types:
+        return window if layer < len(types) and types[layer] == "sliding_attention" else None
+    return window
 
 
 class BlockRankReranker(LLMReranker):
@@ -147,7 +171,7 @@ class BlockRankReranker(LLMReranker):
             if bad:
                 raise ValueError(f"heads {bad} are outside this model ({self.num_layers} layers x {self.num_heads} heads)")
         if layer is None:
-            layer = self.num_layers // 2
+            layer = default_scoring_layer(tcfg, self.num_layers)
         if not 0 <= layer < self.num_layers:
             raise ValueError(
                 f"scoring_layer={layer} is out of range: this model has {self.num_layers} layers "
@@ -222,6 +246,8 @@ class BlockRankReranker(LLMReranker):
         prompt = self.prompt(ranking)
         T = prompt.num_tokens
         P = min(self.config.query_positions, prompt.block_offsets[-1] - prompt.block_offsets[-2])
+        for layer in layers:
+            self._check_window(prompt, layer, P)
         cap = BlockRankCapture(
             block_offsets=torch.tensor(prompt.block_offsets, dtype=torch.int64), scoring_layer=layers[0],
             query_rows=torch.arange(T - P, T, dtype=torch.int64), early_exit=True, impl=self.config.impl,
@@ -237,6 +263,17 @@ class BlockRankReranker(LLMReranker):
             out[:, :, idx] = arr[:, :, j]
         return layers, out
 
+    def _check_window(self, prompt: Any, layer: int, rows: int) -> None:
+        """Refuse, before the forward pass, a sliding-window scoring ``layer`` whose window does not reach from
+        the first scoring row back to the first document (its scores would miss the first documents)."""
+        window = layer_window(self.model.config.get_text_config(), layer)
+        first_row, first_doc = prompt.num_tokens - rows, prompt.block_offsets[1]
+        if window is not None and first_row - window + 1 > first_doc:
+            raise ValueError(
+                f"BlockRank: scoring layer {layer} is a sliding-window layer (window {window}) that does not reach "
+                f"back to the first document of this {prompt.num_tokens}-token prompt; score at a full-attention "
+                "layer (scoring_layer=) or shorten the prompt (fewer candidates, smaller block_tokens)")
+
     def score_prompt(self, prompt: Any, early_exit: bool = True) -> list[float]:
         """Scores of a built prompt, in the caller's document order (``prompt.order`` undone)."""
         import torch
@@ -245,6 +282,7 @@ class BlockRankReranker(LLMReranker):
 
         T = prompt.num_tokens
         P = min(self.config.query_positions, prompt.block_offsets[-1] - prompt.block_offsets[-2])
+        self._check_window(prompt, self.scoring_layer, P)
         cap = BlockRankCapture(
             block_offsets=torch.tensor(prompt.block_offsets, dtype=torch.int64),
             scoring_layer=self.scoring_layer,

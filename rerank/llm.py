@@ -302,11 +302,61 @@ def _encoder_types() -> frozenset[str]:
     return frozenset(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) & set(MODEL_FOR_MASKED_LM_MAPPING_NAMES)) | {"bert-generation"}
 
 
+#: Decoders with no attention at all: state-space or recurrent layers only.
+RECURRENT_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm"})
+#: Decoders whose attention layers sit beside state-space, recurrent, convolution or linear-attention layers.
+HYBRID_TYPES = frozenset({
+    "jamba", "bamba", "falcon_h1", "granitemoehybrid", "zamba", "zamba2", "nemotron_h", "recurrent_gemma", "lfm2",
+    "lfm2_moe", "lfm3", "qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "kimi_linear",
+    "minimax", "olmo_hybrid", "bailing_hybrid", "lara_mini", "zaya", "qwen4_exp", "qwen4_exp_text",
+})
+#: Decoders whose attention adds per-distance biases (ALiBi) to the logits.
+ALIBI_TYPES = frozenset({"bloom", "mpt"})
+#: ``layer_types`` entries that are softmax attention over a contiguous band of tokens (readable).
+ATTENTION_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+_WHY_NOT_READABLE = "it has no attention over the documents to read"
+
+
+def _text_config(config: Any) -> Any:
+    try:
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+    except ValueError:  # several text configs (e.g. musicgen): the top-level one decides
+        return config
+
+
+def attention_problem(config: Any) -> str | None:
+    """Why the attention of a decoder with this ``config`` cannot be read by the attention rerankers (None
+    when it can): state-space / recurrent models (Mamba, RWKV, xLSTM), hybrids whose other layers mix the
+    documents outside attention (Jamba, Falcon-H1, Zamba, RecurrentGemma, Qwen3-Next, ...: any
+    ``layer_types`` entry that is not softmax attention), differential attention (DiffLlama) and ALiBi
+    biases (BLOOM, MPT, Falcon with ``alibi``)."""
+    model_type = getattr(config, "model_type", None)
+    archs = ", ".join(getattr(config, "architectures", None) or []) or model_type
+    text = _text_config(config)
+    if model_type in RECURRENT_TYPES:
+        return f"a state-space/recurrent model ({archs}): {_WHY_NOT_READABLE}"
+    kinds = sorted({str(t) for t in (getattr(text, "layer_types", None) or [])} - ATTENTION_LAYER_TYPES)
+    if model_type in HYBRID_TYPES or kinds or getattr(text, "layers_block_type", None) is not None:
+        what = f"; layer types {', '.join(kinds)}" if kinds else ""
+        return (f"a hybrid of attention and state-space, recurrent or linear-attention layers ({archs}{what}): "
+                "those layers mix the documents outside any attention that can be read, so attention scores "
+                "would miss what the model uses")
+    if model_type == "diffllama":
+        return (f"a differential-attention model ({archs}): its attention is the difference of two softmaxes, "
+                "not one distribution over the documents to read")
+    if model_type in ALIBI_TYPES or getattr(text, "alibi", False):
+        return (f"an ALiBi model ({archs}): its attention adds distance biases that the attention recording does "
+                "not apply")
+    return None
+
+
 def causal_lm_problem(config: Any, trust_remote_code: bool = False) -> str | None:
-    """Why a model with this transformers ``config`` is not a decoder-only language model (None if it is).
+    """Why a model with this transformers ``config`` is not a decoder-only language model whose attention
+    can be read (None if it is one).
 
     Encoder-decoders, bidirectional encoders (BERT, RoBERTa, ELECTRA, ... unless trained as decoders:
-    ``config.is_decoder``) and model types without a causal-LM class are refused.
+    ``config.is_decoder``), model types without a causal-LM class, and decoders whose attention cannot
+    be read (:func:`attention_problem`: state-space, recurrent and linear-attention hybrids, ...) are refused.
     """
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -318,7 +368,20 @@ def causal_lm_problem(config: Any, trust_remote_code: bool = False) -> str | Non
         return f"a bidirectional encoder ({archs}), e.g. a sentence-transformers or masked-LM model"
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
         return f"a {model_type!r} model, which has no causal-LM class"
-    return None
+    return attention_problem(config)
+
+
+def refusal(what: str, config: Any, trust_remote_code: bool = False, who: str = "attention rerankers") -> str | None:
+    """The one-line refusal of model ``what`` (its name, or its class) for ``who``, or None when the model
+    with this ``config`` is a decoder-only LM whose attention can be read (:func:`causal_lm_problem`)."""
+    problem = causal_lm_problem(config, trust_remote_code)
+    if problem is None:
+        return None
+    if attention_problem(config) == problem:
+        return (f"{what} is {problem}; {who} need a decoder whose layers are all softmax attention, such as "
+                "SmolLM2, Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2 or Granite (docs/families.md)")
+    return (f"{what} is {problem}, not a decoder-only (causal) language model; {who} need one such as SmolLM2, "
+            "Llama, Mistral, Qwen or Gemma")
 
 
 def load_causal_lm(name: str, device: str | None = None, dtype: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
@@ -370,10 +433,9 @@ def _load(name: str, path: str, device: str, dtype: Any, trust_remote_code: bool
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ValueError(f"could not load a model config from {name!r} ({_one_line(exc)}); expected {EXPECTED}") from exc
-    problem = causal_lm_problem(config, trust_remote_code)
+    problem = refusal(repr(name), config, trust_remote_code)
     if problem:
-        raise ValueError(f"{name!r} is {problem}, not a decoder-only (causal) language model; attention rerankers "
-                         "need one such as SmolLM2, Llama, Mistral, Qwen or Gemma")
+        raise ValueError(problem)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)

@@ -39,12 +39,11 @@ def check_causal_lm(model: Any, who: str = "this reranker") -> None:
             f"{type(model).__name__} is not a causal language model; {who} needs a decoder-only LM "
             "(e.g. AutoModelForCausalLM: SmolLM2, Llama, Mistral, Qwen, Gemma)"
         )
-    from attnsift.rerank.llm import causal_lm_problem
+    from attnsift.rerank.llm import refusal
 
-    problem = causal_lm_problem(model.config, trust_remote_code=True)
+    problem = refusal(type(model).__name__, model.config, trust_remote_code=True)
     if problem:
-        raise ValueError(f"{type(model).__name__} is {problem}, not a decoder-only language model; {who} needs one "
-                         "(e.g. SmolLM2, Llama, Mistral, Qwen, Gemma)")
+        raise ValueError(problem)
 
 
 def slide_windows(n: int, window: int, stride: int, reorder: Callable[[list[int]], Sequence[int]]) -> tuple[list[int], int]:

@@ -1,0 +1,98 @@
+"""Every checked decoder family (tests/families.py) runs ICR, BlockRank and the listwise baseline on a tiny
+random-weight model built offline from its config, and ICR's and BlockRank's scores match an independent
+eager-attention computation within the parity budgets. benchmarks/families.py writes the same checks as
+the table in docs/families.md.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import families as F  # noqa: E402  (tests/ is on sys.path)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    try:
+        return F.tokenizer()
+    except ValueError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("model_type", [f.model_type for f in F.FAMILIES])
+def test_family_icr_blockrank_listwise_match_eager(model_type, tok):
+    res = F.check_family(model_type)
+    assert isinstance(res.icr, float), f"ICR failed on {model_type}: {res.icr}"
+    assert res.icr <= F.ICR_TOL, f"ICR on {model_type}: {res.icr:.2e} (relative) > {F.ICR_TOL}"
+    assert res.num_tokens > F.WINDOW * 3  # the prompt is longer than the sliding windows: they really cut keys
+    assert isinstance(res.blockrank, float), f"BlockRank failed on {model_type}: {res.blockrank}"
+    assert res.blockrank <= F.BLOCKRANK_TOL, f"BlockRank on {model_type}: {res.blockrank:.2e} > {F.BLOCKRANK_TOL}"
+    assert res.listwise is True, f"listwise failed on {model_type}: {res.listwise}"
+    assert res.ok
+
+
+def test_the_checked_models_keep_their_family_features(tok):
+    """The tiny configs really have the attention features the table claims."""
+    g2 = F.build("gemma2").config
+    assert g2.attn_logit_softcapping == 5.0 and "sliding_attention" in g2.layer_types and g2.sliding_window == F.WINDOW
+    g3 = F.build("gemma3_text").config
+    assert g3.layer_types.count("sliding_attention") == 3 and g3.num_key_value_heads == 1
+    assert F.build("qwen2").model.layers[0].self_attn.q_proj.bias is not None
+    assert hasattr(F.build("qwen3").model.layers[0].self_attn, "q_norm")
+    assert F.build("phi3").config.rope_parameters["partial_rotary_factor"] == 0.5
+    assert F.build("stablelm").config.rope_parameters["partial_rotary_factor"] == 0.25
+    assert F.build("mistral").config.sliding_window == F.WINDOW
+    assert F.build("mistral", for_blockrank=True).config.sliding_window == F.BLOCKRANK_WINDOW
+    assert F.build("granite").config.attention_multiplier == 0.1
+
+
+def test_softcap_changes_the_scores(tok):
+    """The parity check can fail: Gemma 2's soft-capping matters, so an implementation that ignored it
+    would not match the oracle."""
+    from attnsift.rerank.icr import ICRReranker
+
+    model = F.build("gemma2")
+    base = ICRReranker(model, tokenizer=tok, calibration="none").score(F.toy_ranking())
+    cap = model.config.attn_logit_softcapping
+    try:
+        for layer in model.model.layers:
+            layer.self_attn.attn_logit_softcapping = None
+        plain = ICRReranker(model, tokenizer=tok, calibration="none").score(F.toy_ranking())
+    finally:
+        for layer in model.model.layers:
+            layer.self_attn.attn_logit_softcapping = cap
+    assert max(abs(a - b) for a, b in zip(base, plain)) > 1e-3 * max(base)
+
+
+def test_blockrank_default_layer_is_full_attention_and_short_windows_are_refused(tok):
+    from attnsift.rerank.blockrank import BlockRankReranker
+
+    model = F.build("gemma3_text")  # layers: sliding, sliding, full, sliding
+    rr = BlockRankReranker(model, tok, impl="reference")
+    assert rr.scoring_layer == 2
+    with pytest.raises(ValueError, match="sliding-window layer .*window 24.* full-attention layer"):
+        BlockRankReranker(model, tok, scoring_layer=3, impl="reference").score(F.toy_ranking())
+    g2 = BlockRankReranker(F.build("gemma2"), tok, impl="reference")  # sliding, full, sliding, full: middle 2
+    assert g2.scoring_layer == 1
+
+
+def test_attention_sinks_change_the_scores(tok):
+    """gpt-oss's sinks take a share of every row: without them the ICR masses differ (so parity with the
+    eager oracle, which applies them, would fail for an implementation that ignored them)."""
+    from attnsift.rerank.icr import ICRReranker
+
+    model = F.build("gpt_oss")
+    base = ICRReranker(model, tokenizer=tok, calibration="none").score(F.toy_ranking())
+    saved = [layer.self_attn.sinks.detach().clone() for layer in model.model.layers]
+    try:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.sinks.fill_(-1e4)  # exp(-1e4) = 0: no sink
+        plain = ICRReranker(model, tokenizer=tok, calibration="none").score(F.toy_ranking())
+    finally:
+        with torch.no_grad():
+            for layer, s in zip(model.model.layers, saved):
+                layer.self_attn.sinks.copy_(s)
+    assert max(abs(a - b) for a, b in zip(base, plain)) > 1e-3 * max(base)
