@@ -14,6 +14,7 @@ data set providing a run named like the requested retriever uses that run.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -171,7 +172,8 @@ class Pipeline:
                             f"call it with a Query whose id the run holds, not a {type(query).__name__}")
         q = as_query(query, default_id=f"q{self._calls}")
         self._calls += 1
-        return next(self.stream([q], progress=False)).ranking  # one query (RAG use): no progress lines
+        # One query (RAG use): no progress lines, and not a run: a cut document is reported the first time only.
+        return next(self._stream([q], False, run_scope=False)).ranking
 
     def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
             progress: bool | None = None) -> Run:
@@ -195,6 +197,9 @@ class Pipeline:
         first stage, reading candidate texts from a corpus on disk, the reranking counter, and one
         :class:`attnsift.progress.Estimator` line when the reranking will take over a minute.
         """
+        return self._stream(queries, progress, run_scope=True)
+
+    def _stream(self, queries: Any, progress: bool | None, run_scope: bool) -> Iterator[PipelineResult]:
         qs = self._queries(queries)
         t0 = time.perf_counter()
         first = self._first_stage_run(qs, progress)
@@ -207,7 +212,10 @@ class Pipeline:
             return
         est = _progress.Estimator(len(qs), "queries", hint=self._estimate_hint(), progress=progress,
                                   device=self._reranker_device())
-        with _progress.bar(desc=f"rerank ({self.name})", total=len(qs), unit="queries", progress=progress) as counter:
+        # A run counts the documents the reranker cut and reports them once, when it ends (rerank/base.py).
+        scope = getattr(self.reranker, "truncation_run", None) if run_scope else None
+        with scope() if scope is not None else contextlib.nullcontext(), \
+                _progress.bar(desc=f"rerank ({self.name})", total=len(qs), unit="queries", progress=progress) as counter:
             for q in qs:
                 ranking = first[q.id]
                 final, seconds = ranking, 0.0

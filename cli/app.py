@@ -45,12 +45,37 @@ log = logging.getLogger("attnsift")
 DEFAULT_METRICS = "nDCG@10,MRR@10,R@100,AP"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property ignores it
+        pass
+
+
+#: Loggers whose warnings are messages for the user: shown as one ``warning: ...`` line (no timestamp).
+USER_WARNING_LOGGERS = ("attnsift.rerank.truncation",)
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in USER_WARNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_attnsift_user", False) for h in logger.handlers):
+            handler = _StderrHandler()
+            handler.setFormatter(logging.Formatter("warning: %(message)s"))
+            handler._attnsift_user = True  # type: ignore[attr-defined]
+            handler.setLevel(logging.WARNING)
+            logger.addHandler(handler)
+            logger.propagate = False
 
 
 

@@ -222,6 +222,7 @@ def _rerank_impl(
     if as_json:
         obj = {"dataset": ds.name, "system": pipe.name, "num_queries": report.num_queries, **report.aggregate,
                "first_stage_k": pipe.first_stage_k, "depth": pipe.depth, "k": pipe.k, "timing": timing,
+               "truncation": getattr(rr, "truncation", None),
                "run": str(save_run) if save_run else None, "index": str(saved.path) if saved else None}
         if comparison is not None:
             obj["first_stage"] = {"system": first.name, **reports[0].aggregate}
