@@ -11,12 +11,13 @@ and at the scoring layer the post-RoPE queries of the scoring rows and the post-
 token are kept. With ``early_exit=True`` the forward pass stops right there (:class:`ScoringExit`), so
 the scoring layer's attention output, the layers above it and the LM head are never computed.
 
-Families whose attention adds to the plain softmax are computed exactly, not refused: a layer with logit
-soft-capping (Gemma 2), attention sinks (gpt-oss) or a sliding window shorter than the prompt (Mistral, Gemma 2/3 local layers,
-Starcoder2) runs :func:`masked_attention` (the BlockRank mask intersected with the window over token
-distance, ``i - j < window``, as transformers builds it; rows in chunks, so memory is ``chunk x T`` per
-head), and the scoring read-out applies the same soft-capping and window. Attention sinks (gpt-oss) enter
-every denominator of that path; the scores, a re-softmax over the document tokens, do not depend on them.
+Families whose attention adds to the plain softmax are computed exactly, not refused. A layer with logit
+soft-capping (Gemma 2), attention sinks (gpt-oss), a sliding window shorter than the prompt (Mistral,
+Mixtral, Starcoder2, the local layers of Gemma 2/3 and Cohere 2) or values of another head dim than the
+keys (DeepSeek's latent attention) runs :func:`masked_attention`: the BlockRank mask intersected with
+the window over token distance (``i - j < window``, as transformers builds it), rows in chunks, so
+memory is ``chunk x T`` per head. The scoring read-out applies the same soft-capping and window; the
+sinks cancel there (the scores are a re-softmax over the document tokens).
 
 Outside a :func:`capturing` block the function is plain attention (SDPA, or the model's eager attention
 where SDPA cannot apply it), so a model left switched to this implementation still works.
@@ -178,7 +179,9 @@ def blockrank_attention_forward(
             cap.q, cap.k, cap.scaling = q, k, sc
         if cap.early_exit and layer == cap.last_layer:
             raise ScoringExit()
-    if softcap is not None or sinks is not None or (window is not None and window < query.shape[2]):
+    # The block-sparse kernels take keys and values of one head dim; DeepSeek's latent attention has others.
+    if (softcap is not None or sinks is not None or (window is not None and window < query.shape[2])
+            or value.shape[-1] != key.shape[-1]):
         out = masked_attention(query[0], key[0], value[0], cap.block_offsets, scaling, softcap=softcap, window=window,
                                sinks=sinks)
     else:
@@ -196,7 +199,8 @@ def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tens
     Parameters
     ----------
     q : Tensor [Hq, T, D]
-    k, v : Tensor [Hk, T, D] (GQA: query head h reads kv head ``h // (Hq // Hk)``)
+    k : Tensor [Hk, T, D] (GQA: query head h reads kv head ``h // (Hq // Hk)``)
+    v : Tensor [Hk, T, Dv]
     block_offsets : Tensor [B+1] int64, as for :func:`block_sparse_attention`
     softcap : float, optional     the scaled logits ``s`` become ``softcap * tanh(s / softcap)``
     window : int, optional        row i sees keys ``j > i - window`` only (transformers' sliding window)
@@ -205,7 +209,7 @@ def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tens
 
     Returns
     -------
-    Tensor [Hq, T, D] in q's dtype.
+    Tensor [Hq, T, Dv] in q's dtype (Dv: the values' head dim, which may differ from D).
     """
     import torch
 
@@ -218,7 +222,7 @@ def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tens
     block = torch.bucketize(torch.arange(T, device=q.device), off[1:], right=True)  # [T] block of each token
     last = off.numel() - 2
     j = torch.arange(T, device=q.device)
-    out = torch.empty(Hq, T, D, dtype=torch.float32, device=q.device)
+    out = torch.empty(Hq, T, v.shape[-1], dtype=torch.float32, device=q.device)
     for lo in range(0, T, chunk):
         i = torch.arange(lo, min(lo + chunk, T), device=q.device)
         bi = block[i][:, None]

@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     from attnsift.io import atomic_file
     from attnsift.progress import bar
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     t0 = time.perf_counter()
     results = [F.check_family(n) for n in bar(names, desc="families", unit="family")]
     seconds = time.perf_counter() - t0

@@ -118,6 +118,18 @@ FAMILIES: list[Family] = [
            blockrank_config={"sliding_window": BLOCKRANK_WINDOW}),
     Family("SmolLM3", "smollm3", "GQA 4:2, no RoPE on every 2nd layer (NoPE)",
            _c("SmolLM3Config", num_hidden_layers=4, no_rope_layer_interval=2, pad_token_id=0), "SmolLM3ForCausalLM"),
+    Family("Mixtral", "mixtral", f"GQA 4:2, sliding window {WINDOW}, mixture of experts",
+           _c("MixtralConfig", sliding_window=WINDOW, num_local_experts=2, num_experts_per_tok=1), "MixtralForCausalLM",
+           blockrank_config={"sliding_window": BLOCKRANK_WINDOW}),
+    Family("Cohere 2 (Command R7B)", "cohere2", f"sliding window {WINDOW} on 3 of 4 layers, no RoPE on the full layer, "
+           "parallel block", _c("Cohere2Config", num_hidden_layers=4, sliding_window=WINDOW,
+                                layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                             "sliding_attention"]), "Cohere2ForCausalLM"),
+    Family("DeepSeek-V3", "deepseek_v3", "multi-head latent attention (low-rank q/kv, decoupled RoPE dims, value "
+           "dim != key dim), mixture of experts",
+           _c("DeepseekV3Config", num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
+              qk_nope_head_dim=16, v_head_dim=12, n_routed_experts=2, num_experts_per_tok=1, n_group=1, topk_group=1,
+              moe_intermediate_size=32, first_k_dense_replace=1), "DeepseekV3ForCausalLM"),
     Family("gpt-oss", "gpt_oss", f"attention sinks, q/k/v biases, sliding window {WINDOW} on alternate layers, "
            "mixture of experts", _c("GptOssConfig", num_hidden_layers=4, head_dim=16, sliding_window=WINDOW,
                                     num_local_experts=2, num_experts_per_tok=1, layer_types=_SWA4,
@@ -177,7 +189,8 @@ def build(name: str, seed: int = 0, for_blockrank: bool = False) -> Any:
     # Random init gives near-uniform attention; sharper q/k weights make the documents' scores differ.
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if any(k in n for k in ("q_proj.weight", "k_proj.weight", "qkv_proj.weight", "query_key_value.weight")):
+            if any(k in n for k in ("q_proj.weight", "k_proj.weight", "qkv_proj.weight", "query_key_value.weight",
+                                       "q_b_proj.weight")):
                 p.mul_(f.sharpen)
             elif n.endswith("self_attn.sinks"):  # gpt-oss: sinks that take a real share of every row
                 p.normal_(0.0, 2.0)
@@ -321,14 +334,16 @@ def check_icr(model: Any, tok: Any) -> tuple[float, int]:
 
 
 def check_blockrank(model: Any, tok: Any) -> float:
-    """Max |BlockRank score - eager oracle| at the default scoring layer and the last layer (scores sum to one);
-    a sliding-window scoring layer whose window does not reach the first document must be refused."""
-    from attnsift.rerank.blockrank import BlockRankReranker
+    """Max |BlockRank score - eager oracle| at the default scoring layer (scores sum to one), and at the last
+    layer when it is a sliding-window layer: compared when its window reaches the first document, refused
+    otherwise."""
+    from attnsift.rerank.blockrank import BlockRankReranker, layer_window
 
     rk = toy_ranking()
     err, compared = 0.0, 0
-    n = model.config.get_text_config().num_hidden_layers
-    for layer in (None, n - 1):
+    tc = model.config.get_text_config()
+    n = tc.num_hidden_layers
+    for layer in (None, n - 1) if layer_window(tc, n - 1) is not None else (None,):
         rr = BlockRankReranker(model, tok, scoring_layer=layer, impl="reference")
         try:
             got = rr.score(rk)
@@ -359,9 +374,22 @@ def _one_line(exc: BaseException) -> str:
 
 def check_family(name: str) -> FamilyResult:
     """Run ICR, BlockRank and listwise on the family's tiny model; failures are recorded, not raised."""
+    import torch
+
     f = family(name)
     res = FamilyResult(f)
     tok = tokenizer()
+    threads = torch.get_num_threads()
+    # One thread: on models this small, a second one only spins (10x slower on a busy 2-core machine).
+    torch.set_num_threads(1)
+    try:
+        _run_checks(f, res, tok)
+    finally:
+        torch.set_num_threads(threads)
+    return res
+
+
+def _run_checks(f: Family, res: FamilyResult, tok: Any) -> None:
     for what, fn in (("icr", check_icr), ("blockrank", check_blockrank), ("listwise", check_listwise)):
         t0 = time.perf_counter()
         try:
@@ -372,4 +400,3 @@ def check_family(name: str) -> FamilyResult:
         except Exception as exc:  # noqa: BLE001 - the table records what failed
             setattr(res, what, _one_line(exc))
         res.seconds[what] = time.perf_counter() - t0
-    return res

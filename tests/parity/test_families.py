@@ -1,7 +1,8 @@
 """Every checked decoder family (tests/families.py) runs ICR, BlockRank and the listwise baseline on a tiny
 random-weight model built offline from its config, and ICR's and BlockRank's scores match an independent
 eager-attention computation within the parity budgets. benchmarks/families.py writes the same checks as
-the table in docs/families.md.
+the table in docs/families.md. The checks run on one torch thread (a
+second one only spins on models this small): the whole matrix takes seconds.
 """
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import families as F  # noqa: E402  (tests/ is on sys.path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only spins (see families.check_family)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +105,22 @@ def test_attention_sinks_change_the_scores(tok):
             for layer, s in zip(model.model.layers, saved):
                 layer.self_attn.sinks.copy_(s)
     assert max(abs(a - b) for a, b in zip(base, plain)) > 1e-3 * max(base)
+
+
+@pytest.mark.model  # the real Gemma 3 270M: BlockRank beyond its 512-key sliding window (about 10 s)
+def test_gemma3_270m_blockrank_beyond_its_sliding_window_matches_eager():
+    from attnsift.rerank.blockrank import BlockRankReranker
+    from attnsift.rerank.llm import load_causal_lm
+
+    try:
+        model, tk = load_causal_lm("gemma3-270m", device="cpu")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    rk = F.toy_ranking([(t + " ") * 7 for t in F.TEXTS])
+    rr = BlockRankReranker(model, tk, impl="reference")
+    assert model.config.layer_types[rr.scoring_layer] == "full_attention"  # 11, not the sliding middle layer 9
+    prompt = rr.prompt(rk)
+    assert prompt.num_tokens > model.config.sliding_window  # the lower sliding layers really cut keys
+    got = rr.score(rk)
+    want = F.blockrank_oracle(model, prompt, rr.scoring_layer, rows=2)
+    assert max(abs(g - w) for g, w in zip(got, want)) <= F.BLOCKRANK_TOL
