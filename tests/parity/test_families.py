@@ -124,3 +124,25 @@ def test_gemma3_270m_blockrank_beyond_its_sliding_window_matches_eager():
     got = rr.score(rk)
     want = F.blockrank_oracle(model, prompt, rr.scoring_layer, rows=2)
     assert max(abs(g - w) for g, w in zip(got, want)) <= F.BLOCKRANK_TOL
+
+
+def test_masked_attention_equals_the_block_sparse_oracle_and_applies_its_extras():
+    """BlockRank's exact path for soft-capping / windows / sinks / another value dim: without any of them it
+    is the block-sparse dense oracle; each one changes the output (GQA 4:2, odd T, chunks of 7 rows)."""
+    from attnsift.attention_kernels.block_sparse.api import block_sparse_attention
+    from attnsift.attention_kernels.hf_blockrank import masked_attention
+
+    torch.manual_seed(0)
+    T, D = 29, 8
+    q, k, v = torch.randn(4, T, D) * 2, torch.randn(2, T, D) * 2, torch.randn(2, T, D)
+    off = torch.tensor([0, 5, 12, 20, 24, T])
+    want, _ = block_sparse_attention(q, k, v, off, scale=D ** -0.5, impl="dense")
+    plain = masked_attention(q, k, v, off, D ** -0.5, chunk=7)
+    torch.testing.assert_close(plain, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(masked_attention(q, k, v, off, None, window=T, chunk=7), want, rtol=1e-5, atol=1e-6)
+    for extra in ({"softcap": 1.0}, {"window": 6}, {"sinks": torch.full((4,), 2.0)}):
+        assert (masked_attention(q, k, v, off, D ** -0.5, chunk=7, **extra) - want).abs().max() > 1e-3, extra
+    wide = torch.randn(2, T, 12)  # values of another head dim (DeepSeek's latent attention)
+    out = masked_attention(q, k, wide, off, D ** -0.5, chunk=7)
+    assert out.shape == (4, T, 12)
+    torch.testing.assert_close(out[:, :, :D], masked_attention(q, k, wide[..., :D], off, D ** -0.5), rtol=1e-5, atol=1e-6)
