@@ -54,9 +54,9 @@ def render(results: list, command: str, machine: str, seconds: float, versions: 
         "",
         f"Budgets: ICR max |difference| / largest raw score <= {F.ICR_TOL:.0e}; BlockRank max |difference| <= "
         f"{F.BLOCKRANK_TOL:.0e} (its scores sum to one). Sliding windows are {F.WINDOW} tokens, shorter than the "
-        f"prompts, so they really cut keys (Mistral and Starcoder2 slide on every layer: their BlockRank check uses "
-        f"a {F.BLOCKRANK_WINDOW}-token window, which still cuts the lower layers but reaches the first document "
-        "from the scoring rows; a shorter one is refused with a message).",
+        f"prompts, so they really cut keys ({' and '.join(f.name for f in F.FAMILIES if f.blockrank_config)} slide on "
+        f"every layer: their BlockRank check uses a {F.BLOCKRANK_WINDOW}-token window, which still cuts the lower "
+        "layers but reaches the first document from the scoring rows; a shorter one is refused with a message).",
         "",
         "| family | model_type | attention features kept | ICR vs eager | BlockRank vs eager | listwise | prompt tokens |",
         "|---|---|---|---|---|---|---|",
