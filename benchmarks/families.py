@@ -54,7 +54,7 @@ def render(results: list, command: str, machine: str, seconds: float, versions: 
         "",
         f"Budgets: ICR max |difference| / largest raw score <= {F.ICR_TOL:.0e}; BlockRank max |difference| <= "
         f"{F.BLOCKRANK_TOL:.0e} (its scores sum to one). Sliding windows are {F.WINDOW} tokens, shorter than the "
-        f"prompts, so they really cut keys ({' and '.join(f.name for f in F.FAMILIES if f.blockrank_config)} slide on "
+        f"prompts, so they really cut keys ({', '.join(f.name for f in F.FAMILIES if f.blockrank_config)} slide on "
         f"every layer: their BlockRank check uses a {F.BLOCKRANK_WINDOW}-token window, which still cuts the lower "
         "layers but reaches the first document from the scoring rows; a shorter one is refused with a message).",
         "",
