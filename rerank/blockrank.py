@@ -133,6 +133,7 @@ class BlockRankReranker(LLMReranker):
     """
 
     name = "blockrank"
+    truncation_hint = "--option max_words= or --option block_tokens= changes this"
     config_class = BlockRankConfig
 
     def __init__(self, model: Any = "smollm2-135m", tokenizer: Any = None, *, config: BlockRankConfig | None = None,
@@ -196,11 +197,14 @@ class BlockRankReranker(LLMReranker):
         from attnsift.rerank.blockrank_prompts import build_blockrank_prompt
 
         docs = [(c.document.title, c.document.text) for c in ranking.candidates]
-        return build_blockrank_prompt(
+        prompt = build_blockrank_prompt(
             self.tokenizer, ranking.query.text, docs, block_tokens=self.config.block_tokens,
             max_words=self.config.max_words, final_offset=self.config.final_offset,
             max_positions=self.max_positions, labels=self._labels(ranking), order=order,
         )
+        # What max_words and block_tokens cut, counted and reported once per run (rerank/base.py).
+        self._remember_cuts(ranking, list(prompt.cuts), self.config.block_tokens)
+        return prompt
 
     def score(self, ranking: Ranking) -> list[float]:
         """One score per candidate of ``ranking`` (in its order).

@@ -128,3 +128,19 @@ def test_prompt_builders_report_cuts():
     bp = build_blockrank_prompt(tok, "q", [(None, "word " * 60), (None, "short")], block_tokens=30, max_words=50)
     assert bp.cuts[0].words == 60 and bp.cuts[0].words_kept == 50 and bp.cuts[0].tokens_kept < bp.cuts[0].tokens
     assert not bp.cuts[1].cut
+
+
+def test_blockrank_counts_word_and_token_cuts():
+    from helpers import tiny_llama_and_tokenizer, toy_ranking
+
+    from attnsift.rerank.blockrank import BlockRankReranker
+
+    m, t = tiny_llama_and_tokenizer(layers=3, heads=2, seed=1)
+    words = BlockRankReranker(m, tokenizer=t, max_words=7, block_tokens=None)
+    with words.truncation_run():
+        words.rerank(toy_ranking(5), 5)
+    assert (words.truncation["cut"], words.truncation["unit"], words.truncation["limit"]) == (3, "words", 7)
+    tokens = BlockRankReranker(m, tokenizer=t, max_words=1000, block_tokens=40)  # the ID frame leaves ~20-30 tokens
+    with tokens.truncation_run():
+        tokens.rerank(toy_ranking(5), 5)
+    assert tokens.truncation["tokens"]["cut"] > 0 and tokens.truncation["tokens"]["limit"] == 40
