@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from helpers import block_scores_from_attention
 
 #: Error budget: max |score difference| / largest raw score (the parity tests' budget).
 ICR_TOL = 2e-6
@@ -280,14 +281,7 @@ def blockrank_oracle(model: Any, prompt: Any, layer: int, rows: int) -> list[flo
         mask = additive(windowed)
     att = _eager(model, input_ids=torch.tensor([prompt.input_ids]), position_ids=torch.tensor([prompt.position_ids]),
                  attention_mask=mask)
-    A = att[layer][0, :, T - rows:, :].double()  # [H, rows, T]
-    doc = A[..., off[1]:off[-2]]
-    doc = doc / doc.sum(-1, keepdim=True)
-    per_block = [float(doc[..., off[b] - off[1]:off[b + 1] - off[1]].sum(-1).mean()) for b in range(1, len(off) - 2)]
-    scores = [0.0] * len(per_block)
-    for j, idx in enumerate(prompt.order):
-        scores[idx] = per_block[j]
-    return scores
+    return block_scores_from_attention(att[layer], off, prompt.order, rows)
 
 
 # ------------------------------------------------------------------ one family's check

@@ -104,3 +104,19 @@ def write_tiny_cross_encoder(folder, num_labels: int = 1, seed: int = 0):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def block_scores_from_attention(attention, offsets, order, rows: int) -> list[float]:
+    """BlockRank's document scores from one layer's eager attention probabilities ``[1, H, T, T]``: the last
+    ``rows`` query rows' mass on each document block, renormalised over the document span, averaged over
+    heads and rows, returned in the ranking's order (``order``: prompt position -> ranking index)."""
+    T = attention.shape[-1]
+    A = attention[0, :, T - rows:, :].double()  # [H, rows, T]
+    doc = A[..., offsets[1]:offsets[-2]]
+    doc = doc / doc.sum(-1, keepdim=True)
+    per_block = [float(doc[..., offsets[b] - offsets[1]:offsets[b + 1] - offsets[1]].sum(-1).mean())
+                 for b in range(1, len(offsets) - 2)]
+    scores = [0.0] * len(per_block)
+    for j, idx in enumerate(order):
+        scores[idx] = per_block[j]
+    return scores

@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 from attnsift.attention_kernels.block_sparse.api import dense_mask  # noqa: E402
 from attnsift.rerank.blockrank import BlockRankReranker  # noqa: E402
 from attnsift.types import Candidate, Document, Query, Ranking  # noqa: E402
+from helpers import block_scores_from_attention  # noqa: E402
 
 WORDS = ("protein cell gene cancer vitamin sleep heart brain risk trial dose water climate soil "
          "neuron memory virus vaccine immune blood sugar insulin muscle bone").split()
@@ -66,14 +67,7 @@ def eager_dense_scores(model, prompt, layer: int, rows: int) -> list[float]:
                         attention_mask=mask, output_attentions=True, use_cache=False)
     finally:
         model.set_attn_implementation(prev)
-    A = out.attentions[layer][0, :, T - rows:, :].double()  # [H, rows, T]
-    doc = A[..., off[1]:off[-2]]
-    doc = doc / doc.sum(-1, keepdim=True)
-    per_block = [float(doc[..., off[b] - off[1]:off[b + 1] - off[1]].sum(-1).mean()) for b in range(1, len(off) - 2)]
-    scores = [0.0] * len(per_block)
-    for j, idx in enumerate(prompt.order):
-        scores[idx] = per_block[j]
-    return scores
+    return block_scores_from_attention(out.attentions[layer], off, prompt.order, rows)
 
 
 def assert_close(a, b, rel=1e-4):
