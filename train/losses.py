@@ -59,7 +59,7 @@ def info_nce(scores: "Tensor", positive: "Tensor", tau: float) -> "Tensor":
 
 
 def differentiable_document_scores(q: "Tensor", k: "Tensor", block_offsets: Sequence[int] | "Tensor",
-                                   scale: float) -> "Tensor":
+                                   scale: float, softcap: float | None = None) -> "Tensor":
     """BlockRank scores from the scoring layer's queries and keys, keeping the autograd graph.
 
     Same definition as :func:`attnsift.attention_kernels.hf_blockrank.document_scores` (which runs
@@ -76,6 +76,9 @@ def differentiable_document_scores(q: "Tensor", k: "Tensor", block_offsets: Sequ
         [B+1] block offsets; blocks 1..B-2 are the documents (contiguous).
     scale : float
         Logit scale of the layer.
+    softcap : float, optional
+        Attention logit soft-capping of the layer (Gemma 2): the scaled logits ``s`` become
+        ``softcap * tanh(s / softcap)`` before the softmax, as at inference.
 
     Returns
     -------
@@ -92,6 +95,8 @@ def differentiable_document_scores(q: "Tensor", k: "Tensor", block_offsets: Sequ
     kd = k[d0:d1].float()  # [Td, Hk, D]
     qf = q.float().reshape(P, Hk, G, D)
     logits = torch.einsum("phgd,thd->phgt", qf, kd) * scale  # [P, Hk, G, Td]
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
     probs = torch.softmax(logits, dim=-1).mean(dim=(0, 1, 2))  # [Td]
     lengths = [off[b + 1] - off[b] for b in range(1, len(off) - 2)]
     seg = torch.repeat_interleave(torch.arange(len(lengths), device=probs.device),
@@ -183,7 +188,8 @@ def example_losses(model: Any, enc: EncodedExample, *, scoring_layer: int, lambd
             raise RuntimeError(f"scoring layer {scoring_layer} was not reached by the forward pass")
         logits = out.logits[0, :A].float()  # [A, V]
         l_lm = F.cross_entropy(logits, targets)
-        scores = differentiable_document_scores(cap.q, cap.k, enc.block_offsets, cap.scaling)  # [N]
+        scores = differentiable_document_scores(cap.q, cap.k, enc.block_offsets, cap.scaling,
+                                                softcap=getattr(cap, "softcap", None))  # [N]
         positive = torch.tensor(enc.positive, dtype=torch.bool, device=scores.device)
         l_aux = info_nce(scores, positive, tau)
         loss = l_lm + float(lambda_aux) * l_aux

@@ -419,3 +419,39 @@ def test_runs_saved_before_query_sample_resume_as_first_n(tmp_path):
     _check_resume_config(old, TrainConfig(max_queries=5, query_sample="first"), tmp_path)
     with pytest.raises(ValueError, match="query_sample: 'first' -> 'random'"):
         _check_resume_config(old, TrainConfig(max_queries=5), tmp_path)
+
+
+def test_differentiable_scores_apply_soft_capping_like_inference():
+    """Gemma 2 caps its attention logits: the training scores must cap them too, or fine-tuning would
+    optimise another function than the one BlockRank reads at inference."""
+    torch.manual_seed(2)
+    q, k = torch.randn(2, 4, 8) * 3, torch.randn(20, 2, 8) * 3
+    off = [0, 3, 7, 12, 18, 20]
+    ref = torch.zeros(3)
+    for p in range(2):
+        for h in range(4):
+            s = k[3:18, h // 2] @ q[p, h] * 0.35
+            w = torch.softmax(torch.tanh(s / 2.0) * 2.0, dim=0)
+            ref += torch.stack([w[0:4].sum(), w[4:9].sum(), w[9:15].sum()]) / 8
+    capped = differentiable_document_scores(q, k, off, 0.35, softcap=2.0)
+    assert torch.allclose(capped, ref, atol=1e-6)
+    assert not torch.allclose(differentiable_document_scores(q, k, off, 0.35), ref, atol=1e-3)
+
+
+def test_training_scores_equal_inference_scores_on_a_softcapped_family():
+    from families import build
+
+    from attnsift.attention_kernels.hf_blockrank import BlockRankCapture, document_scores, run_capture
+
+    model = build("Gemma 2", seed=0, for_blockrank=True).eval()
+    if getattr(model.config, "attn_logit_softcapping", None) is None:
+        pytest.skip("this transformers' Gemma 2 config has no soft-capping")
+    enc = encode_example(toy_example(4), tokenizer(), **ENC)
+    layer = model.config.num_hidden_layers - 1
+    parts = example_losses(model, enc, scoring_layer=layer, lambda_aux=1.0, tau=0.05)
+    cap = BlockRankCapture(block_offsets=torch.tensor(enc.block_offsets), scoring_layer=layer,
+                           query_rows=torch.tensor(enc.query_rows), early_exit=True, impl="reference")
+    with torch.no_grad():
+        run_capture(model, torch.tensor(enc.input_ids[:enc.prompt_tokens]), torch.tensor(enc.position_ids[:enc.prompt_tokens]), cap)
+    inference = document_scores(cap, impl="reference")
+    assert torch.allclose(parts["scores"].float(), inference.float(), atol=2e-5), (parts["scores"], inference)
