@@ -75,12 +75,18 @@ def segment_mass_reference(q: Tensor, k: Tensor, segment_offsets: Tensor, scale:
     # pass 1: running max and sum over the allowed keys
     m = torch.full((R, Hq), float("-inf"), dtype=torch.float32, device=dev)
     l = torch.zeros((R, Hq), dtype=torch.float32, device=dev)
+    # When pass 2 would cover the very same single chunk, its (masked) logits are kept from pass 1: the
+    # same values, computed once (ICR's span rows against a prompt of up to ``chunk`` keys).
+    reuse = return_token_mass and lo_all == 0 and hi_all == N and N <= chunk
+    kept = None
     for lo in range(lo_all, hi_all, chunk):
         hi = min(lo + chunk, hi_all)
         s = _logits(qg, k, lo, hi, scale, softcap)  # [R, Hq, C]
         mask = _allowed(lo, hi, q_positions, in_seg, dev, key_start)
         if mask is not None:
             s = s.masked_fill(~mask, float("-inf"))
+        if reuse:
+            kept = s
         m_new = torch.maximum(m, s.amax(dim=-1))
         # a row with nothing allowed so far keeps m = -inf; use 0 as the shift to avoid inf - inf
         shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
@@ -98,9 +104,13 @@ def segment_mass_reference(q: Tensor, k: Tensor, segment_offsets: Tensor, scale:
         hi = min(lo + chunk, hi_pass2)
         if softmax_over == "segments" and (hi <= seg_lo or lo >= seg_hi):
             continue  # no allowed key here; token mass stays 0
-        s = _logits(qg, k, lo, hi, scale, softcap)
-        mask = _allowed(lo, hi, q_positions, in_seg, dev, key_start)
-        p = torch.exp(s - shift)  # [R, Hq, C]
+        if kept is not None:
+            p = torch.exp(kept - shift)  # masked logits are -inf: exp gives 0 there (finite shift)
+            mask = None
+        else:
+            s = _logits(qg, k, lo, hi, scale, softcap)
+            mask = _allowed(lo, hi, q_positions, in_seg, dev, key_start)
+            p = torch.exp(s - shift)  # [R, Hq, C]
         if mask is not None:
             p = p.masked_fill(~mask, 0.0)
         if token_mass is not None:
