@@ -197,3 +197,37 @@ def hub_offline() -> bool:
     by transformers when it loads; offline it is an error before any work."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``)."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        if os.environ.get("HF_HUB_CACHE"):
+            return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+        home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+        return Path(home).expanduser() / "hub"
+
+
+def cached_hub_snapshot(repo_id: str, hub_cache: str | os.PathLike | None = None) -> Path | None:
+    """The local snapshot folder of hub id ``repo_id`` that holds a ``config.json`` (the ``refs/main`` one,
+    else any), or None; reads the cache only, never the network.
+
+    The one lookup behind every model-name check (language models, encoders, cross-encoders).
+    """
+    if not isinstance(repo_id, str) or not repo_id or repo_id.count("/") > 1 or ".." in repo_id:
+        return None
+    repo = Path(hub_cache if hub_cache is not None else hub_cache_dir()).expanduser() / (
+        "models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        found = snapshots / ref.read_text().strip() / "config.json"
+        if found.is_file():
+            return found.parent
+    return next((p.parent for p in sorted(snapshots.glob("*/config.json")) if p.is_file()), None)

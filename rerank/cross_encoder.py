@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from attnsift.config import Config
-from attnsift.fingerprint import hub_offline
+from attnsift.fingerprint import cached_hub_snapshot, hub_offline
 from attnsift.rerank.base import BaseReranker
 from attnsift.types import Ranking
 
@@ -41,19 +41,6 @@ _ST_FILES = ("config_sentence_transformers.json", "modules.json")
 EXPECTED = (f"a cross-encoder: a local model folder with config.json (a sentence-transformers CrossEncoder or a "
             f"*ForSequenceClassification checkpoint), or a hub id in the local Hugging Face cache (e.g. {EXAMPLE_MODEL}, "
             "fetched first with `hf download`)")
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of ``repo_id`` (one holding config.json), or None; never the network."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - installed with transformers
-        return None
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:  # not the form of a repo id
-        return None
-    return Path(found).parent if isinstance(found, str) else None
 
 
 def _classifier_problem(folder: Path) -> str | None:
@@ -105,7 +92,7 @@ def check_cross_encoder_name(name: str) -> None:
     if looks_like_path or not _HUB_ID.match(name):
         raise ValueError(f"cross-encoder {name!r} does not exist (no such folder, and not an org/name hub id); "
                          f"expected {EXPECTED}")
-    snapshot = _cached_snapshot(name)
+    snapshot = cached_hub_snapshot(name)
     if snapshot is not None:
         problem = _classifier_problem(snapshot)
         if problem:
@@ -123,7 +110,7 @@ def _location(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    snapshot = _cached_snapshot(name)
+    snapshot = cached_hub_snapshot(name)
     return str(snapshot) if snapshot is not None else name
 
 

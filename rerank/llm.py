@@ -27,7 +27,7 @@ from typing import Any
 
 from attnsift import progress
 from attnsift.errors import require
-from attnsift.fingerprint import hub_offline
+from attnsift.fingerprint import cached_hub_snapshot, hub_cache_dir, hub_offline  # noqa: F401 (hub_cache_dir: the tests patch it here)
 from attnsift.io import MANIFEST, atomic_dir, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -175,31 +175,10 @@ EXPECTED = "a decoder-only (causal) language model: a Hugging Face model folder 
 _HUB_ID = re.compile(r"^(?:[\w.\-]+/)?[\w.\-]+$")
 
 
-def hub_cache_dir() -> Path:
-    """The local Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``)."""
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return Path(HF_HUB_CACHE)
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        if os.environ.get("HF_HUB_CACHE"):
-            return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-        home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-        return Path(home).expanduser() / "hub"
-
-
 def _cached_hub_config(repo_id: str) -> Path | None:
-    """``config.json`` of ``repo_id`` in the local hub cache (any snapshot), or None; never the network."""
-    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        found = snapshots / ref.read_text().strip() / "config.json"
-        if found.is_file():
-            return found
-    return next((p for p in sorted(snapshots.glob("*/config.json")) if p.is_file()), None)
+    """``config.json`` of ``repo_id`` in the local hub cache, or None; never the network."""
+    snapshot = cached_hub_snapshot(repo_id, hub_cache_dir())
+    return None if snapshot is None else snapshot / "config.json"
 
 
 def _accepted() -> str:

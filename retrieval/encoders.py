@@ -30,7 +30,8 @@ import numpy as np
 
 from attnsift.config import resolve_config, resolve_device, resolve_dtype
 from attnsift.errors import require
-from attnsift.fingerprint import hub_offline
+from attnsift.fingerprint import cached_hub_snapshot, hub_offline
+from attnsift.fingerprint import hub_cache_dir as _hub_cache_dir
 from attnsift.progress import bar, quiet_third_party
 from attnsift.retrieval.config import EncoderConfig
 from attnsift.retrieval.encoding_cache import (  # noqa: F401 - re-exported: the cache's public home was here
@@ -86,25 +87,12 @@ def resolve_model(model: str) -> tuple[str, str]:
 
 def _hub_snapshot(name: str, hub_cache: str | Path | None = None) -> Path | None:
     """The local snapshot folder of hub id ``name`` (one with a config.json), or None; never downloads."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - installed with transformers
-        return None
-    try:
-        found = try_to_load_from_cache(name, "config.json", cache_dir=None if hub_cache is None else str(hub_cache))
-    except ValueError:  # HFValidationError: not even the form of a repo id (a mistyped path)
-        return None
-    return Path(found).parent if isinstance(found, str) else None
+    return cached_hub_snapshot(name, hub_cache)
 
 
 def hub_cache_dir() -> str:
-    """The local Hugging Face hub cache (``$HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``)."""
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except ImportError:  # pragma: no cover
-        return "~/.cache/huggingface/hub"
+    """The local Hugging Face hub cache, as a string (for messages)."""
+    return str(_hub_cache_dir())
 
 
 def check_encoder_name(name: str, *, hub_cache: str | Path | None = None) -> None:
