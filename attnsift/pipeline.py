@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from attnsift import progress as _progress
+from attnsift.concurrency import in_thread, shared_lock
 from attnsift.types import Candidate, Query, Ranking, Reranker, Retriever, Run, as_query, check_k, missing_query_text
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,15 @@ class Pipeline:
         self._calls += 1
         # One query (RAG use): no progress lines, and not a run: a cut document is reported the first time only.
         return next(self._stream([q], False, run_scope=False)).ranking
+
+    async def arun(self, query: Query | str) -> Ranking:
+        """``pipeline(query)`` without blocking the event loop: retrieval and reranking run in a worker thread.
+
+        Concurrent calls take turns on the reranker's model (the lock it shares with
+        :meth:`attnsift.rerank.base.BaseReranker.arerank`); without a reranker, on the pipeline's own lock.
+        """
+        owner = self.reranker if self.reranker is not None and hasattr(self.reranker, "__dict__") else self
+        return await in_thread(shared_lock(owner), self.__call__, query)
 
     def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
             progress: bool | None = None) -> Run:

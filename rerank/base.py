@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
+from attnsift.concurrency import in_thread, shared_lock
 from attnsift.types import Candidate, Ranking, Run, check_k, missing_query_text
 
 
@@ -274,6 +275,18 @@ class BaseReranker:
             # Tail keeps first-stage order strictly below every reranked candidate.
             new += [Candidate(c.doc_id, floor - 1.0 - i, c.document) for i, c in enumerate(tail)]
         return Reranked(Ranking(ranking.query, tuple(new)), seconds)
+
+    async def arerank(self, ranking: Ranking, k: int | None = None) -> Ranking:
+        """:meth:`rerank` without blocking the event loop: the model runs in a worker thread.
+
+        Concurrent calls on one reranker (and its ``with_options`` siblings, which share the model) take
+        turns on the model; the loop keeps serving other work meanwhile.
+        """
+        return (await self.arerank_detailed(ranking, k)).ranking
+
+    async def arerank_detailed(self, ranking: Ranking, k: int | None = None) -> Reranked:
+        """:meth:`rerank_detailed` in a worker thread (see :meth:`arerank`)."""
+        return await in_thread(shared_lock(self), self.rerank_detailed, ranking, k)
 
     def rerank_batch(self, run: Run, k: int | None = None, progress: bool | None = None) -> Run:
         """Rerank every ranking of ``run``; a Run named ``<run>+<reranker>``.
