@@ -33,10 +33,14 @@ ALLOWED: dict[str, set[str]] = {
     "attention_kernels": {CORE},
     "retrieval": {CORE, "indexes", "attention_kernels"},
     "rerank": {CORE, "attention_kernels"},
-    "bench": _MIDDLE,
+    # Integrations wrap Pipeline (ARCHITECTURE.md): the Ray engine, the framework components, the server.
+    "engines": _MIDDLE | {"engines"},
+    "bench": _MIDDLE | {"engines"},
     "analysis": _MIDDLE | {"bench"},
     "train": _MIDDLE,
-    "cli": _MIDDLE | {"bench", "analysis", "train", "cli"},
+    "integrations": _MIDDLE | {"integrations"},
+    "serve": _MIDDLE | {"serve"},
+    "cli": _MIDDLE | {"bench", "analysis", "train", "cli", "engines", "serve"},
 }
 
 

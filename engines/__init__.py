@@ -1,0 +1,1 @@
+"""Engines that run a Pipeline past one process (Ray)."""

@@ -1,0 +1,1 @@
+"""attnsift inside RAG frameworks: LangChain, LlamaIndex and Haystack components over Pipeline."""

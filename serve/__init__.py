@@ -1,0 +1,1 @@
+"""`attnsift serve`: a rerank and search HTTP server over Pipeline (FastAPI + uvicorn)."""
