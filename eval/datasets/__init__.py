@@ -6,8 +6,10 @@ A data set comes from one of:
    ``runs/*.trec``), given as a path, or by its folder name under ``data_dir`` / the data folder
    (:func:`data_folder`: ``$ATTNSIFT_DATA``, else the folder ``make install`` recorded, else
    ``~/.cache/attnsift/data``);
-2. an alias (``scifact``, ``nfcorpus``, ``dl19``, ``msmarco``) that resolves to its local folder when
-   present, else to its ir_datasets id;
+2. an alias (``scifact``, ``nfcorpus``, ``dl19``, ``msmarco``, ``msmarco-dev``, ``msmarco-dl19``, ...) that
+   resolves to its local folder when present, else to its ir_datasets id; the MS MARCO aliases read the
+   official files (``collection.tsv``, ``queries.dev.small.tsv``, ``qrels.dev.small.tsv``,
+   ``top1000.dev.tsv``, or their ``.tar.gz``) in ``<data folder>/msmarco-passage/``, streaming the corpus;
 3. any ir_datasets id (``beir/scifact/test``), loaded through ir_datasets (queries and qrels read at
    once, documents through its docs store on first use).
 
@@ -20,9 +22,11 @@ Modules::
     base      Dataset, Corpus, DocumentStore, DatasetLoader and the loader registry
     jsonl     JSONL parsing (file and line in every error), read_queries, the corpus.jsonl store
     beir      the BEIR folder format
+    msmarco   the official MS MARCO passage files (splits dev.small, dev, dl19, dl20; the top1000 run)
+    msmarco_store  finding/unpacking them, the collection's offset index and streaming store
     irds      the ir_datasets backend and its offline probe
     folder    the data folder: data_folder_info, data_folder
-    aliases   short names (scifact, nfcorpus, dl19, msmarco)
+    aliases   short names (scifact, nfcorpus, dl19, msmarco, msmarco-dev, msmarco-dl19, msmarco-dl20)
     resolve   load_dataset, list_datasets
 
 A new folder format is one new module: a class with ``name``, ``matches(path)``, ``load(path, split,

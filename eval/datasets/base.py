@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 from attnsift.errors import DataFormatError, DatasetError
 from attnsift.eval.datasets.jsonl import JsonlStore
@@ -203,6 +203,9 @@ class Dataset:
     split : str
     run_aliases : dict
         Short run names (``"bm25" -> "bm25_flat"``) accepted by :meth:`load_run`.
+    run_readers : dict
+        ``{run name: reader(path, queries=..., name=...) -> Run}`` for provided runs that are not TREC
+        files (MS MARCO's top1000); a run without one is read by :func:`attnsift.trec.read_run`.
     read_from : dict
         What ``"queries"`` and ``"qrels"`` were read from: a file path (fingerprinted by content), or a
         fingerprint already taken (a subset keeps its parent's). Missing: the in-memory content is hashed.
@@ -219,6 +222,7 @@ class Dataset:
     split: str = "test"
     run_aliases: dict[str, str] = field(default_factory=dict)
     read_from: dict[str, Path | str] = field(default_factory=dict, repr=False)
+    run_readers: dict[str, Callable[..., Run]] = field(default_factory=dict, repr=False)
 
     def _part_fingerprint(self, part: str) -> str:
         src = self.read_from.get(part)
@@ -260,6 +264,9 @@ class Dataset:
             raise ValueError(
                 f"data set {self.name!r} has no provided run {name!r}; available: {', '.join(avail) or 'none'}"
             )
+        reader = self.run_readers.get(key)
+        if reader is not None:
+            return reader(self.runs[key], queries=self.queries, name=key)
         return read_run(self.runs[key], queries=self.queries, name=key, skip_unknown=True)
 
     def subset(self, query_ids: Iterable[str] | int | None = None, *, max_queries: int | None = None) -> "Dataset":
@@ -298,6 +305,7 @@ class Dataset:
             qrels={q: dict(self.qrels[q]) for q in keep if q in self.qrels},
             runs=dict(self.runs),
             run_aliases=dict(self.run_aliases),
+            run_readers=dict(self.run_readers),
             read_from={part: self.read_from.get(part) or self._part_fingerprint(part) for part in ("queries", "qrels")},
             description=f"{self.description} [subset: {len(keep)} of {len(self.queries)} queries]",
         )

@@ -157,11 +157,16 @@ def _offline_message(name: str, split: str, dataset_id: str, missing: Missing, f
         else:
             where = f"the data folder given is {root}; pass another data_dir=... to change it"
         lines.append(f"Looked for {root / folder}/: {where}.")
-        lines.append(
-            f"Either place the BEIR-layout files at {root / folder}/ (corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
-            + (", runs/*.trec" if name == "dl19" else "")
-            + "),"
-        )
+        if folder == "msmarco-passage":
+            lines.append(f"Either place the official MS MARCO passage files at {root / folder}/ (collection.tsv or "
+                         "collection.tar.gz, and the split's queries and qrels, e.g. queries.dev.small.tsv and "
+                         "qrels.dev.small.tsv; optional top1000.dev.tsv),")
+        else:
+            lines.append(
+                f"Either place the BEIR-layout files at {root / folder}/ (corpus.jsonl, queries.jsonl, qrels/{split}.tsv"
+                + (", runs/*.trec" if name == "dl19" else "")
+                + "),"
+            )
         lines.append(f"or place the ir_datasets source file(s) for {dataset_id!r}:")
     else:
         lines.append(f"Place the ir_datasets source file(s) for {dataset_id!r}:")

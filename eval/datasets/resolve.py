@@ -13,12 +13,15 @@ from attnsift.eval.datasets.base import Dataset, DatasetInfo, loader_for, regist
 from attnsift.eval.datasets.beir import BEIR
 from attnsift.eval.datasets.folder import data_folder, describe_data_folder
 from attnsift.eval.datasets.irds import irds_load, irds_missing, load_irds
+from attnsift.eval.datasets.msmarco import MSMARCO
 
 __all__ = ["load_dataset", "list_datasets"]
 
 logger = logging.getLogger(__name__)
 
 register_loader(BEIR)
+register_loader(MSMARCO)
+_FOLDER_KINDS = {"beir": "BEIR-layout folder", "msmarco": "MS MARCO passage folder"}
 
 
 def _data_roots(data_dir: str | Path | None) -> list[Path]:
@@ -104,7 +107,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | Path | None = N
         info = DatasetInfo(alias.name, alias.rel_level, alias.description, alias.run_aliases)
         for r in roots:
             if (r / alias.folder).is_dir():
-                return _load_folder(r / alias.folder, split, info)
+                return _load_folder(r / alias.folder, alias.folder_splits.get(split, split), info)
         dataset_id = alias.irds.get(split)
         if dataset_id is None:
             raise DatasetError(
@@ -137,9 +140,9 @@ def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     used: set[Path] = set()
 
-    def local_row(name: str, path: Path, description: str) -> dict[str, Any]:
+    def local_row(name: str, path: Path, description: str, split: str = "test") -> dict[str, Any]:
         used.add(path.resolve())
-        summary = loader_for(path, BEIR).summary(path, "test")
+        summary = loader_for(path, BEIR).summary(path, split)
         return {
             "name": name,
             "path": str(path),
@@ -147,13 +150,13 @@ def list_datasets(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
             "docs": summary["docs"],
             "queries": summary["queries"],
             "source": f"local:{path}",
-            "description": description or f"BEIR-layout folder {path.name}",
+            "description": description or _FOLDER_KINDS.get(loader_for(path, BEIR).name, "folder") + f" {path.name}",
         }
 
     for alias in ALIASES.values():
         folder = next((r / alias.folder for r in roots if (r / alias.folder).is_dir()), None)
         if folder is not None:
-            rows.append(local_row(alias.name, folder, alias.description))
+            rows.append(local_row(alias.name, folder, alias.description, alias.folder_splits.get("test", "test")))
             continue
         dataset_id = alias.irds["test"]
         available = False
