@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import sys
 import tarfile
@@ -157,7 +158,7 @@ def generate(passages: int, queries: int, out: str | Path, seed: int = 0, top100
         want.setdefault(p, []).append(i)
     cand: list[np.ndarray] = []  # top1000 candidate pids per top1000 query, in rank order
     for i in range(top1000_queries):
-        others = g.choice(passages, size=top1000_depth + 1, replace=False)
+        others = g.choice(passages, size=min(passages, top1000_depth + 1), replace=False)
         others = others[others != rel_pids[i]][:top1000_depth - 1]
         pos = min(int(g.exponential(10.0)), len(others))
         cand.append(np.insert(others, pos, rel_pids[i]))
@@ -222,7 +223,9 @@ def generate(passages: int, queries: int, out: str | Path, seed: int = 0, top100
             archives["top1000.dev.tar.gz"] = ["top1000.dev.tsv"]
         for name, members in archives.items():
             t = _Tmp(out / name)
-            with tarfile.open(fileobj=t.fh, mode="w:gz", compresslevel=6) as tf_:
+            # gzip header without a time stamp or file name, so the same seed gives the same archive bytes
+            with gzip.GzipFile(filename="", mode="wb", fileobj=t.fh, compresslevel=6, mtime=0) as gz, \
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tf_:
                 for m in members:
                     info = tf_.gettarinfo(str(out / m), arcname=m)
                     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
