@@ -186,16 +186,16 @@ class Pipeline:
         return await in_thread(shared_lock(owner), self.__call__, query)
 
     def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
-            progress: bool | None = None) -> Run:
+            progress: bool | None = None, engine: Any = None) -> Run:
         """Run every query; a Run named :attr:`name`, queries in the given order.
 
         ``queries`` may be None over a provided run: its own queries (which need texts to be reranked).
-        ``progress``: see :meth:`stream`.
+        ``progress`` and ``engine``: see :meth:`stream`.
         """
-        return Run((r.ranking for r in self.stream(queries, progress=progress)), name=self.name)
+        return Run((r.ranking for r in self.stream(queries, progress=progress, engine=engine)), name=self.name)
 
     def stream(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
-               progress: bool | None = None) -> Iterator[PipelineResult]:
+               progress: bool | None = None, engine: Any = None, ordered: bool = True) -> Iterator[PipelineResult]:
         """Yield one :class:`PipelineResult` per query, in order, as each is reranked.
 
         The first stage runs for all queries at once (``retrieve_batch``) and texts are read in one pass
@@ -206,10 +206,19 @@ class Pipeline:
         unless ``--quiet``, in Python when stderr is a terminal) reports each long step on stderr: the
         first stage, reading candidate texts from a corpus on disk, the reranking counter, and one
         :class:`attnsift.progress.Estimator` line when the reranking will take over a minute.
-        """
-        return self._stream(queries, progress, run_scope=True)
 
-    def _stream(self, queries: Any, progress: bool | None, run_scope: bool) -> Iterator[PipelineResult]:
+        ``engine`` runs the reranking elsewhere: an object with ``rerank_stream(reranker, rankings, depth,
+        ordered=)`` (:class:`attnsift.engines.Engine`; e.g. ``RayEngine``: Ray actors, one model each).
+        The first stage and the text lookup run here; the rankings equal the local ones score for score
+        (:mod:`attnsift.engines.base`). ``ordered=False`` yields results as the engine returns them.
+        """
+        if engine is not None and not callable(getattr(engine, "rerank_stream", None)):
+            raise TypeError(f"engine must have rerank_stream(reranker, rankings, depth) (attnsift.engines: LocalEngine, "
+                            f"RayEngine), got {type(engine).__name__}")
+        return self._stream(queries, progress, run_scope=True, engine=engine, ordered=ordered)
+
+    def _stream(self, queries: Any, progress: bool | None, run_scope: bool, engine: Any = None,
+                ordered: bool = True) -> Iterator[PipelineResult]:
         qs = self._queries(queries)
         t0 = time.perf_counter()
         first = self._first_stage_run(qs, progress)
@@ -219,6 +228,9 @@ class Pipeline:
         if self.reranker is None:
             for q in qs:
                 yield PipelineResult(first[q.id].query, first[q.id], first[q.id].top(self.k), share, 0.0)
+            return
+        if engine is not None:
+            yield from self._engine_stream(qs, first, share, progress, engine, ordered)
             return
         est = _progress.Estimator(len(qs), "queries", hint=self._estimate_hint(), progress=progress,
                                   device=self._reranker_device())
@@ -237,6 +249,33 @@ class Pipeline:
                     est.observe(time.perf_counter() - t1)
                 counter.update(1)
                 yield PipelineResult(ranking.query, ranking, final.top(self.k), share, seconds)
+
+    def _engine_stream(self, qs: list[Query], first: Run, share: float, progress: bool | None, engine: Any,
+                       ordered: bool) -> Iterator[PipelineResult]:
+        """The non-empty rankings reranked by ``engine``; empty ones pass through (in place, or first)."""
+        ranked = [n for n, q in enumerate(qs) if len(first[q.id])]
+        for n in ranked:
+            if first[qs[n].id].query.text is None:
+                raise missing_query_text(qs[n].id, self.first_stage_name)
+        empty = [n for n in range(len(qs)) if not len(first[qs[n].id])]
+
+        def result(n: int, ranking: Ranking | None = None, seconds: float = 0.0) -> PipelineResult:
+            src = first[qs[n].id]
+            return PipelineResult(src.query, src, (src if ranking is None else ranking).top(self.k), share, seconds)
+
+        stream = engine.rerank_stream(self.reranker, [first[qs[n].id] for n in ranked], self.depth, ordered=ordered)
+        desc = f"rerank ({self.name}, {getattr(engine, 'name', type(engine).__name__)} engine)"
+        with _progress.bar(desc=desc, total=len(qs), unit="queries", progress=progress) as counter:
+            for res in stream:
+                n = ranked[res.index]
+                while empty and (empty[0] < n or not ordered):
+                    counter.update(1)
+                    yield result(empty.pop(0))
+                counter.update(1)
+                yield result(n, res.ranking, float(res.seconds))
+            for n in empty:
+                counter.update(1)
+                yield result(n)
 
     def _estimate_hint(self) -> str:
         config = getattr(self.reranker, "config", None)
@@ -349,23 +388,10 @@ def restrict_to_run(dataset: Any, run: Run, *, max_queries: int | None = None, s
     as 0 would report a wrong number. The missing queries, and the run's queries the data set does
     not have, are counted in one warning (``warn``, default: the log).
 
-    Parameters
-    ----------
-    dataset : Dataset
-        Anything with ``name``, ``queries`` and ``subset(ids)`` / ``subset(max_queries=N)``.
-    run : Run
-        The run that stands in for the first stage (or is evaluated).
-    max_queries : int, optional
-        Keep only the first N covered queries (data set order).
-    strict : bool
-        Missing queries are an error instead of a warning.
-    warn : callable, optional
-        Receives the warning's one line.
-
-    Returns
-    -------
-    Dataset
-        ``dataset`` itself when the run covers every query, else the covered subset.
+    ``dataset``: anything with ``name``, ``queries`` and ``subset(ids)`` / ``subset(max_queries=N)``;
+    ``max_queries``: the first N covered queries (data set order); ``strict``: missing queries are an
+    error instead of a warning; ``warn`` receives the warning's one line. Returns ``dataset`` itself
+    when the run covers every query, else the covered subset.
 
     Raises
     ------
@@ -439,25 +465,11 @@ def first_stage(dataset: Any, retriever: str = "bm25", *, run: Run | str | os.Pa
                 device: Any = None, index: str | os.PathLike | None = None, model: Any = None) -> Retriever | Run:
     """The first stage for ``dataset``: the run of :func:`provided_run`, else ``retriever`` over its corpus.
 
-    Parameters
-    ----------
-    dataset : Dataset
-    retriever : str
-        A registry name (``bm25``, ``dense``, ``late``, ``hybrid``).
-    run : Run, path or str, optional
-        See :func:`provided_run`.
-    encoder, options
-        The retriever's encoder (``minilm``, a folder, an Encoder) and options
-        (:func:`attnsift.registry.build_retriever`). A provided run takes neither: giving them is an
-        error rather than silently unused settings.
-    progress : bool, optional
-        Progress while indexing (None: the process setting, :mod:`attnsift.progress`).
-    device : str, optional
-        Where the encoder runs (dense, late interaction, hybrid).
-    index : path, optional
-        A saved index of ``retriever``'s kind to load instead of indexing the corpus.
-    model
-        Deprecated spelling of ``encoder``.
+    ``retriever``: a registry name (``bm25``, ``dense``, ``late``, ``hybrid``); ``run``: see
+    :func:`provided_run`; ``encoder``, ``options``: the retriever's (:func:`attnsift.registry.build_retriever`;
+    a provided run takes neither: giving them is an error, not silently unused settings); ``progress``:
+    while indexing (None: the process setting); ``device``: where the encoder runs; ``index``: a saved
+    index of ``retriever``'s kind to load instead of indexing the corpus; ``model``: deprecated ``encoder``.
     """
     if model is not None:
         from attnsift.errors import deprecated

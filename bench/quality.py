@@ -154,7 +154,7 @@ def _saved(path: Path, key: str, q_ids: list[str]) -> dict | None:
 
 def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any], metrics: Sequence[str],
                 cache: dict, rerankers: dict, progress: bool | None, stop_after: int | None,
-                device: str | None = None, index: SavedIndex | None = None) -> SystemResult:
+                device: str | None = None, index: SavedIndex | None = None, engine: Any = None) -> SystemResult:
     from attnsift.eval.metrics import evaluate
     from attnsift.eval.report import EvalReport
     from attnsift.registry import build_reranker
@@ -182,7 +182,12 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
     todo = [q for q in queries if q.id not in done]
     if todo:
         reranker = None
-        if spec.reranker is not None:
+        if spec.reranker is not None and engine is not None:
+            from attnsift.engines.recipe import RerankerRecipe
+
+            # The engine's workers build the model from the recipe; nothing loads here.
+            reranker = RerankerRecipe(spec.reranker.name, spec.reranker.model, dict(spec.reranker.options), device)
+        elif spec.reranker is not None:
             rkey = str(spec.reranker)
             if rkey not in rerankers:
                 on = {"device": device} if device is not None else {}
@@ -195,8 +200,9 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
                         corpus=ds.corpus if reranker is not None else None)
         from attnsift.progress import Estimator, bar
 
-        items: Iterable = bar(pipe.stream(todo, progress=False), total=len(todo), desc=f"{ds.name} {spec.label}",
-                              unit="q", progress=progress)
+        # With an engine, results are recorded in the order they come back (a stop loses only those in flight).
+        items: Iterable = bar(pipe.stream(todo, progress=False, engine=engine, ordered=engine is None), total=len(todo),
+                              desc=f"{ds.name} {spec.label}", unit="q", progress=progress)
         # One line when this system will take long on this machine (measured on its first queries).
         dev = getattr(reranker, "device", None)
         estimate = Estimator(len(todo), "queries", progress=progress if reranker is not None else False,
@@ -211,6 +217,8 @@ def _run_system(ds: Any, spec: SystemSpec, folder: Path, fields: dict[str, Any],
                 # system (ICR's calibrations): the cost of the system run alone.
                 secs = first_spq + res.rerank_seconds
                 estimate.observe(secs)
+                if res.query.id in done:  # written once, whatever an engine's retries returned
+                    continue
                 docs = [[c.doc_id, c.score] for c in res.ranking.candidates]
                 append_progress(fh, res.query.id, docs, secs)
                 done[res.query.id] = {"docs": docs, "seconds": secs}
@@ -237,6 +245,7 @@ def run_quality_bench(
     indexes: Sequence[str | Path] = (),
     device: str | None = None,
     split: str = "test",
+    engine: Any = None,
 ) -> BenchResult:
     """Run every system on every data set, resumably; write tables, JSON and plots into ``out_dir``.
 
@@ -253,6 +262,8 @@ def run_quality_bench(
     device : where the rerankers' models and the encoders run (``auto``, ``cpu``, ``cuda``, ``cuda:1``; default:
         CUDA when available); when given, part of the results' key (``auto`` as the device it resolves to)
     split : the qrels split of every data set
+    engine : where the reranking runs (an :class:`attnsift.engines.Engine`, e.g. ``RayEngine``; default here);
+        the results, and so their keys, are the same on every engine, so a run resumes across engines
 
     Raises
     ------
@@ -301,7 +312,7 @@ def run_quality_bench(
                 index = index_for(spec, matched.get(name, ()))
                 fields = key_fields(ds, fingerprints, spec, metrics, saved=index, device=device)
                 r = _run_system(ds, spec, out / ds.name / spec.slug, fields, metrics, cache, rerankers, progress,
-                                stop_after, device=device, index=index)
+                                stop_after, device=device, index=index, engine=engine)
                 result.results[(name, spec.label)] = r
                 if on_result is not None:
                     on_result(r)
@@ -310,6 +321,8 @@ def run_quality_bench(
             result.metadata["indexes"] = {n: [str(s.path) for s in v] for n, v in matched.items() if v}
         if device is not None:
             result.metadata["device"] = device
+        if engine is not None:
+            result.metadata["engine"] = repr(engine)
         write_reports(result, metrics, plots=plots)
     return result
 

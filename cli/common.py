@@ -255,7 +255,7 @@ def check_spec_options(spec: Any) -> None:
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def check_device(device: str | None, option: str = "--device") -> str | None:
+def check_device(device: str | None, option: str = "--device", local: bool = True) -> str | None:
     """Check a device name before any work: ``auto`` (CUDA when available, else the CPU), ``cpu``,
     ``cuda``, ``cuda:N`` (or ``mps``); a CUDA device must exist on this machine. None (the default:
     CUDA when available) passes.
@@ -265,6 +265,8 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
     str or None
         The name, stripped and lower-cased (``auto`` stays ``auto``: the library resolves it where a
         model loads, :func:`attnsift.config.resolve_device`; a stage that runs no model ignores it).
+
+    ``local=False`` (the models run on other machines: ``--engine ray``) checks the spelling only.
 
     Raises
     ------
@@ -276,7 +278,7 @@ def check_device(device: str | None, option: str = "--device") -> str | None:
     if not isinstance(device, str) or not _DEVICE.match(device.strip().lower()):
         raise ValueError(f"{option} {device!r} is not a device; give auto, cpu, cuda or cuda:N (e.g. cuda:1)")
     device = device.strip().lower()
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and local:
         try:
             import torch
         except ImportError:
@@ -298,3 +300,45 @@ def concrete_device(device: str | None) -> str | None:
     from attnsift.config import resolve_device
 
     return str(resolve_device("auto"))
+
+
+ENGINE_HELP = "Where the reranking runs: local (this process) or ray (a pool of Ray workers, one model each)."
+RAY_ADDRESS_HELP = ("A Ray cluster's address (HOST:PORT of `ray start --head`, ray://HOST:10001; default $RAY_ADDRESS, "
+                    "else a local Ray starts). Only with --engine ray.")
+ENGINE_OPTION_HELP = ("Ray engine option (repeatable): num_workers=, num_cpus_per_worker=, num_gpus_per_worker=, "
+                      "batch_size=, max_retries=.")
+_ENGINE_INTS = ("num_workers", "batch_size", "max_retries", "threads_per_worker")
+_ENGINE_FLOATS = ("num_cpus_per_worker", "num_gpus_per_worker")
+
+
+def make_engine(engine: str | None, ray_address: str | None, engine_option: list[str] | None) -> Any:
+    """The engine of ``--engine``, ``--ray-address`` and ``--engine-option``, checked before any work
+    (name, address form, options, Ray installed); None for the local engine (the pipeline's own loop).
+
+    Raises
+    ------
+    ValueError
+        An unknown engine or option, a value of the wrong type, a malformed address, or Ray settings
+        with the local engine.
+    ImportError
+        ``--engine ray`` without Ray (the message names ``pip install 'attnsift[ray]'``).
+    """
+    from attnsift.config import parse_option_strings
+
+    options: dict[str, Any] = {}
+    for key, value in parse_option_strings(engine_option).items():
+        if key not in _ENGINE_INTS + _ENGINE_FLOATS:
+            raise ValueError(f"unknown --engine-option {key!r}; accepted: {', '.join(_ENGINE_INTS + _ENGINE_FLOATS)}")
+        try:
+            options[key] = int(value) if key in _ENGINE_INTS else float(value)
+        except ValueError:
+            kind = "an integer" if key in _ENGINE_INTS else "a number"
+            raise ValueError(f"--engine-option {key}={value!r}: expected {kind}") from None
+    name = (engine or "local").strip().lower()
+    if name == "local" and (ray_address is not None or options):
+        given = "--ray-address" if ray_address is not None else "--engine-option"
+        raise ValueError(f"{given} is for --engine ray; add --engine ray or drop {given}")
+    from attnsift.engines import make_engine as _make
+
+    made = _make(name, ray_address, **options)
+    return None if name == "local" else made.probe()

@@ -15,8 +15,9 @@ import typer
 
 import attnsift.cli.search  # noqa: F401,E402  (registers datasets, index, retrieve on app)
 from attnsift.cli.app import DEFAULT_METRICS, _metrics, _print_json, _print_table, _setup_logging, app
-from attnsift.cli.common import (check_device, check_output, check_spec_options, fail, guard, nonempty_corpus,
-                                 nonempty_queries, run_file_bytes, warn, warn_unknown_judged)
+from attnsift.cli.common import (ENGINE_HELP, ENGINE_OPTION_HELP, RAY_ADDRESS_HELP, check_device, check_output,
+                                 check_spec_options, fail, guard, make_engine, nonempty_corpus, nonempty_queries,
+                                 run_file_bytes, warn, warn_unknown_judged)
 from attnsift.types import Run
 
 _fail, _guard = fail, guard
@@ -145,6 +146,9 @@ def _rerank_impl(
     encoder: Optional[str] = None,
     device: Optional[str] = None,
     force: bool = False,
+    engine: Optional[str] = None,
+    ray_address: Optional[str] = None,
+    engine_option: Optional[List[str]] = None,
 ) -> None:
     from attnsift.bench.stages import load_saved_index, read_saved_index
     from attnsift.config import parse_option_strings
@@ -161,7 +165,11 @@ def _rerank_impl(
         check_k(max_queries, "--max-queries")
     names = _metrics(metrics)
     options, retriever_options = parse_option_strings(option), parse_option_strings(retriever_option)
-    device = check_device(device)
+    runner = make_engine(engine, ray_address, engine_option)
+    if runner is not None and reranker == "none":
+        raise ValueError("--engine ray runs the reranker on Ray workers; with --reranker none there is nothing to run "
+                         "there: drop --engine or choose a reranker")
+    device = check_device(device, local=runner is None or retriever in ENCODER_STAGES)
     saved = read_saved_index(index_dir) if index_dir is not None else None
     retriever, model, encoder = _first_stage_args(retriever, run, reranker, model, encoder, retriever_options,
                                                   device, saved)
@@ -187,7 +195,15 @@ def _rerank_impl(
     if save_run is not None:
         check_output(save_run, "--save-run", min_free_bytes=run_file_bytes(len(ds.queries), k or first_stage_k))
     warn_unknown_judged(ds)
-    rr = build_reranker(reranker, model=model, options=options, device=None if reranker == "none" else device)
+    if runner is not None:
+        from attnsift.engines.recipe import RerankerRecipe
+
+        # The workers build the model from its recipe; the driver only checks it (it may have no GPU).
+        rr = RerankerRecipe(reranker, model, options, device)
+        rr.check()
+        runner.start()
+    else:
+        rr = build_reranker(reranker, model=model, options=options, device=None if reranker == "none" else device)
     if reranker == "none":
         rr = None
     stage_device = device if retriever in ENCODER_STAGES else None
@@ -198,7 +214,11 @@ def _rerank_impl(
                             device=stage_device)
     pipe = Pipeline(stage, rr, first_stage_k=first_stage_k, depth=depth, k=k,
                     corpus=None if rr is None else ds.corpus)
-    results = list(pipe.stream(ds.queries))
+    try:
+        results = list(pipe.stream(ds.queries, engine=runner))
+    finally:
+        if runner is not None:
+            runner.close()
     final = Run((r.ranking for r in results), name=pipe.name)
     first = Run((r.first_stage for r in results), name=pipe.first_stage_name)
     first_s = sum(r.first_stage_seconds for r in results)
@@ -222,7 +242,8 @@ def _rerank_impl(
     if as_json:
         obj = {"dataset": ds.name, "system": pipe.name, "num_queries": report.num_queries, **report.aggregate,
                "first_stage_k": pipe.first_stage_k, "depth": pipe.depth, "k": pipe.k, "timing": timing,
-               "truncation": getattr(rr, "truncation", None),
+               "truncation": getattr(runner if runner is not None else rr, "truncation", None),
+               **({} if runner is None else {"engine": repr(runner)}),
                "run": str(save_run) if save_run else None, "index": str(saved.path) if saved else None}
         if comparison is not None:
             obj["first_stage"] = {"system": first.name, **reports[0].aggregate}
@@ -264,10 +285,14 @@ def rerank(
     split: str = typer.Option("test", "--split", help="Qrels split."),
     compare_first_stage: bool = typer.Option(True, "--compare-first-stage/--no-compare-first-stage", help="Also print the first stage's row and a paired t-test."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout (metric names as keys, plus timing); progress stays on stderr."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help=RAY_ADDRESS_HELP),
+    engine_option: Optional[List[str]] = typer.Option(None, "--engine-option", metavar="KEY=VALUE", help=ENGINE_OPTION_HELP),
 ) -> None:
     _rerank_impl(dataset, retriever, run, reranker, model, first_stage_k, depth, k, max_queries, save_run, metrics,
                  option, retriever_option, split, compare_first_stage, as_json, strict, index_dir=index_dir,
-                 encoder=encoder, device=device, force=force)
+                 encoder=encoder, device=device, force=force, engine=engine, ray_address=ray_address,
+                 engine_option=engine_option)
 
 
 @app.command()
@@ -349,7 +374,8 @@ def _names(values: Optional[List[str]]) -> list[str]:
 
 
 def bench_command(datasets: list[str], systems: str, out: Path, max_queries: Optional[int], metrics: str,
-                  plots: bool, indexes: list[Path], device: Optional[str], split: str) -> str:
+                  plots: bool, indexes: list[Path], device: Optional[str], split: str,
+                  engine: Optional[List[str]] = None) -> str:
     """The command line that reproduces a bench, as ``results.md`` records it: the current spellings of
     the options, each argument quoted for a POSIX shell (``shlex.join``), so it can be pasted as it is."""
     args = ["attnsift", "bench", "quality", "--dataset", ",".join(datasets), "--systems", systems, "--out", str(out)]
@@ -364,7 +390,7 @@ def bench_command(datasets: list[str], systems: str, out: Path, max_queries: Opt
         args += ["--split", split]
     if not plots:
         args.append("--no-plots")
-    return shlex.join(args)
+    return shlex.join(args + list(engine or []))
 
 
 @bench_app.command("quality")
@@ -380,6 +406,9 @@ def bench_quality(
     metrics: str = typer.Option("nDCG@10,MRR@10,R@100", "--metrics", help="Comma-separated metric names."),
     split: str = typer.Option("test", "--split", help="Qrels split of every data set."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw quality-vs-cost and per-query-difference PNGs."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help=RAY_ADDRESS_HELP),
+    engine_option: Optional[List[str]] = typer.Option(None, "--engine-option", metavar="KEY=VALUE", help=ENGINE_OPTION_HELP),
 ) -> None:
     """Run every system on every data set; a rerun skips what is complete and resumes what is partial."""
     from attnsift.bench.quality import run_quality_bench, write_reports
@@ -401,11 +430,19 @@ def bench_quality(
         check_spec_options(spec)
     if not specs:
         raise ValueError("--systems is empty; give a comma-separated list such as bm25,bm25+icr:smollm2-135m")
-    device = check_device(device)
+    runner = make_engine(engine, ray_address, engine_option)
+    device = check_device(device, local=runner is None)
     check_output(out, "--out", folder=True)
-    cmd = bench_command(names, systems, out, max_queries, metrics, plots, list(index or []), device, split)
-    result = run_quality_bench(names, specs, out, max_queries=max_queries, metrics=metric_names, plots=plots,
-                               indexes=list(index or []), device=device, split=split)
+    # The command recorded in results.md names the engine (the results are the same on either).
+    on = [] if runner is None else ["--engine", "ray", *(["--ray-address", ray_address] if ray_address else []),
+                                    *[a for o in engine_option or [] for a in ("--engine-option", o)]]
+    cmd = bench_command(names, systems, out, max_queries, metrics, plots, list(index or []), device, split, on)
+    try:
+        result = run_quality_bench(names, specs, out, max_queries=max_queries, metrics=metric_names, plots=plots,
+                                   indexes=list(index or []), device=device, split=split, engine=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     write_reports(result, metric_names, plots=plots, command=cmd)
     typer.echo((out / "results.md").read_text())
 

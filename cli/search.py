@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from attnsift.cli.app import _print_json, app
-from attnsift.cli.common import (check_device, check_output, guard, nonempty_corpus, nonempty_queries,
-                                 run_file_bytes)
+from attnsift.cli.common import (ENGINE_OPTION_HELP, RAY_ADDRESS_HELP, check_device, check_output, guard, make_engine,
+                                 nonempty_corpus, nonempty_queries, run_file_bytes)
 from attnsift.types import Run
 
 _guard = guard
@@ -128,6 +128,9 @@ def index(
                                                          help="First-stage option (repeatable), e.g. k1=0.9."),
     option: Optional[List[str]] = typer.Option(None, "--option", hidden=True, help="Deprecated: --retriever-option."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+    engine: str = typer.Option("local", "--engine", help="Where a dense index's documents are encoded: local or ray (Ray workers, one encoder each)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="HOST:PORT", help=RAY_ADDRESS_HELP),
+    engine_option: Optional[List[str]] = typer.Option(None, "--engine-option", metavar="KEY=VALUE", help=ENGINE_OPTION_HELP),
 ) -> None:
     """Build a first-stage index over your documents (--input) or a data set's corpus and save it."""
     from attnsift import progress
@@ -138,6 +141,10 @@ def index(
     options = parse_option_strings(_retriever_options(retriever_option, option))
     check_options("retriever", retriever, options)
     check_model("retriever", retriever, encoder or options.get("encoder"))
+    runner = make_engine(engine, ray_address, engine_option)
+    if runner is not None and retriever != "dense":
+        raise ValueError(f"--engine ray encodes the documents of a dense index; a {retriever} index is built here: "
+                         "drop --engine or give --retriever dense")
     device = check_device(device)
     if out.exists() and not overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
@@ -149,7 +156,14 @@ def index(
         check_output(out, "--out", folder=True, min_free_bytes=Path(src_file).stat().st_size)
     progress.quiet_third_party()
     t0 = time.perf_counter()
-    r = build_index(ds if ds is not None else source, retriever, encoder=encoder, options=options, device=device)
+    if runner is not None:
+        encoder, options = _engine_encoder(runner, ds if ds is not None else source, encoder, options, device)
+        device = None  # the encoder is built: it keeps its device
+    try:
+        r = build_index(ds if ds is not None else source, retriever, encoder=encoder, options=options, device=device)
+    finally:
+        if runner is not None:
+            runner.close()
     built = time.perf_counter() - t0
     # The index records its corpus, so searching it for another data set is caught (retrieve --index).
     path = r.save(out, overwrite=overwrite, corpus_fingerprint=r.corpus_fingerprint, dataset=r.dataset)
@@ -157,6 +171,27 @@ def index(
     typer.echo(json.dumps({"index": str(path), "retriever": retriever, "dataset": r.dataset,
                            "input": str(source) if source is not None else None, "docs": r.num_docs,
                            "seconds": round(built, 3), "encoder": enc}, allow_nan=False))
+
+
+def _engine_encoder(runner, documents, encoder: Optional[str], options: dict, device: Optional[str]):
+    """``(encoder, options)`` for ``build_index`` when a dense index is encoded on ``runner``: the encoder
+    built here with the encoder options (it encodes the queries and the probe), its document chunks
+    planned on the engine (:func:`attnsift.engines.encoding.engine_encoder`)."""
+    from attnsift.documents import corpus_record
+    from attnsift.engines.encoding import engine_encoder
+    from attnsift.config import config_from_options
+    from attnsift.retrieval.config import DenseConfig
+    from attnsift.retrieval.encoders import Encoder
+
+    options = dict(options)
+    given = options.pop("encoder", None) or options.pop("model", None)
+    encoder = encoder or given or "minilm"
+    enc_opts = config_from_options(DenseConfig, options).encoder_options() if options else {}
+    rest = {k: v for k, v in options.items() if k not in enc_opts}
+    runner.start()
+    local = Encoder(encoder, device=device, **enc_opts)
+    texts = [d.contents for d in corpus_record(documents)[0]]
+    return engine_encoder(local, runner, texts, device=device), rest
 
 
 # --------------------------------------------------------------------------------------------- search
