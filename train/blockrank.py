@@ -274,6 +274,29 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 
+def check_scoring_window(text_config: Any, layer: int, examples: Sequence[TrainExample], tokenizer: Any,
+                         enc_kw: dict[str, Any]) -> None:
+    """Refuse, before training, a sliding-window scoring ``layer`` whose window does not reach from the first
+    scoring row back to the first document of some prompt: the loss would train scores the layer cannot see
+    (the reranker refuses such prompts at inference too)."""
+    from attnsift.rerank.blockrank import layer_window
+
+    window = layer_window(text_config, layer)
+    if window is None:
+        return
+    blind, longest = 0, 0
+    for ex in examples:
+        enc = encode_example(ex, tokenizer, **enc_kw)
+        longest = max(longest, enc.prompt_tokens)
+        blind += int(enc.query_rows[0]) - window + 1 > int(enc.block_offsets[1])
+    if blind:
+        raise ValueError(
+            f"scoring layer {layer} is a sliding-window layer (window {window}) that does not reach back to the first "
+            f"document in {blind} of {len(examples)} training prompts (longest {longest} tokens); train a "
+            "full-attention layer (--option scoring_layer=) or shorten the prompts (fewer --candidates, a smaller "
+            "block_tokens)")
+
+
 def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
                     dataset: "Dataset | None" = None, examples: Sequence[TrainExample] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` for BlockRank; write checkpoints, the loss log and ``out/model``.
@@ -349,10 +372,16 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
 
     tcfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     num_layers = int(tcfg.num_hidden_layers)
-    layer = num_layers // 2 if config.scoring_layer is None else config.scoring_layer
+    from attnsift.rerank.blockrank import default_scoring_layer
+
+    # The reranker's default (the middle layer, or the full-attention layer nearest it): train what it reads.
+    layer = default_scoring_layer(tcfg, num_layers) if config.scoring_layer is None else config.scoring_layer
     if not 0 <= layer < num_layers:
         raise ValueError(f"scoring_layer={layer} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
     max_positions = getattr(tcfg, "max_position_embeddings", None)
+    enc_kw = dict(block_tokens=config.block_tokens, max_words=config.max_words, final_offset=config.final_offset,
+                  max_positions=max_positions, query_positions=config.query_positions)
+    check_scoring_window(tcfg, layer, examples, tokenizer, enc_kw)
 
     per_step = config.batch_size * config.grad_accum
     total_steps = config.steps if config.steps is not None else math.ceil(len(examples) / per_step)
@@ -379,8 +408,6 @@ def train_blockrank(config: TrainConfig, out: str | Path, *, resume: bool = Fals
     attn_impl = resolve_attn_impl(config.attn_impl, device)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     plan = _plan(len(examples), total_steps * per_step, config.seed)
-    enc_kw = dict(block_tokens=config.block_tokens, max_words=config.max_words, final_offset=config.final_offset,
-                  max_positions=max_positions, query_positions=config.query_positions)
 
     history: list[dict] = []
     from attnsift.progress import Estimator, bar as progress_bar
