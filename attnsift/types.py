@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 
 def _check_id(value: Any, what: str) -> str:
@@ -140,10 +140,18 @@ class Ranking:
 
     Sorting happens at construction, so a Ranking is always well-formed; duplicate doc ids are an
     error.
+
+    A first stage that already holds its results as arrays builds the Ranking with
+    :meth:`presorted`: the :class:`Candidate` objects are then made the first time ``candidates`` (or
+    iteration, indexing, equality, repr) needs them, while ``len``, ``doc_ids``, ``scores()`` and
+    ``top(k)`` read the arrays. Either way the Ranking is the same value (equal, same hash, same
+    candidates, picklable).
     """
 
     query: Query
-    candidates: tuple[Candidate, ...] = ()
+    # default_factory (not a class-level default) so that a lazy Ranking's missing ``candidates``
+    # reaches __getattr__ instead of a class attribute
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if not isinstance(self.query, Query):
@@ -162,8 +170,77 @@ class Ranking:
             seen.add(c.doc_id)
         object.__setattr__(self, "candidates", tuple(sorted(cands, key=_sort_key)))
 
+    # ------------------------------------------------------------------ lazy (columnar) rankings
+    @classmethod
+    def presorted(cls, query: Query, doc_ids: Sequence[str], scores: Any,
+                  documents: Sequence[Document | None] | Callable[[Sequence[str]], Sequence[Document | None]] | None = None,
+                  *, check: bool = True) -> "Ranking":
+        """A Ranking over results a first stage already holds sorted, as arrays (no Candidate made yet).
+
+        Parameters
+        ----------
+        query : Query
+        doc_ids : sequence of str
+            ``[n]`` document ids, best first, unique, ties (equal scores) in ascending id order.
+        scores : array-like of float
+            ``[n]`` scores, non-increasing (a numpy array stays one until candidates are needed).
+        documents : sequence, callable or None
+            ``[n]`` Documents (or None) aligned with ``doc_ids``, or a function ``doc_ids -> that``
+            called when the candidates are first made; None: candidates carry no document.
+        check : bool
+            Check the order, uniqueness, ids and scores (linear; a first stage whose index
+            guarantees them passes False).
+
+        Raises
+        ------
+        ValueError / TypeError
+            With ``check``: lengths that differ, a NaN, an order that is not score-descending with
+            ties by id, a duplicate or malformed id.
+        """
+        if not isinstance(query, Query):
+            raise TypeError(f"Ranking.query must be a Query, got {type(query).__name__}")
+        if check:
+            _check_presorted(query, doc_ids, scores, documents)
+        self = object.__new__(cls)
+        self.__dict__["query"] = query
+        self.__dict__["_columns"] = (doc_ids, scores, documents)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: a lazy Ranking's candidates not made yet
+        if name == "candidates":
+            columns = self.__dict__.get("_columns")
+            if columns is not None:
+                return self._materialise(columns)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _materialise(self, columns: tuple) -> tuple[Candidate, ...]:
+        ids, scores, documents = columns
+        if callable(documents):
+            documents = documents(ids)
+        values = scores.tolist() if hasattr(scores, "tolist") else [float(s) for s in scores]
+        new = object.__new__
+        out = []
+        # the producer guarantees valid ids and finite float scores in order: skip re-validation
+        for i, (did, s) in enumerate(zip(ids, values)):
+            c = new(Candidate)
+            c.__dict__.update(doc_id=did, score=s, document=None if documents is None else documents[i])
+            out.append(c)
+        cands = tuple(out)
+        self.__dict__["candidates"] = cands  # concurrent callers make equal tuples; either may win
+        return cands
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"query": self.query, "candidates": self.candidates}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
-        return len(self.candidates)
+        d = self.__dict__
+        if "candidates" in d:
+            return len(d["candidates"])
+        return len(d["_columns"][0])
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.candidates)
@@ -173,16 +250,30 @@ class Ranking:
 
     @property
     def doc_ids(self) -> list[str]:
-        return [c.doc_id for c in self.candidates]
+        d = self.__dict__
+        if "candidates" not in d:
+            return list(d["_columns"][0])
+        return [c.doc_id for c in d["candidates"]]
 
     def top(self, k: int | None) -> "Ranking":
         """The best ``k`` candidates (all when ``k`` is None)."""
         if k is None:
             return self
         k = check_k(k)
+        d = self.__dict__
+        if "candidates" not in d:
+            ids, scores, documents = d["_columns"]
+            if k >= len(ids):
+                return self
+            docs = documents if documents is None or callable(documents) else documents[:k]
+            return Ranking.presorted(self.query, ids[:k], scores[:k], docs, check=False)
         return Ranking(self.query, self.candidates[:k])
 
     def scores(self) -> dict[str, float]:
+        d = self.__dict__
+        if "candidates" not in d:
+            ids, scores, _ = d["_columns"]
+            return dict(zip(ids, scores.tolist() if hasattr(scores, "tolist") else map(float, scores)))
         return {c.doc_id: c.score for c in self.candidates}
 
     def with_documents(self, lookup: Mapping[str, Document] | Any) -> "Ranking":
@@ -199,6 +290,34 @@ class Ranking:
                 c = Candidate(c.doc_id, c.score, doc)
             out.append(c)
         return Ranking(self.query, tuple(out))
+
+
+def _check_presorted(query: Query, doc_ids: Sequence[str], scores: Any, documents: Any) -> None:
+    import numpy as np
+
+    n = len(doc_ids)
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (n,):
+        raise ValueError(f"Ranking.presorted: {n} doc ids but scores of shape {values.shape} (query {query.id!r})")
+    if documents is not None and not callable(documents) and len(documents) != n:
+        raise ValueError(f"Ranking.presorted: {n} doc ids but {len(documents)} documents (query {query.id!r})")
+    if np.isnan(values).any():
+        raise ValueError(f"Ranking.presorted: a NaN score for query {query.id!r}; a scorer produced an invalid value.")
+    for did in doc_ids:
+        if type(did) is not str:  # exactly str: numpy's str_ would leak into Candidate.doc_id
+            raise TypeError(f"Ranking.presorted takes str doc ids, got {type(did).__name__}: {did!r}")
+    if len(set(doc_ids)) != n:
+        raise ValueError(f"Ranking for query {query.id!r} lists a document twice; deduplicate the candidates first")
+    step = np.diff(values)
+    if (step > 0).any():
+        raise ValueError(f"Ranking.presorted: scores for query {query.id!r} are not in descending order")
+    for j in np.flatnonzero(step == 0).tolist():
+        if not doc_ids[j] < doc_ids[j + 1]:
+            raise ValueError(f"Ranking.presorted: tied scores for query {query.id!r} are not in ascending doc-id order "
+                             f"({doc_ids[j]!r} before {doc_ids[j + 1]!r})")
+    for did in doc_ids:
+        if not did or any(c.isspace() for c in did):
+            _check_id(did, "Candidate.doc_id")
 
 
 def check_k(k: Any, name: str = "k") -> int:

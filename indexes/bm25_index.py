@@ -1,25 +1,34 @@
 """On-disk BM25 index: the bm25s score matrix, the vocabulary, document ids and (optionally) texts.
 
-Layout of an index folder (written atomically through :func:`attnsift.io.atomic_dir`)::
+Layout of an index folder (format 2, written atomically through :func:`attnsift.io.atomic_dir`)::
 
-    manifest.json        kind "bm25", engine, parameters, counts, sha256 of every other file
-    data.npy             float32 [nnz]        precomputed BM25 term scores (bm25s CSC layout)
-    indices.npy          int32   [nnz]        document index of each score
-    indptr.npy           int64   [V + 1]      start of each term's postings in data/indices
-    nonoccurrence.npy    float32 [V]          only for methods "bm25l" / "bm25+"
-    vocab.json           [V] terms, in term-id order
-    doc_ids.json         [N] document ids, in document-index order
-    documents.jsonl      one {"id", "title", "text", "metadata"} per line (when texts are stored)
+    manifest.json          kind "bm25", engine, parameters, counts, sha256 of every other file
+    data.npy               float32 [nnz]        precomputed BM25 term scores (bm25s CSC layout)
+    indices.npy            int32   [nnz]        document index of each score
+    indptr.npy             int64   [V + 1]      start of each term's postings in data/indices
+    nonoccurrence.npy      float32 [V]          only for methods "bm25l" / "bm25+"
+    vocab.json             [V] terms, in term-id order
+    doc_ids.txt            [N] document ids, one per line, in document-index order
+    doc_ids.offsets.npy    int64   [N + 1]      byte offset of each id's line in doc_ids.txt
+    id_rank.npy            int32   [N]          each document's position in doc-id order (tie-breaking)
+    documents.jsonl        one {"id", "title", "text", "metadata"} per line (when texts are stored)
+    documents.offsets.npy  int64   [N + 1]      byte offset of each document's line
 
 The matrix is bm25s's: a (num_docs x V) CSC matrix, which read the other way round is a
 (V x num_docs) CSR matrix of term postings, so a query's scores are one sparse product.
+
+Loaded with ``mmap=True`` the arrays are memory-mapped (numpy ``mmap_mode="r"``), document ids and
+texts are read from their files when a result needs them (:class:`PackedIds`,
+:class:`StoredDocuments`): an index over millions of passages costs little resident memory. Format 1
+folders (``doc_ids.json``, no offsets or ranks) are still read.
 """
 from __future__ import annotations
 
 import json
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +38,85 @@ from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.types import Document
 
 KIND = "bm25"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+
+
+class PackedIds(Sequence[str]):
+    """Document ids read from a ``"\\n"``-separated UTF-8 file (memory-mapped) by position."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
+        self._blob, self._offsets = blob, offsets
+        self._positions: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._blob[self._offsets[i] : self._offsets[i + 1] - 1].tobytes().decode("utf-8")
+
+    def take(self, positions: np.ndarray) -> list[str]:
+        """The ids at ``positions`` (``[k]`` ints), as a list of str."""
+        blob, off = self._blob, self._offsets
+        lo, hi = off[positions].tolist(), off[positions + 1].tolist()
+        return [blob[a : b - 1].tobytes().decode("utf-8") for a, b in zip(lo, hi)]
+
+    def __iter__(self) -> Iterator[str]:
+        step = 1 << 16
+        for start in range(0, len(self), step):
+            stop = min(start + step, len(self))
+            chunk = self._blob[self._offsets[start] : self._offsets[stop]].tobytes().decode("utf-8")
+            yield from chunk.split("\n")[:-1]
+
+    def position(self, doc_id: str) -> int | None:
+        """Index of ``doc_id`` (a ``dict`` over all ids is built on first use)."""
+        if self._positions is None:
+            self._positions = {d: i for i, d in enumerate(self)}
+        return self._positions.get(doc_id)
+
+
+class StoredDocuments(Mapping[str, Document]):
+    """``doc_id -> Document`` read on demand from ``documents.jsonl`` (memory-mapped) and its offsets."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, doc_ids: Sequence[str]) -> None:
+        self._path, self._offsets, self._ids = path, offsets, doc_ids
+        self._blob = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def at(self, positions: Iterable[int]) -> list[Document]:
+        """The documents at index positions ``positions``."""
+        out = []
+        for i in positions:
+            raw = self._blob[self._offsets[i] : self._offsets[i + 1]].tobytes()
+            try:
+                out.append(document_from_json(json.loads(raw)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise IndexCorruptedError(f"{self._path} line {i + 1} is unreadable ({exc}); rebuild the index") from exc
+        return out
+
+    def __getitem__(self, doc_id: str) -> Document:
+        pos = self._ids.position(doc_id) if isinstance(self._ids, PackedIds) else _list_position(self, doc_id)
+        if pos is None:
+            raise KeyError(doc_id)
+        return self.at([pos])[0]
+
+
+def _list_position(docs: StoredDocuments, doc_id: str) -> int | None:
+    pos = docs.__dict__.get("_pos")
+    if pos is None:
+        pos = docs.__dict__["_pos"] = {d: i for i, d in enumerate(docs._ids)}
+    return pos.get(doc_id)
 
 
 @dataclass
@@ -42,28 +129,32 @@ class BM25IndexData:
         Scoring and analysis parameters (k1, b, delta, method, stemmer, stopwords, analyzer_version).
     vocab : list of str
         ``[V]`` index terms; a term's position is its id.
-    doc_ids : list of str
-        ``[N]`` document ids; a document's position is its index.
+    doc_ids : sequence of str
+        ``[N]`` document ids (a list, or :class:`PackedIds` when memory-mapped); position = index.
     data, indices, indptr : np.ndarray
         The score matrix in CSC layout: ``data[indptr[t]:indptr[t+1]]`` are term ``t``'s scores in
         the documents ``indices[indptr[t]:indptr[t+1]]``.
     nonoccurrence : np.ndarray or None
         ``[V]`` score of a term in a document that lacks it (BM25L / BM25+ only).
-    documents : dict or None
-        ``doc_id -> Document`` when texts are stored.
+    documents : mapping or None
+        ``doc_id -> Document`` when texts are stored (a dict, or :class:`StoredDocuments`).
+    id_rank : np.ndarray or None
+        ``[N]`` position of each document's id in sorted order (None: computed from ``doc_ids``).
     """
 
     params: dict[str, Any]
     vocab: list[str]
-    doc_ids: list[str]
+    doc_ids: Sequence[str]
     data: np.ndarray
     indices: np.ndarray
     indptr: np.ndarray
     nonoccurrence: np.ndarray | None = None
-    documents: dict[str, Document] | None = field(default=None, repr=False)
+    documents: Mapping[str, Document] | None = field(default=None, repr=False)
+    id_rank: np.ndarray | None = field(default=None, repr=False)
 
-    def check(self, where: str = "index") -> None:
-        """Raise :class:`IndexCorruptedError` if the arrays do not fit together."""
+    def check(self, where: str = "index", deep: bool = True) -> None:
+        """Raise :class:`IndexCorruptedError` if the arrays do not fit together (``deep``: also scan
+        the document indices, which reads every posting)."""
         n, v = len(self.doc_ids), len(self.vocab)
         problems = []
         if self.indptr.shape != (v + 1,):
@@ -72,18 +163,89 @@ class BM25IndexData:
             problems.append("indptr is not a non-decreasing offset array ending at len(data)")
         if self.data.shape != self.indices.shape:
             problems.append(f"data {self.data.shape} and indices {self.indices.shape} differ in length")
-        elif len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+        elif deep and len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
             problems.append(f"document indices fall outside [0, {n})")
         if self.nonoccurrence is not None and self.nonoccurrence.shape != (v,):
             problems.append(f"nonoccurrence has shape {self.nonoccurrence.shape}, expected ({v},)")
         if self.documents is not None and len(self.documents) != n:
             problems.append(f"{len(self.documents)} stored documents for {n} document ids")
+        if self.id_rank is not None and self.id_rank.shape != (n,):
+            problems.append(f"id_rank has shape {self.id_rank.shape}, expected ({n},)")
         if problems:
             raise IndexCorruptedError(f"{where} is inconsistent ({'; '.join(problems)}); rebuild the index")
 
 
-def _document_to_json(doc: Document) -> dict[str, Any]:
+def document_to_json(doc: Document) -> dict[str, Any]:
     return {"id": doc.id, "title": doc.title, "text": doc.text, "metadata": dict(doc.metadata)}
+
+
+def document_from_json(d: Mapping[str, Any]) -> Document:
+    return Document(d["id"], d["text"], d.get("title"), d.get("metadata") or {})
+
+
+class LineWriter:
+    """Write lines to a file and record the byte offset of each (``[n + 1]`` int64 when done)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "wb")
+        self._offsets = array("q", [0])
+        self._pos = 0
+
+    def write(self, line: str) -> None:
+        raw = line.encode("utf-8") + b"\n"
+        self._fh.write(raw)
+        self._pos += len(raw)
+        self._offsets.append(self._pos)
+
+    def close(self, offsets_path: Path) -> np.ndarray:
+        self._fh.close()
+        offsets = np.frombuffer(self._offsets, dtype=np.int64)
+        np.save(offsets_path, offsets, allow_pickle=False)
+        return offsets
+
+
+def id_ranks(ids_file: Path, n: int) -> np.ndarray:
+    """``[n]`` each id's position in sorted (code point) order; raises ValueError on a duplicate id."""
+    blob = ids_file.read_bytes()
+    parts = blob.split(b"\n")[:-1]
+    longest = max((len(p) for p in parts), default=0)
+    if longest <= 64 and b"\x00" not in blob:
+        keys = np.array(parts, dtype=f"S{max(longest, 1)}")  # UTF-8 byte order = code point order
+        del parts
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        dup = np.flatnonzero(sk[1:] == sk[:-1])
+        first_dup = sk[dup[0]].decode("utf-8") if dup.size else None
+    else:
+        strs = [p.decode("utf-8") for p in parts]
+        order = np.asarray(sorted(range(len(strs)), key=strs.__getitem__), dtype=np.int64)
+        first_dup = next((strs[order[j]] for j in range(len(order) - 1) if strs[order[j]] == strs[order[j + 1]]), None)
+    if first_dup is not None:
+        raise ValueError(f"duplicate document id {first_dup!r}: every document id in the corpus must be unique")
+    rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rank[order] = np.arange(n, dtype=rank.dtype)
+    return rank
+
+
+def write_doc_ids(doc_ids: Iterable[str], folder: Path) -> int:
+    """Write ``doc_ids.txt``, its offsets and ``id_rank.npy`` into ``folder``; returns the count."""
+    w = LineWriter(folder / "doc_ids.txt")
+    for d in doc_ids:
+        w.write(d)
+    n = len(w.close(folder / "doc_ids.offsets.npy")) - 1
+    np.save(folder / "id_rank.npy", id_ranks(folder / "doc_ids.txt", n), allow_pickle=False)
+    return n
+
+
+def write_index_manifest(folder: Path, params: Mapping[str, Any], num_docs: int, vocab_size: int,
+                         store_text: bool, engine: str = "bm25s", corpus: Mapping[str, Any] | None = None) -> None:
+    """The manifest of a format-2 index folder (checksums of every file already in ``folder``)."""
+    import bm25s
+
+    write_manifest(folder, KIND, format_version=FORMAT_VERSION, engine=engine,
+                   engine_version=getattr(bm25s, "__version__", "unknown"), **params, num_docs=num_docs,
+                   vocab_size=vocab_size, store_text=store_text, **dict(corpus or corpus_fields()))
 
 
 def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = True, engine: str = "bm25s",
@@ -108,9 +270,7 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
     Path
         ``path``.
     """
-    import bm25s
-
-    index.check("the index to save")
+    index.check("the index to save", deep=not isinstance(index.data, np.memmap))
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         np.save(tmp / "data.npy", np.ascontiguousarray(index.data), allow_pickle=False)
@@ -119,29 +279,22 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
         if index.nonoccurrence is not None:
             np.save(tmp / "nonoccurrence.npy", np.ascontiguousarray(index.nonoccurrence), allow_pickle=False)
         (tmp / "vocab.json").write_text(json.dumps(index.vocab, ensure_ascii=False), encoding="utf-8")
-        (tmp / "doc_ids.json").write_text(json.dumps(index.doc_ids, ensure_ascii=False), encoding="utf-8")
+        write_doc_ids(index.doc_ids, tmp)
         if index.documents is not None:
-            with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
-                for did in index.doc_ids:
-                    fh.write(json.dumps(_document_to_json(index.documents[did]), ensure_ascii=False) + "\n")
-        write_manifest(
-            tmp,
-            KIND,
-            format_version=FORMAT_VERSION,
-            engine=engine,
-            engine_version=getattr(bm25s, "__version__", "unknown"),
-            **index.params,
-            num_docs=len(index.doc_ids),
-            vocab_size=len(index.vocab),
-            store_text=index.documents is not None,
-            **dict(corpus or corpus_fields()),
-        )
+            w = LineWriter(tmp / "documents.jsonl")
+            docs = index.documents
+            for i, did in enumerate(index.doc_ids):
+                doc = docs.at([i])[0] if isinstance(docs, StoredDocuments) else docs[did]
+                w.write(json.dumps(document_to_json(doc), ensure_ascii=False))
+            w.close(tmp / "documents.offsets.npy")
+        write_index_manifest(tmp, index.params, len(index.doc_ids), len(index.vocab), index.documents is not None,
+                             engine=engine, corpus=corpus)
     return path
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except FileNotFoundError:
         raise IndexCorruptedError(f"index file {path} is missing; the index is incomplete, rebuild it") from None
     except (ValueError, OSError, EOFError) as exc:
@@ -157,11 +310,42 @@ def _load_json(path: Path) -> Any:
         raise IndexCorruptedError(f"index file {path} is not valid JSON ({exc}); rebuild the index") from exc
 
 
+def _read_documents(path: Path) -> dict[str, Document]:
+    documents = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                d = json.loads(line)
+                documents[d["id"]] = document_from_json(d)
+    except FileNotFoundError:
+        raise IndexCorruptedError(f"{path} is missing; rebuild the index") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptedError(f"{path} is unreadable ({exc}); rebuild the index") from exc
+    return documents
+
+
+def _doc_ids_v2(path: Path, mmap: bool) -> tuple[Sequence[str], np.ndarray]:
+    offsets = _load_array(path / "doc_ids.offsets.npy", mmap)
+    ids_path = path / "doc_ids.txt"
+    if not ids_path.is_file():
+        raise IndexCorruptedError(f"index file {ids_path} is missing; the index is incomplete, rebuild it")
+    if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[-1]) != ids_path.stat().st_size:
+        raise IndexCorruptedError(f"{path}/doc_ids.offsets.npy does not fit doc_ids.txt; rebuild the index")
+    if mmap:
+        blob = np.memmap(ids_path, dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
+        return PackedIds(blob, offsets), offsets
+    try:
+        ids = ids_path.read_bytes().decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError as exc:
+        raise IndexCorruptedError(f"{ids_path} is not UTF-8 ({exc}); rebuild the index") from exc
+    return ids, offsets
+
+
 PARAM_KEYS = ("k1", "b", "delta", "method", "stemmer", "stopwords", "analyzer_version")
 
 
-def load_bm25_index(path: str | Path, verify: bool = True) -> tuple[BM25IndexData, Mapping[str, Any]]:
-    """Read an index written by :func:`save_bm25_index`.
+def load_bm25_index(path: str | Path, verify: bool = True, mmap: bool = False) -> tuple[BM25IndexData, Mapping[str, Any]]:
+    """Read an index written by :func:`save_bm25_index` (or the streaming build).
 
     Parameters
     ----------
@@ -169,6 +353,9 @@ def load_bm25_index(path: str | Path, verify: bool = True) -> tuple[BM25IndexDat
         The index folder.
     verify : bool
         Check every file's size and sha256 against the manifest (reads every byte once).
+    mmap : bool
+        Memory-map the arrays and read document ids and texts from their files on demand (format 2;
+        a format-1 folder maps its arrays only).
 
     Returns
     -------
@@ -181,10 +368,10 @@ def load_bm25_index(path: str | Path, verify: bool = True) -> tuple[BM25IndexDat
     """
     path = Path(path)
     manifest = read_manifest(path, KIND, verify=verify)
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if version not in READABLE_FORMATS:
         raise IndexCorruptedError(
-            f"{path} has BM25 index format {manifest.get('format_version')!r}, this attnsift reads "
-            f"{FORMAT_VERSION}; rebuild the index"
+            f"{path} has BM25 index format {version!r}, this attnsift reads {list(READABLE_FORMATS)}; rebuild the index"
         )
     missing = [k for k in PARAM_KEYS if k not in manifest]
     if missing:
@@ -193,33 +380,40 @@ def load_bm25_index(path: str | Path, verify: bool = True) -> tuple[BM25IndexDat
     nonocc = None
     if params["method"] in ("bm25l", "bm25+"):
         nonocc = _load_array(path / "nonoccurrence.npy")
-    documents = None
-    doc_ids = _load_json(path / "doc_ids.json")
-    if manifest.get("store_text"):
-        documents = {}
-        try:
-            with open(path / "documents.jsonl", encoding="utf-8") as fh:
-                for line in fh:
-                    d = json.loads(line)
-                    documents[d["id"]] = Document(d["id"], d["text"], d.get("title"), d.get("metadata") or {})
-        except FileNotFoundError:
-            raise IndexCorruptedError(f"{path / 'documents.jsonl'} is missing; rebuild the index") from None
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise IndexCorruptedError(f"{path / 'documents.jsonl'} is unreadable ({exc}); rebuild the index") from exc
+    id_rank = None
+    documents: Mapping[str, Document] | None = None
+    if version == 1:
+        doc_ids: Sequence[str] = _load_json(path / "doc_ids.json")
+        if manifest.get("store_text"):
+            documents = _read_documents(path / "documents.jsonl")
+    else:
+        doc_ids, _ = _doc_ids_v2(path, mmap)
+        id_rank = _load_array(path / "id_rank.npy", mmap)
+        if manifest.get("store_text"):
+            if mmap:
+                doc_off = _load_array(path / "documents.offsets.npy", mmap)
+                docs_path = path / "documents.jsonl"
+                if not docs_path.is_file() or int(doc_off[-1]) != docs_path.stat().st_size:
+                    raise IndexCorruptedError(f"{docs_path} is missing or does not fit its offsets; rebuild the index")
+                documents = StoredDocuments(docs_path, doc_off, doc_ids)
+            else:
+                documents = _read_documents(path / "documents.jsonl")
     index = BM25IndexData(
         params=params,
         vocab=_load_json(path / "vocab.json"),
         doc_ids=doc_ids,
-        data=_load_array(path / "data.npy"),
-        indices=_load_array(path / "indices.npy"),
+        data=_load_array(path / "data.npy", mmap),
+        indices=_load_array(path / "indices.npy", mmap),
         indptr=_load_array(path / "indptr.npy"),
         nonoccurrence=nonocc,
         documents=documents,
+        id_rank=id_rank,
     )
     if manifest.get("num_docs") != len(index.doc_ids) or manifest.get("vocab_size") != len(index.vocab):
         raise IndexCorruptedError(
             f"{path}: manifest counts (num_docs={manifest.get('num_docs')}, vocab_size={manifest.get('vocab_size')}) "
             f"do not match the files ({len(index.doc_ids)} docs, {len(index.vocab)} terms); rebuild the index"
         )
-    index.check(str(path))
+    # a memory-mapped index is not scanned (that would read every posting); its checksums vouch for it
+    index.check(str(path), deep=not mmap)
     return index, manifest

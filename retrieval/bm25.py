@@ -34,46 +34,22 @@ import numpy as np
 
 from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
-from attnsift.indexes.bm25_index import BM25IndexData, load_bm25_index, save_bm25_index
+from attnsift.indexes.bm25_index import BM25IndexData, PackedIds, load_bm25_index, save_bm25_index
 from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.analysis import ANALYZER_VERSION, Analyzer
+from attnsift.retrieval.bm25_search import query_chunks, score_chunk
 from attnsift.retrieval.config import BM25_METHODS, NONOCCURRENCE_METHODS, BM25Config, check_bm25_params
-from attnsift.types import Candidate, Document, Query, Ranking, Run, as_query, check_k
+from attnsift.types import Document, Query, Ranking, Run, as_query, check_k
 
 logger = logging.getLogger(__name__)
 
 METHODS = BM25_METHODS
 __all__ = ["BM25Config", "BM25Retriever", "METHODS", "check_bm25_params"]
 
-# Queries scored per sparse product: bounds the (chunk x num_docs) intermediate for large corpora.
-_QUERY_CHUNK = 256
-
-
-def _topk_indices(scores: np.ndarray, docs: np.ndarray, k: int, id_rank: np.ndarray) -> np.ndarray:
-    """Positions of the ``k`` best entries of ``scores``; ties at the cut broken by doc-id rank.
-
-    Parameters
-    ----------
-    scores : np.ndarray
-        ``[n]`` scores.
-    docs : np.ndarray
-        ``[n]`` document indices of those scores.
-    k : int
-        How many to keep.
-    id_rank : np.ndarray
-        ``[num_docs]`` position of each document's id in sorted order.
-    """
-    n = scores.shape[0]
-    if n <= k:
-        return np.arange(n)
-    part = np.argpartition(-scores, k - 1)[:k]
-    threshold = scores[part].min()
-    above = np.flatnonzero(scores > threshold)
-    tied = np.flatnonzero(scores == threshold)
-    need = k - above.shape[0]
-    if tied.shape[0] > need:
-        tied = tied[np.argsort(id_rank[docs[tied]], kind="stable")[:need]]
-    return np.concatenate([above, tied])
+#: Documents per part of a build (the build holds one part's postings at a time).
+DEFAULT_CHUNK_SIZE = 100_000
+#: Postings files larger than this are memory-mapped by load(mmap=None).
+MMAP_AUTO_BYTES = 512 << 20
 
 
 class BM25Retriever:
@@ -182,7 +158,8 @@ class BM25Retriever:
         a Corpus)."""
         return cls(config=config, **options).index(corpus, progress=progress)
 
-    def index(self, documents: Iterable[Document | str] | Any, progress: bool | None = None) -> "BM25Retriever":
+    def index(self, documents: Iterable[Document | str] | Any, progress: bool | None = None, *,
+              chunk_size: int = DEFAULT_CHUNK_SIZE) -> "BM25Retriever":
         """Index ``documents`` (their ``contents``: title + text), replacing any previous index.
 
         Parameters
@@ -193,6 +170,8 @@ class BM25Retriever:
         progress : bool, optional
             Progress on stderr (analysis, then index building); None: the process setting
             (:mod:`attnsift.progress`).
+        chunk_size : int
+            Documents analysed per part (in memory; :meth:`build` writes parts to disk).
 
         Returns
         -------
@@ -206,15 +185,13 @@ class BM25Retriever:
         TypeError
             An item that is not a Document, a string or a mapping.
         """
-        import bm25s
-
         from attnsift import progress as prog
         from attnsift.documents import stream_documents
+        from attnsift.indexes.bm25_build import PostingsBuilder
 
         doc_ids: list[str] = []
         stored: dict[str, Document] = {}
-        vocab: dict[str, int] = {}
-        corpus_ids: list[list[int]] = []
+        builder = PostingsBuilder(k1=self.k1, b=self.b, delta=self.delta, method=self.method, chunk_size=chunk_size)
         analyze = self.analyzer
         total = len(documents) if hasattr(documents, "__len__") and not isinstance(documents, (str, bytes)) else None
         for doc in prog.bar(stream_documents(documents), desc="BM25 analyze", total=total, unit="doc",
@@ -222,48 +199,125 @@ class BM25Retriever:
             doc_ids.append(doc.id)
             if self.store_text:
                 stored[doc.id] = doc
-            # setdefault assigns ids in first-seen order, so vocab ids are reproducible for a corpus order.
-            corpus_ids.append([vocab.setdefault(t, len(vocab)) for t in analyze(doc.contents)])
-        if not doc_ids:
+            builder.add(analyze(doc.contents))
+        self._check_built(len(doc_ids), builder)
+        with prog.step(f"BM25 index ({len(doc_ids)} documents)", progress=progress):
+            m = builder.finish()
+        index = BM25IndexData(params=self.params, vocab=m["vocab"], doc_ids=doc_ids, data=m["data"],
+                              indices=m["indices"], indptr=m["indptr"], nonoccurrence=m["nonoccurrence"],
+                              documents=stored if self.store_text else None)
+        self._set_index(index)
+        logger.info("indexed %d documents, %d terms, %d postings", len(doc_ids), len(index.vocab), len(index.data))
+        return self
+
+    def _check_built(self, n_docs: int, builder: Any) -> None:
+        if not n_docs:
             raise ValueError("cannot index an empty corpus: give at least one Document")
-        if not vocab:
+        if not builder.vocab:
             raise ValueError(
-                f"none of the {len(doc_ids)} documents has an index term after analysis "
+                f"none of the {n_docs} documents has an index term after analysis "
                 f"({self.analyzer!r}); check that the documents have text"
             )
 
-        engine = bm25s.BM25(k1=self.k1, b=self.b, delta=self.delta, method=self.method)
-        with prog.step(f"BM25 index ({len(doc_ids)} documents)", progress=progress):
-            # bm25s's own bars stay off: one line of ours instead
-            scores = engine.build_index_from_ids(
-                unique_token_ids=list(range(len(vocab))), corpus_token_ids=corpus_ids, show_progress=False
-            )
-        nonocc = getattr(engine, "nonoccurrence_array", None)
-        index = BM25IndexData(
-            params=self.params,
-            vocab=list(vocab),
-            doc_ids=doc_ids,
-            data=np.asarray(scores["data"], dtype=np.float32),
-            indices=np.asarray(scores["indices"], dtype=np.int32),
-            indptr=np.asarray(scores["indptr"], dtype=np.int64),
-            nonoccurrence=None if nonocc is None else np.asarray(nonocc, dtype=np.float32),
-            documents=stored if self.store_text else None,
-        )
-        self._set_index(index)
-        logger.info("indexed %d documents, %d terms, %d postings", len(doc_ids), len(vocab), len(index.data))
-        return self
+    @classmethod
+    def build(cls, documents: Iterable[Document | str] | Any, path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+              overwrite: bool = False, corpus_fingerprint: str | None = None, dataset: str | None = None,
+              progress: bool | None = None, config: BM25Config | None = None, **options: Any) -> "BM25Retriever":
+        """Index a corpus of any size straight to the folder ``path``, then load it memory-mapped.
+
+        The streaming build: documents are analysed ``chunk_size`` at a time, each chunk's postings
+        written as a checksummed part, and the parts merged into the index files on disk; texts (with
+        ``store_text``) go straight to ``documents.jsonl``. Memory stays one part plus the vocabulary
+        and one number per document, whatever the corpus size. The index equals what
+        ``from_corpus(documents).save(path)`` writes, file for file.
+
+        Parameters
+        ----------
+        documents : iterable of Document or str, mapping, or a Corpus (streamed from its store)
+        path : str or Path
+            The index folder (written atomically; parts live in it until the merge).
+        chunk_size : int
+            Documents per part.
+        overwrite : bool
+            Replace an existing folder.
+        corpus_fingerprint, dataset : str, optional
+            Recorded in the manifest (see :meth:`save`).
+        progress : bool, optional
+            Progress on stderr (None: the process setting).
+        config, **options
+            As for the class.
+
+        Returns
+        -------
+        BM25Retriever
+            The saved index, loaded with ``mmap=True``.
+
+        Raises
+        ------
+        ValueError
+            Empty corpus, a duplicate document id, a bad chunk size or option.
+        """
+        import json
+
+        from attnsift import progress as prog
+        from attnsift.documents import stream_documents
+        from attnsift.indexes.bm25_build import PostingsBuilder
+        from attnsift.indexes.bm25_index import LineWriter, document_to_json, id_ranks, write_index_manifest
+        from attnsift.io import atomic_dir
+
+        self = cls(config=config, **options)
+        corpus = corpus_fields(corpus_fingerprint, dataset)
+        PostingsBuilder(k1=self.k1, b=self.b, delta=self.delta, method=self.method, chunk_size=chunk_size)  # checks
+        path = Path(path)
+        total = len(documents) if hasattr(documents, "__len__") and not isinstance(documents, (str, bytes)) else None
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            builder = PostingsBuilder(k1=self.k1, b=self.b, delta=self.delta, method=self.method,
+                                      chunk_size=chunk_size, parts_dir=tmp / "parts")
+            ids = LineWriter(tmp / "doc_ids.txt")
+            texts = LineWriter(tmp / "documents.jsonl") if self.store_text else None
+            analyze = self.analyzer
+            for doc in prog.bar(stream_documents(documents), desc="BM25 analyze", total=total, unit="doc",
+                                progress=progress):
+                ids.write(doc.id)
+                if texts is not None:
+                    texts.write(json.dumps(document_to_json(doc), ensure_ascii=False))
+                builder.add(analyze(doc.contents))
+            n = len(ids.close(tmp / "doc_ids.offsets.npy")) - 1
+            if texts is not None:
+                texts.close(tmp / "documents.offsets.npy")
+            self._check_built(n, builder)
+            np.save(tmp / "id_rank.npy", id_ranks(tmp / "doc_ids.txt", n), allow_pickle=False)  # duplicates: ValueError
+            with prog.step(f"BM25 merge ({n} documents, {builder.parts_written + 1} parts)", progress=progress):
+                m = builder.finish(out_dir=tmp)
+            (tmp / "parts").rmdir()
+            np.save(tmp / "indptr.npy", m["indptr"], allow_pickle=False)
+            if m["nonoccurrence"] is not None:
+                np.save(tmp / "nonoccurrence.npy", m["nonoccurrence"], allow_pickle=False)
+            (tmp / "vocab.json").write_text(json.dumps(m["vocab"], ensure_ascii=False), encoding="utf-8")
+            del m
+            write_index_manifest(tmp, self.params, n, len(builder.vocab), self.store_text, corpus=corpus)
+        out = cls.load(path, verify=False, mmap=True)
+        out.corpus_fingerprint, out.dataset = corpus["corpus"]["fingerprint"], corpus["corpus"]["dataset"]
+        logger.info("built %s: %d documents in %d parts", path, n, builder.parts_written)
+        return out
 
     def _set_index(self, index: BM25IndexData) -> None:
         import scipy.sparse as sp
 
-        index.check()
+        index.check(deep=not isinstance(index.data, np.memmap))
         self._index = index
         self._vocab_ids = {t: i for i, t in enumerate(index.vocab)}
-        # bm25s's CSC (N x V) read as CSR (V x N): row t holds term t's postings.
-        self._matrix = sp.csr_matrix(
-            (index.data, index.indices, index.indptr), shape=(len(index.vocab), len(index.doc_ids))
-        )
-        self._id_rank = np.argsort(np.argsort(np.asarray(index.doc_ids, dtype=object), kind="stable"), kind="stable")
+        # bm25s's CSC (N x V) read as CSR (V x N): row t holds term t's postings. int32 offsets when
+        # they fit, so scipy keeps the (possibly memory-mapped) int32 indices instead of an int64 copy.
+        indptr = index.indptr.astype(np.int32) if len(index.data) < 2**31 - 1 else index.indptr
+        self._matrix = sp.csr_matrix((index.data, index.indices, indptr), shape=(len(index.vocab), len(index.doc_ids)),
+                                     copy=False)
+        if index.id_rank is not None:
+            self._id_rank = np.asarray(index.id_rank)
+        else:
+            ids = np.asarray(list(index.doc_ids), dtype=object)
+            self._id_rank = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        self._id_array = None if isinstance(index.doc_ids, PackedIds) else np.asarray(list(index.doc_ids), dtype=object)
 
     # ------------------------------------------------------------------ retrieval
     def query_terms(self, text: str) -> list[str]:
@@ -317,74 +371,16 @@ class BM25Retriever:
 
             n_threads = os.cpu_count() or 1
 
-        chunks = [queries[i : i + _QUERY_CHUNK] for i in range(0, len(queries), _QUERY_CHUNK)]
+        chunks = query_chunks(self, queries)
         if n_threads > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                parts = list(pool.map(lambda c: self._score_chunk(c, k, index), chunks))
+                parts = list(pool.map(lambda c: score_chunk(self, c, k, index), chunks))
         else:
             from attnsift import progress as prog
 
-            parts = [self._score_chunk(c, k, index)
+            parts = [score_chunk(self, c, k, index)
                      for c in prog.bar(chunks, desc="BM25 retrieve", unit="chunk", progress=progress)]
         return Run((r for part in parts for r in part), name=self.name)
-
-    def _score_chunk(self, queries: list[Query], k: int, index: BM25IndexData) -> list[Ranking]:
-        import scipy.sparse as sp
-
-        rows: list[int] = []
-        cols: list[int] = []
-        empty: set[int] = set()
-        for qi, q in enumerate(queries):
-            terms = self.analyzer(q.text)
-            if not terms:
-                logger.warning(
-                    "query %r has no index terms after analysis (%r); returning an empty ranking", q.id, q.text
-                )
-                empty.add(qi)
-                continue
-            for t in terms:
-                tid = self._vocab_ids.get(t)
-                if tid is not None:
-                    rows.append(qi)
-                    cols.append(tid)
-        n_docs = len(index.doc_ids)
-        qmat = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))),
-            shape=(len(queries), len(index.vocab)),
-        )  # [Q, V] query-term counts (duplicates summed)
-        qmat.sum_duplicates()
-        qmat.sort_indices()
-        scores = (qmat @ self._matrix).tocsr()  # [Q, N] sparse: only matching documents
-        scores.sort_indices()
-        out = []
-        for qi, q in enumerate(queries):
-            if qi in empty:
-                out.append(Ranking(q, ()))
-                continue
-            lo, hi = scores.indptr[qi], scores.indptr[qi + 1]
-            docs = scores.indices[lo:hi]
-            vals = scores.data[lo:hi]
-            if index.nonoccurrence is not None:
-                # BM25L / BM25+: a document lacking a query term still scores nonoccurrence[t] for it.
-                row_terms = qmat.indices[qmat.indptr[qi] : qmat.indptr[qi + 1]]
-                if row_terms.size == 0:
-                    out.append(Ranking(q, ()))
-                    continue
-                counts = qmat.data[qmat.indptr[qi] : qmat.indptr[qi + 1]]
-                dense = np.full(n_docs, np.float32((index.nonoccurrence[row_terms] * counts).sum()), dtype=np.float32)
-                dense[docs] += vals
-                docs, vals = np.arange(n_docs), dense
-            else:
-                keep = vals > 0
-                docs, vals = docs[keep], vals[keep]
-            sel = _topk_indices(vals, docs, k, self._id_rank)
-            cands = []
-            for j in sel:
-                did = index.doc_ids[docs[j]]
-                doc = index.documents[did] if index.documents is not None else None
-                cands.append(Candidate(did, float(vals[j]), doc))
-            out.append(Ranking(q, tuple(cands)))
-        return out
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
@@ -403,8 +399,8 @@ class BM25Retriever:
         return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s", corpus=corpus)
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True, **options: Any) -> "BM25Retriever":
-        """Load an index written by :meth:`save`.
+    def load(cls, path: str | Path, verify: bool = True, *, mmap: bool | None = None, **options: Any) -> "BM25Retriever":
+        """Load an index written by :meth:`save` or :meth:`build`.
 
         Parameters
         ----------
@@ -412,6 +408,10 @@ class BM25Retriever:
             The index folder.
         verify : bool
             Check every file against the manifest's checksums first.
+        mmap : bool, optional
+            Memory-map the postings and read document ids and texts from their files on demand
+            (resident memory stays small for a corpus of millions); None: when the postings exceed
+            512 MiB.
         **options
             None accepted: an index keeps the parameters it was built with (the message says so).
 
@@ -428,7 +428,10 @@ class BM25Retriever:
                 f"a saved BM25 index keeps the parameters it was built with; got options {', '.join(sorted(options))}: "
                 "rebuild the index with them (attnsift index --option ...) or drop them"
             )
-        index, manifest = load_bm25_index(path, verify=verify)
+        if mmap is None:
+            data = Path(path) / "data.npy"
+            mmap = data.is_file() and data.stat().st_size > MMAP_AUTO_BYTES
+        index, manifest = load_bm25_index(path, verify=verify, mmap=bool(mmap))
         p = index.params
         if p["analyzer_version"] != ANALYZER_VERSION:
             raise IndexCorruptedError(
