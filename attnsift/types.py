@@ -220,12 +220,17 @@ class Ranking:
             documents = documents(ids)
         values = scores.tolist() if hasattr(scores, "tolist") else [float(s) for s in scores]
         new = object.__new__
-        out = []
+        out: list[Candidate] = []
+        append = out.append
+        docs = documents if documents is not None else (None,) * len(values)
         # the producer guarantees valid ids and finite float scores in order: skip re-validation
-        for i, (did, s) in enumerate(zip(ids, values)):
+        for did, s, doc in zip(ids, values, docs):
             c = new(Candidate)
-            c.__dict__.update(doc_id=did, score=s, document=None if documents is None else documents[i])
-            out.append(c)
+            d = c.__dict__
+            d["doc_id"] = did
+            d["score"] = s
+            d["document"] = doc
+            append(c)
         cands = tuple(out)
         self.__dict__["candidates"] = cands  # concurrent callers make equal tuples; either may win
         return cands

@@ -178,7 +178,8 @@ class PostingsBuilder:
         -------
         dict
             ``data`` float32 [nnz], ``indices`` int32 [nnz], ``indptr`` int64 [V + 1],
-            ``nonoccurrence`` float32 [V] or None, ``num_docs``, ``vocab`` (list of terms).
+            ``nonoccurrence`` float32 [V] or None, ``num_docs``, ``vocab`` (list of terms), ``term_max``
+            float32 [V] (each term's highest score: the bound that lets a search skip it).
 
         Raises
         ------
@@ -201,6 +202,7 @@ class PostingsBuilder:
             data = open_memmap(out_dir / "data.npy", mode="w+", dtype=np.float32, shape=(nnz,))
             indices = open_memmap(out_dir / "indices.npy", mode="w+", dtype=np.int32, shape=(nnz,))
         cursor = indptr[:-1].copy()
+        term_max = np.zeros(v, dtype=np.float32)
         tfc_fn = _select_tfc_scorer(self.method)
         for part in self.parts:
             p = self._read(part)
@@ -214,9 +216,11 @@ class PostingsBuilder:
                 scores -= nonocc[term]
             uniq, first, counts = np.unique(term, return_index=True, return_counts=True)
             pos = cursor[term] + (np.arange(len(term), dtype=np.int64) - np.repeat(first, counts))
-            data[pos] = scores.astype(np.float32)
+            scores32 = scores.astype(np.float32)
+            data[pos] = scores32
             indices[pos] = doc
             cursor[uniq] += counts
+            term_max[uniq] = np.maximum(term_max[uniq], np.maximum.reduceat(scores32, first))
             if part.path is not None:
                 part.path.unlink()
         if out_dir is not None:
@@ -224,7 +228,7 @@ class PostingsBuilder:
             indices.flush()
         self.parts = []
         return {"data": data, "indices": indices, "indptr": indptr, "nonoccurrence": nonocc,
-                "num_docs": self.num_docs, "vocab": list(self.vocab)}
+                "num_docs": self.num_docs, "vocab": list(self.vocab), "term_max": term_max}
 
 
 def parts_record(builder: PostingsBuilder) -> str:

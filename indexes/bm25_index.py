@@ -11,6 +11,7 @@ Layout of an index folder (format 2, written atomically through :func:`attnsift.
     doc_ids.txt            [N] document ids, one per line, in document-index order
     doc_ids.offsets.npy    int64   [N + 1]      byte offset of each id's line in doc_ids.txt
     id_rank.npy            int32   [N]          each document's position in doc-id order (tie-breaking)
+    term_max.npy           float32 [V]          each term's highest score (bounds for skipping terms)
     documents.jsonl        one {"id", "title", "text", "metadata"} per line (when texts are stored)
     documents.offsets.npy  int64   [N + 1]      byte offset of each document's line
 
@@ -42,11 +43,21 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 
 
+def _map_file(path: Path) -> Any:
+    """The file's bytes, memory-mapped read-only (an empty file: b"")."""
+    import mmap
+
+    if not path.stat().st_size:
+        return b""
+    with open(path, "rb") as fh:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 class PackedIds(Sequence[str]):
     """Document ids read from a ``"\\n"``-separated UTF-8 file (memory-mapped) by position."""
 
-    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
-        self._blob, self._offsets = blob, offsets
+    def __init__(self, blob: Any, offsets: np.ndarray) -> None:
+        self._blob, self._offsets = blob, offsets  # bytes or mmap.mmap: slicing gives bytes
         self._positions: dict[str, int] | None = None
 
     def __len__(self) -> int:
@@ -59,19 +70,19 @@ class PackedIds(Sequence[str]):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self._blob[self._offsets[i] : self._offsets[i + 1] - 1].tobytes().decode("utf-8")
+        return self._blob[int(self._offsets[i]) : int(self._offsets[i + 1]) - 1].decode("utf-8")
 
     def take(self, positions: np.ndarray) -> list[str]:
         """The ids at ``positions`` (``[k]`` ints), as a list of str."""
         blob, off = self._blob, self._offsets
         lo, hi = off[positions].tolist(), off[positions + 1].tolist()
-        return [blob[a : b - 1].tobytes().decode("utf-8") for a, b in zip(lo, hi)]
+        return [blob[a : b - 1].decode("utf-8") for a, b in zip(lo, hi)]
 
     def __iter__(self) -> Iterator[str]:
         step = 1 << 16
         for start in range(0, len(self), step):
             stop = min(start + step, len(self))
-            chunk = self._blob[self._offsets[start] : self._offsets[stop]].tobytes().decode("utf-8")
+            chunk = self._blob[int(self._offsets[start]) : int(self._offsets[stop])].decode("utf-8")
             yield from chunk.split("\n")[:-1]
 
     def position(self, doc_id: str) -> int | None:
@@ -86,7 +97,7 @@ class StoredDocuments(Mapping[str, Document]):
 
     def __init__(self, path: Path, offsets: np.ndarray, doc_ids: Sequence[str]) -> None:
         self._path, self._offsets, self._ids = path, offsets, doc_ids
-        self._blob = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+        self._blob = _map_file(path)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -98,7 +109,7 @@ class StoredDocuments(Mapping[str, Document]):
         """The documents at index positions ``positions``."""
         out = []
         for i in positions:
-            raw = self._blob[self._offsets[i] : self._offsets[i + 1]].tobytes()
+            raw = self._blob[int(self._offsets[i]) : int(self._offsets[i + 1])]
             try:
                 out.append(document_from_json(json.loads(raw)))
             except (ValueError, KeyError, TypeError) as exc:
@@ -140,6 +151,8 @@ class BM25IndexData:
         ``doc_id -> Document`` when texts are stored (a dict, or :class:`StoredDocuments`).
     id_rank : np.ndarray or None
         ``[N]`` position of each document's id in sorted order (None: computed from ``doc_ids``).
+    term_max : np.ndarray or None
+        ``[V]`` each term's highest score (None: computed from ``data`` when needed).
     """
 
     params: dict[str, Any]
@@ -151,6 +164,18 @@ class BM25IndexData:
     nonoccurrence: np.ndarray | None = None
     documents: Mapping[str, Document] | None = field(default=None, repr=False)
     id_rank: np.ndarray | None = field(default=None, repr=False)
+    term_max: np.ndarray | None = field(default=None, repr=False)
+
+    def max_scores(self) -> np.ndarray:
+        """``[V]`` each term's highest score (float32; 0 for a term without postings)."""
+        if self.term_max is None:
+            out = np.zeros(len(self.vocab), dtype=np.float32)
+            lengths = np.diff(self.indptr)
+            has = np.flatnonzero(lengths)
+            if has.size:
+                out[has] = np.maximum.reduceat(np.asarray(self.data), self.indptr[has])
+            self.term_max = out
+        return self.term_max
 
     def check(self, where: str = "index", deep: bool = True) -> None:
         """Raise :class:`IndexCorruptedError` if the arrays do not fit together (``deep``: also scan
@@ -171,6 +196,8 @@ class BM25IndexData:
             problems.append(f"{len(self.documents)} stored documents for {n} document ids")
         if self.id_rank is not None and self.id_rank.shape != (n,):
             problems.append(f"id_rank has shape {self.id_rank.shape}, expected ({n},)")
+        if self.term_max is not None and self.term_max.shape != (v,):
+            problems.append(f"term_max has shape {self.term_max.shape}, expected ({v},)")
         if problems:
             raise IndexCorruptedError(f"{where} is inconsistent ({'; '.join(problems)}); rebuild the index")
 
@@ -278,6 +305,7 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
         np.save(tmp / "indptr.npy", np.ascontiguousarray(index.indptr), allow_pickle=False)
         if index.nonoccurrence is not None:
             np.save(tmp / "nonoccurrence.npy", np.ascontiguousarray(index.nonoccurrence), allow_pickle=False)
+        np.save(tmp / "term_max.npy", index.max_scores(), allow_pickle=False)
         (tmp / "vocab.json").write_text(json.dumps(index.vocab, ensure_ascii=False), encoding="utf-8")
         write_doc_ids(index.doc_ids, tmp)
         if index.documents is not None:
@@ -332,8 +360,7 @@ def _doc_ids_v2(path: Path, mmap: bool) -> tuple[Sequence[str], np.ndarray]:
     if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[-1]) != ids_path.stat().st_size:
         raise IndexCorruptedError(f"{path}/doc_ids.offsets.npy does not fit doc_ids.txt; rebuild the index")
     if mmap:
-        blob = np.memmap(ids_path, dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
-        return PackedIds(blob, offsets), offsets
+        return PackedIds(_map_file(ids_path), offsets), offsets
     try:
         ids = ids_path.read_bytes().decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError as exc:
@@ -380,7 +407,7 @@ def load_bm25_index(path: str | Path, verify: bool = True, mmap: bool = False) -
     nonocc = None
     if params["method"] in ("bm25l", "bm25+"):
         nonocc = _load_array(path / "nonoccurrence.npy")
-    id_rank = None
+    id_rank = term_max = None
     documents: Mapping[str, Document] | None = None
     if version == 1:
         doc_ids: Sequence[str] = _load_json(path / "doc_ids.json")
@@ -389,6 +416,7 @@ def load_bm25_index(path: str | Path, verify: bool = True, mmap: bool = False) -
     else:
         doc_ids, _ = _doc_ids_v2(path, mmap)
         id_rank = _load_array(path / "id_rank.npy", mmap)
+        term_max = _load_array(path / "term_max.npy")
         if manifest.get("store_text"):
             if mmap:
                 doc_off = _load_array(path / "documents.offsets.npy", mmap)
@@ -408,6 +436,7 @@ def load_bm25_index(path: str | Path, verify: bool = True, mmap: bool = False) -
         nonoccurrence=nonocc,
         documents=documents,
         id_rank=id_rank,
+        term_max=term_max,
     )
     if manifest.get("num_docs") != len(index.doc_ids) or manifest.get("vocab_size") != len(index.vocab):
         raise IndexCorruptedError(

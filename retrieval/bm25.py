@@ -205,7 +205,7 @@ class BM25Retriever:
             m = builder.finish()
         index = BM25IndexData(params=self.params, vocab=m["vocab"], doc_ids=doc_ids, data=m["data"],
                               indices=m["indices"], indptr=m["indptr"], nonoccurrence=m["nonoccurrence"],
-                              documents=stored if self.store_text else None)
+                              documents=stored if self.store_text else None, term_max=m["term_max"])
         self._set_index(index)
         logger.info("indexed %d documents, %d terms, %d postings", len(doc_ids), len(index.vocab), len(index.data))
         return self
@@ -291,6 +291,7 @@ class BM25Retriever:
                 m = builder.finish(out_dir=tmp)
             (tmp / "parts").rmdir()
             np.save(tmp / "indptr.npy", m["indptr"], allow_pickle=False)
+            np.save(tmp / "term_max.npy", m["term_max"], allow_pickle=False)
             if m["nonoccurrence"] is not None:
                 np.save(tmp / "nonoccurrence.npy", m["nonoccurrence"], allow_pickle=False)
             (tmp / "vocab.json").write_text(json.dumps(m["vocab"], ensure_ascii=False), encoding="utf-8")
