@@ -416,7 +416,8 @@ def load_bm25_index(path: str | Path, verify: bool = True, mmap: bool = False) -
     else:
         doc_ids, _ = _doc_ids_v2(path, mmap)
         id_rank = _load_array(path / "id_rank.npy", mmap)
-        term_max = _load_array(path / "term_max.npy")
+        if (path / "term_max.npy").is_file() or "term_max.npy" in manifest.get("files", {}):
+            term_max = _load_array(path / "term_max.npy")
         if manifest.get("store_text"):
             if mmap:
                 doc_off = _load_array(path / "documents.offsets.npy", mmap)

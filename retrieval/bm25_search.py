@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnsift.indexes.bm25_index import BM25IndexData, StoredDocuments
+from attnsift.retrieval.bm25_prune import pruned_top, should_prune
 from attnsift.types import Document, Query, Ranking
 
 logger = logging.getLogger("attnsift.retrieval.bm25")
@@ -108,17 +109,38 @@ def score_chunk(retriever: Any, items: list[tuple[Query, list[int] | None]], k: 
     cols = np.fromiter((t for _, tids in items for t in (tids or ())), dtype=np.int64, count=len(rows))
     qmat = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(items), len(index.vocab)))
     qmat.sum_duplicates()  # [Q, V] query-term counts, term ids ascending
+    # Queries over frequent terms skip their postings (exact: see bm25_prune); the rest share one product.
+    pruned: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    method = index.params.get("method", "lucene")
+    if index.nonoccurrence is None and len(index.doc_ids) > k:
+        postings = np.diff(index.indptr)
+        for qi in range(len(items)):
+            lo, hi = qmat.indptr[qi], qmat.indptr[qi + 1]
+            tids = qmat.indices[lo:hi]
+            if hi > lo + 1 and should_prune(method, int(postings[tids].sum()), k):
+                found = pruned_top(index, index.max_scores(), tids, qmat.data[lo:hi], k)
+                if found is not None:
+                    pruned[qi] = found
+    plain = qmat
+    if pruned:
+        keep = np.ones(len(items), dtype=bool)
+        keep[list(pruned)] = False
+        plain = qmat.multiply(keep[:, None].astype(np.float32)).tocsr()  # pruned rows emptied
+        plain.eliminate_zeros()
     # [Q, N] sparse: only matching documents; each score summed in float32 in term-id order
-    scores = qmat @ retriever._matrix
+    scores = plain @ retriever._matrix
     n_docs = len(index.doc_ids)
     out = []
     for qi, (q, tids) in enumerate(items):
         if tids is None:
             out.append(Ranking(q, ()))
             continue
-        lo, hi = scores.indptr[qi], scores.indptr[qi + 1]
-        docs = scores.indices[lo:hi]
-        vals = scores.data[lo:hi]
+        if qi in pruned:
+            docs, vals = pruned[qi]
+        else:
+            lo, hi = scores.indptr[qi], scores.indptr[qi + 1]
+            docs = scores.indices[lo:hi]
+            vals = scores.data[lo:hi]
         if index.nonoccurrence is not None:
             # BM25L / BM25+: a document lacking a query term still scores nonoccurrence[t] for it.
             row_terms = qmat.indices[qmat.indptr[qi] : qmat.indptr[qi + 1]]
