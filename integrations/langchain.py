@@ -39,7 +39,7 @@ def _incoming(doc: Any, title_key: str | None, who: str) -> Incoming:
     if not isinstance(doc, Document):
         raise TypeError(f"{who}: documents must be LangChain Documents, got {type(doc).__name__}")
     title = doc.metadata.get(title_key) if title_key else None
-    return Incoming(doc.id, doc.page_content, title)
+    return Incoming(getattr(doc, "id", None), doc.page_content, title)  # Document.id: langchain-core >= 0.2.11
 
 
 def _with_hit(doc: Document, hit: Hit) -> Document:
