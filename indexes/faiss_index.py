@@ -1,29 +1,44 @@
-"""A thin, checked wrapper around a faiss vector index.
+"""A thin, checked wrapper around a faiss vector index, built in one shot or from streamed batches.
 
 :class:`FaissIndex` builds one of three index types over ``[N, dim]`` float32 vectors and searches it,
 returning integer row positions (callers map them to document ids):
 
 - ``"flat"``: exact search (``IndexFlatIP`` / ``IndexFlatL2``); the default.
-- ``"hnsw"``: graph search (``IndexHNSWFlat``), fast and near-exact; memory ~ vectors + graph.
-- ``"ivfpq"``: inverted lists + product quantisation (``IndexIVFPQ``), compact (``pq_m`` bytes per
-  vector at 8 bits) and approximate; trained on a seeded sample of the vectors.
+- ``"hnsw"``: graph search (``IndexHNSWFlat``), fast and near-exact; memory ~ the vectors + the graph
+  (``4 * dim + 8 * hnsw_m`` bytes per vector and more), so it must fit in RAM whole.
+- ``"ivfpq"``: inverted lists + product quantisation (``IndexIVFPQ``), compact (``pq_m * nbits / 8``
+  bytes per vector + an 8-byte id) and approximate; trained on a seeded sample of the vectors.
+
+Large collections never need all their vectors at once: :meth:`FaissIndex.build_streaming` takes a
+function that yields the vectors in batches, collects the training sample in a first pass (only the
+sampled rows are kept) and fills the index in a second, in chunks of ``add_chunk`` rows whatever the
+batch size. :meth:`FaissIndex.build` is the same procedure over one array, so both give the same index.
+The options are checked by :func:`resolve_index_params` (one-line errors, before any training).
 
 It is saved into a folder the caller owns (the caller wraps it in :func:`attnsift.io.atomic_dir`
 and writes the manifest).
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from attnsift.errors import IndexCorruptedError, require
 
+logger = logging.getLogger(__name__)
+
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 METRICS = ("ip", "l2")
 INDEX_FILE = "index.faiss"
+#: Rows handed to faiss per ``add`` call; fixed, so an HNSW graph does not depend on the caller's batch size.
+ADD_CHUNK = 65_536
+HNSW_PARAMS = ("hnsw_m", "ef_construction", "ef_search")
+IVFPQ_PARAMS = ("nlist", "pq_m", "nbits", "nprobe", "train_size", "seed")
 
 
 def _faiss() -> Any:
@@ -38,10 +53,139 @@ def _default_pq_m(dim: int) -> int:
     return 1
 
 
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def resolve_index_params(index_type: str, n: int, dim: int, metric: str = "ip", **params: Any) -> dict[str, Any]:
+    """The build parameters of an index over ``n`` vectors of ``dim``: defaults filled in, all checked.
+
+    Cheap (no faiss, no vectors): callers run it before encoding or reading anything.
+
+    Parameters
+    ----------
+    index_type : {"flat", "hnsw", "ivfpq"}
+    n, dim : int
+        Vectors to index and their dimension.
+    metric : {"ip", "l2"}
+    **params
+        ``hnsw_m`` [32], ``ef_construction`` [200], ``ef_search`` [128] for hnsw; ``nlist``
+        [~4 sqrt(n), at most one per 39 training vectors], ``pq_m`` [~dim / 8, a divisor of dim], ``nbits`` [8, fewer for
+        tiny collections], ``nprobe`` [min(nlist, 16)], ``train_size`` [100,000], ``seed`` [0] for ivfpq.
+
+    Returns
+    -------
+    dict
+        Every parameter of the type (an empty dict for flat).
+
+    Raises
+    ------
+    ValueError
+        An unknown type, metric or parameter, a parameter of another type, or an impossible value
+        (``nlist`` above ``n``, ``pq_m`` not dividing ``dim``, too few vectors to train ``nbits``).
+    """
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    n, dim = _positive_int("the number of vectors", n), _positive_int("dim", dim)
+    params = {k: v for k, v in params.items() if v is not None}
+    if index_type != "ivfpq":
+        params.pop("seed", None)  # only IVF-PQ samples and clusters; a seed elsewhere changes nothing
+    own = {"flat": (), "hnsw": HNSW_PARAMS, "ivfpq": IVFPQ_PARAMS}[index_type]
+    other = sorted(set(params) - set(own))
+    if other:
+        known = set(HNSW_PARAMS + IVFPQ_PARAMS)
+        bad = [k for k in other if k not in known]
+        if bad:
+            raise ValueError(f"unknown faiss option(s) {', '.join(bad)}; accepted: {', '.join(HNSW_PARAMS + IVFPQ_PARAMS)}")
+        raise ValueError(f"{', '.join(other)} do(es) not apply to index_type {index_type!r}; drop them or change index_type")
+    if index_type == "flat":
+        return {}
+    if index_type == "hnsw":
+        out = {"hnsw_m": 32, "ef_construction": 200, "ef_search": 128, **params}
+        _positive_int("hnsw_m", out["hnsw_m"], 2)
+        for key in ("ef_construction", "ef_search"):
+            _positive_int(key, out[key])
+        return {k: int(v) for k, v in out.items()}
+    seed = params.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    train_size = _positive_int("train_size", params.get("train_size", 100_000))
+    pq_m = _positive_int("pq_m", params.get("pq_m", _default_pq_m(dim)))
+    if dim % pq_m:
+        divisors = [m for m in range(1, dim + 1) if dim % m == 0 and m <= 96]
+        raise ValueError(f"pq_m (m) must divide the dimension {dim}, got {pq_m}; choose one of {divisors}")
+    n_train = min(n, train_size)
+    nlist = params.get("nlist")
+    if nlist is None:  # ~4 sqrt(N) lists, with >= 39 training vectors each (faiss's k-means minimum)
+        nlist = int(max(1, min(4 * math.sqrt(n), n_train // 39)))
+    nlist = _positive_int("nlist", nlist)
+    if nlist > n_train:
+        raise ValueError(
+            f"nlist ({nlist}) exceeds the {n_train} training vectors (of {n}); k-means needs at least one per list: "
+            "use fewer lists (about 4 sqrt(N)), a larger train_size, or a flat index"
+        )
+    nbits = params.get("nbits")
+    if nbits is None:
+        # PQ trains 2**nbits centroids per sub-space: it needs at least that many vectors.
+        nbits = int(max(1, min(8, math.floor(math.log2(max(2, n_train // 4))))))
+    nbits = _positive_int("nbits", nbits)
+    if nbits > 16:
+        raise ValueError(f"nbits must be in 1..16 (8 is usual), got {nbits}")
+    if 2**nbits > n_train:
+        raise ValueError(f"nbits={nbits} trains {2**nbits} centroids per sub-quantiser but only {n_train} training "
+                         f"vectors exist; use nbits <= {int(math.log2(n_train)) if n_train > 1 else 1}")
+    nprobe = _positive_int("nprobe", params.get("nprobe", min(nlist, 16)))
+    return {"nlist": nlist, "pq_m": pq_m, "nbits": nbits, "nprobe": min(nprobe, nlist), "train_size": train_size,
+            "seed": int(seed)}
+
+
+def estimated_bytes(index_type: str, n: int, dim: int, params: dict[str, Any]) -> int:
+    """About how many bytes the filled index takes in memory (vectors, graph links or codes, lists)."""
+    if index_type == "flat":
+        return 4 * n * dim
+    if index_type == "hnsw":
+        # level 0 holds 2M links of 4 bytes, upper levels ~1/M more; plus levels and offsets.
+        return int(n * (4 * dim + 8.5 * params["hnsw_m"] + 16))
+    return n * (math.ceil(params["pq_m"] * params["nbits"] / 8) + 8) + 4 * params["nlist"] * dim
+
+
+def sample_positions(n: int, train_size: int, seed: int) -> np.ndarray:
+    """Sorted row positions of the seeded training sample (all rows when ``n <= train_size``)."""
+    if n <= train_size:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False)).astype(np.int64)
+
+
+def _check_batch(x: Any, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"vectors must be [n, {dim}], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("vectors contain NaN or infinite values; the encoder produced invalid output")
+    return x
+
+
+def _check_memory(index_type: str, n: int, dim: int, params: dict[str, Any]) -> None:
+    need = estimated_bytes(index_type, n, dim, params)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: nothing to check against
+        return
+    if need > total:
+        raise ValueError(f"a {index_type} index of {n} x {dim} needs about {need / 1e9:.1f} GB in memory, more than this "
+                         f"machine's {total / 1e9:.1f} GB; use index_type=ivfpq (about "
+                         f"{estimated_bytes('ivfpq', n, dim, resolve_index_params('ivfpq', n, dim)) / 1e9:.1f} GB)")
+
+
 class FaissIndex:
     """A faiss index over row vectors, with its build parameters.
 
-    Use :meth:`build` or :meth:`load`; do not call the constructor directly.
+    Use :meth:`build`, :meth:`build_streaming` or :meth:`load`; :meth:`create` + :meth:`train` +
+    :meth:`add` are the steps they take.
     """
 
     def __init__(self, index: Any, index_type: str, metric: str, params: dict) -> None:
@@ -49,6 +193,9 @@ class FaissIndex:
         self.index_type = index_type
         self.metric = metric
         self.params = dict(params)
+
+    def __repr__(self) -> str:
+        return f"FaissIndex({self.index_type!r}, metric={self.metric!r}, ntotal={self.ntotal}, dim={self.dim}, {self.params})"
 
     @property
     def ntotal(self) -> int:
@@ -58,23 +205,56 @@ class FaissIndex:
     def dim(self) -> int:
         return int(self.index.d)
 
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    # ------------------------------------------------------------------ building
     @classmethod
-    def build(
-        cls,
-        vectors: np.ndarray,
-        index_type: str = "flat",
-        metric: str = "ip",
-        *,
-        hnsw_m: int = 32,
-        ef_construction: int = 200,
-        ef_search: int = 128,
-        nlist: int | None = None,
-        pq_m: int | None = None,
-        nbits: int | None = None,
-        nprobe: int | None = None,
-        train_size: int = 100_000,
-        seed: int = 0,
-    ) -> "FaissIndex":
+    def create(cls, dim: int, n: int, index_type: str = "flat", metric: str = "ip", **params: Any) -> "FaissIndex":
+        """An empty index for ``n`` vectors of ``dim`` (``ivfpq`` still to :meth:`train`).
+
+        ``params`` as in :func:`resolve_index_params`; ``n`` sets the defaults and is checked against them.
+        """
+        faiss = _faiss()
+        params = resolve_index_params(index_type, n, dim, metric, **params)
+        if index_type == "hnsw":
+            _check_memory(index_type, n, dim, params)
+        fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        if index_type == "flat":
+            index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        elif index_type == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], fmetric)
+            index.hnsw.efConstruction = params["ef_construction"]
+            index.hnsw.efSearch = params["ef_search"]
+        else:
+            quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+            index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], params["nbits"], fmetric)
+            index.nprobe = params["nprobe"]
+            index.cp.seed = params["seed"]  # k-means seed: the same sample gives the same lists
+        return cls(index, index_type, metric, params)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train an ``ivfpq`` index (k-means lists, PQ codebooks) on ``sample`` ``[t, dim]``; others need none."""
+        if self.index_type != "ivfpq":
+            return
+        x = _check_batch(sample, self.dim)
+        if x.shape[0] < self.params["nlist"]:
+            raise ValueError(f"training needs at least nlist={self.params['nlist']} vectors, got {x.shape[0]}")
+        self.index.train(x)
+        self.params["train_size_used"] = int(x.shape[0])
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append ``vectors`` ``[b, dim]`` (rows get the next positions); an ``ivfpq`` index must be trained."""
+        if not self.is_trained:
+            raise ValueError("this ivfpq index is not trained yet; call train(sample) first (build_streaming does)")
+        x = _check_batch(vectors, self.dim)
+        if x.shape[0]:
+            self.index.add(x)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, index_type: str = "flat", metric: str = "ip", *,
+              add_chunk: int = ADD_CHUNK, **params: Any) -> "FaissIndex":
         """Build an index over ``vectors`` (``[N, dim]``, converted to float32).
 
         Parameters
@@ -83,60 +263,103 @@ class FaissIndex:
         metric : {"ip", "l2"}
             Inner product (cosine on normalised vectors) or Euclidean distance (scores are then
             negative squared distances, so larger is always better).
-        hnsw_m, ef_construction, ef_search : int
-            HNSW graph degree and beam widths.
-        nlist, pq_m, nbits, nprobe : int, optional
-            IVF-PQ lists, sub-quantisers (must divide dim), bits per code, lists probed per query.
-            Defaults scale with N: ``nlist ~ 4 sqrt(N)`` (at most N / 39), ``pq_m ~ dim / 8``,
-            ``nbits = 8`` (fewer for tiny collections), ``nprobe = min(nlist, 16)``.
-        train_size : int
-            At most this many vectors (a seeded sample) train IVF-PQ.
+        add_chunk : int
+            Rows per faiss ``add`` call.
+        **params
+            ``hnsw_m``, ``ef_construction``, ``ef_search`` (hnsw); ``nlist``, ``pq_m``, ``nbits``,
+            ``nprobe``, ``train_size``, ``seed`` (ivfpq); defaults in :func:`resolve_index_params`.
         """
-        faiss = _faiss()
-        if index_type not in INDEX_TYPES:
-            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        x = np.asarray(vectors, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"vectors must be a non-empty [N, dim] array, got shape {x.shape}; is the corpus empty?")
-        if not np.isfinite(x).all():
-            raise ValueError("vectors contain NaN or infinite values; the encoder produced invalid output")
-        n, d = x.shape
-        fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-        params: dict[str, Any] = {}
-        if index_type == "flat":
-            index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-            index.add(x)
-        elif index_type == "hnsw":
-            index = faiss.IndexHNSWFlat(d, hnsw_m, fmetric)
-            index.hnsw.efConstruction = ef_construction
-            index.hnsw.efSearch = ef_search
-            index.add(x)
-            params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
-        else:
-            pq_m = pq_m or _default_pq_m(d)
-            if d % pq_m:
-                raise ValueError(f"pq_m must divide the dimension {d}, got {pq_m}")
-            if nlist is None:
-                nlist = int(max(1, min(4 * math.sqrt(n), n // 39)))
-            if nbits is None:
-                # PQ trains 2**nbits centroids per sub-space: it needs at least that many vectors.
-                nbits = int(max(1, min(8, math.floor(math.log2(max(2, n // 4))))))
-            nprobe = nprobe or min(nlist, 16)
-            if nlist > n:
-                raise ValueError(f"nlist ({nlist}) exceeds the number of vectors ({n}); use fewer lists or a flat index")
-            quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, fmetric)
-            rng = np.random.default_rng(seed)
-            train = x if n <= train_size else x[np.sort(rng.choice(n, train_size, replace=False))]
-            index.train(train)
-            index.add(x)
-            index.nprobe = nprobe
-            params = {"nlist": nlist, "pq_m": pq_m, "nbits": nbits, "nprobe": nprobe, "train_size": int(train.shape[0]), "seed": seed}
-        return cls(index, index_type, metric, params)
+        return cls.build_streaming(lambda: iter((x,)), x.shape[0], x.shape[1], index_type, metric, add_chunk=add_chunk,
+                                   progress=False, **params)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @classmethod
+    def build_streaming(
+        cls,
+        batches: Callable[[], Iterable[np.ndarray]],
+        n: int,
+        dim: int,
+        index_type: str = "flat",
+        metric: str = "ip",
+        *,
+        train: np.ndarray | None = None,
+        add_chunk: int = ADD_CHUNK,
+        progress: bool | None = None,
+        **params: Any,
+    ) -> "FaissIndex":
+        """Build an index over ``n`` vectors that arrive in batches, never holding them all.
+
+        Parameters
+        ----------
+        batches : callable returning an iterable of np.ndarray
+            Each call yields the same ``[b, dim]`` batches in the same order (``n`` rows in all). It is
+            called twice for ``ivfpq`` (once to collect the seeded training sample, once to fill) unless
+            ``train`` is given, otherwise once.
+        n, dim : int
+            Rows in all and their dimension (they set the defaults and are checked).
+        index_type, metric, **params
+            As in :meth:`build`.
+        train : np.ndarray, optional
+            ``[t, dim]`` training vectors to use instead of the seeded sample of the batches.
+        add_chunk : int
+            Rows per faiss ``add`` call: batches are regrouped into chunks of this size, so the index
+            does not depend on the batch size (peak extra memory: one chunk).
+        progress : bool or None
+            Progress on stderr (None: the process setting).
+
+        Raises
+        ------
+        ValueError
+            Bad options (before any batch is read), batches of another dimension, or a row count other
+            than ``n``.
+        TypeError
+            ``batches`` is not callable.
+        """
+        from attnsift import progress as prog
+
+        if not callable(batches):
+            raise TypeError("batches must be a function returning an iterable of [b, dim] arrays (called once per pass)")
+        add_chunk = _positive_int("add_chunk", add_chunk)
+        out = cls.create(dim, n, index_type, metric, **params)
+        if index_type == "ivfpq":
+            if train is None:
+                with prog.step(f"collecting the ivfpq training sample ({min(n, out.params['train_size'])} of {n} vectors)",
+                               progress=progress):
+                    train = _collect_rows(batches(), sample_positions(n, out.params["train_size"], out.params["seed"]),
+                                          n, dim)
+            with prog.step(f"training ivfpq (nlist={out.params['nlist']}, m={out.params['pq_m']}, "
+                           f"nbits={out.params['nbits']}) on {len(train)} vectors", progress=progress):
+                out.train(train)
+            del train
+        counter = prog.bar(total=n, desc=f"filling the {index_type} index", unit="vec", progress=progress)
+        buf: list[np.ndarray] = []
+        held = seen = 0
+        for batch in batches():
+            x = _check_batch(batch, dim)
+            seen += x.shape[0]
+            if seen > n:
+                raise ValueError(f"the batches hold more than the {n} vectors announced")
+            buf.append(x)
+            held += x.shape[0]
+            while held >= add_chunk:
+                whole = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                out.add(whole[:add_chunk])
+                counter.update(add_chunk)
+                rest = whole[add_chunk:]
+                buf, held = ([rest] if rest.shape[0] else []), rest.shape[0]
+        if held:
+            out.add(np.concatenate(buf) if len(buf) > 1 else buf[0])
+            counter.update(held)
+        counter.close()
+        if seen != n:
+            raise ValueError(f"the batches held {seen} vectors, {n} were announced")
+        return out
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows for each query.
 
         Parameters
@@ -145,6 +368,8 @@ class FaissIndex:
             ``[B, dim]``.
         k : int
             Capped at the number of indexed vectors.
+        nprobe, ef_search : int, optional
+            For this call only (ivfpq / hnsw): lists probed, HNSW beam width; default: the index's.
 
         Returns
         -------
@@ -160,11 +385,48 @@ class FaissIndex:
         k = min(int(k), self.ntotal)
         if q.shape[0] == 0 or k == 0:
             return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
-        scores, pos = self.index.search(q, k)
+        search_params = self._search_params(nprobe, ef_search)
+        if search_params is None:
+            scores, pos = self.index.search(q, k)
+        else:
+            scores, pos = self.index.search(q, k, params=search_params)
         if self.metric == "l2":
             scores = -scores
         return scores.astype(np.float32, copy=False), pos.astype(np.int64, copy=False)
 
+    def _search_params(self, nprobe: int | None, ef_search: int | None) -> Any:
+        self.check_search_params(nprobe=nprobe, ef_search=ef_search)
+        faiss = _faiss()
+        if nprobe is not None:
+            return faiss.SearchParametersIVF(nprobe=int(nprobe))
+        if ef_search is not None:
+            return faiss.SearchParametersHNSW(efSearch=int(ef_search))
+        return None
+
+    def check_search_params(self, *, nprobe: Any = None, ef_search: Any = None) -> None:
+        """ValueError unless ``nprobe`` (ivfpq) / ``ef_search`` (hnsw) are positive and fit this index."""
+        if nprobe is not None:
+            if self.index_type != "ivfpq":
+                raise ValueError(f"nprobe applies to an ivfpq index, this one is {self.index_type!r}")
+            _positive_int("nprobe", nprobe)
+            if nprobe > self.params.get("nlist", nprobe):
+                raise ValueError(f"nprobe ({nprobe}) exceeds the index's nlist ({self.params['nlist']})")
+        if ef_search is not None:
+            if self.index_type != "hnsw":
+                raise ValueError(f"ef_search applies to an hnsw index, this one is {self.index_type!r}")
+            _positive_int("ef_search", ef_search)
+
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall at query time from now on (IVF ``nprobe``, HNSW ``efSearch``)."""
+        self.check_search_params(nprobe=nprobe, ef_search=ef_search)
+        if nprobe is not None:
+            self.index.nprobe = int(nprobe)
+            self.params["nprobe"] = int(nprobe)
+        if ef_search is not None:
+            self.index.hnsw.efSearch = int(ef_search)
+            self.params["ef_search"] = int(ef_search)
+
+    # ------------------------------------------------------------------ persistence
     def nbytes(self) -> int:
         """Serialised size in bytes."""
         return int(_faiss().serialize_index(self.index).nbytes)
@@ -199,15 +461,18 @@ class FaissIndex:
             index.nprobe = int(out.params.get("nprobe", 16))
         return out
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Trade speed for recall at query time (IVF ``nprobe``, HNSW ``efSearch``)."""
-        if nprobe is not None:
-            if self.index_type != "ivfpq":
-                raise ValueError(f"nprobe applies to an ivfpq index, this one is {self.index_type!r}")
-            self.index.nprobe = int(nprobe)
-            self.params["nprobe"] = int(nprobe)
-        if ef_search is not None:
-            if self.index_type != "hnsw":
-                raise ValueError(f"ef_search applies to an hnsw index, this one is {self.index_type!r}")
-            self.index.hnsw.efSearch = int(ef_search)
-            self.params["ef_search"] = int(ef_search)
+
+def _collect_rows(batches: Iterable[np.ndarray], positions: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """The rows at sorted ``positions`` of the concatenated ``batches`` (one pass; only those rows kept)."""
+    out = np.empty((positions.shape[0], dim), np.float32)
+    start = filled = 0
+    for batch in batches:
+        x = _check_batch(batch, dim)
+        stop = start + x.shape[0]
+        lo, hi = np.searchsorted(positions, [start, stop])
+        out[filled : filled + hi - lo] = x[positions[lo:hi] - start]
+        filled += hi - lo
+        start = stop
+    if start != n:
+        raise ValueError(f"the batches held {start} vectors, {n} were announced")
+    return out

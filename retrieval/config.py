@@ -16,6 +16,7 @@ that does not apply can be told apart from one that was never given.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ DEFAULT_NORMALIZATION = "minmax"
 #: faiss build options (see :meth:`attnsift.indexes.faiss_index.FaissIndex.build`), by the index type they apply to.
 HNSW_OPTIONS = ("hnsw_m", "ef_construction", "ef_search")
 IVFPQ_OPTIONS = ("nlist", "pq_m", "nbits", "nprobe", "train_size", "seed")
+#: Search-time faiss options: a loaded index takes them (``nprobe`` for ivfpq, ``ef_search`` for hnsw).
+FAISS_SEARCH_OPTIONS = ("nprobe", "ef_search")
+#: Short spellings (faiss's own names): ``index`` for ``index_type``; ``m`` for ``pq_m`` (ivfpq) or ``hnsw_m`` (hnsw).
+FAISS_ALIASES = ("index", "m")
 #: Encoder options a dense / late-interaction config may override.
 ENCODER_OPTIONS = ("batch_size", "max_length", "query_prefix", "doc_prefix", "pooling")
 
@@ -144,6 +149,8 @@ class _EncodedIndexConfig(Config):
     Encoder fields left at None keep the encoder's defaults (:class:`EncoderConfig`); they are an
     error when the model given is an already built Encoder. faiss fields left at None keep
     :meth:`FaissIndex.build`'s defaults. ``cache=False`` with a ``cache_dir`` is a contradiction.
+    ``index`` and ``m`` are faiss's short spellings (:data:`FAISS_ALIASES`), resolved at construction
+    into ``index_type`` and ``pq_m`` / ``hnsw_m`` (they read None afterwards).
     """
 
     cache: bool = True
@@ -162,8 +169,31 @@ class _EncodedIndexConfig(Config):
     nprobe: int | None = None
     train_size: int | None = None
     seed: int | None = None
+    index: str | None = None
+    m: int | None = None
+
+    def _resolve_aliases(self) -> None:
+        types_here = typing.get_args(typing.get_type_hints(type(self))["index_type"])
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "index_type")
+        if self.index is not None:
+            if self.index not in types_here:
+                raise ValueError(f"index={self.index!r}: expected one of {', '.join(map(repr, types_here))}")
+            if self.index_type not in (default, self.index):
+                raise ValueError(f"index={self.index!r} and index_type={self.index_type!r} disagree; give one of them")
+            object.__setattr__(self, "index_type", self.index)
+            object.__setattr__(self, "index", None)
+        if self.m is not None:
+            target = {"hnsw": "hnsw_m", "ivfpq": "pq_m", "auto": "pq_m"}.get(self.index_type)
+            if target is None:
+                raise ValueError(f"m={self.m} (faiss's M) applies to index_type ivfpq (sub-quantisers) or hnsw (graph "
+                                 f"degree), got index_type={self.index_type!r}; drop m or change index_type")
+            if getattr(self, target) not in (None, self.m):
+                raise ValueError(f"m={self.m} and {target}={getattr(self, target)} disagree; give one of them")
+            object.__setattr__(self, target, self.m)
+            object.__setattr__(self, "m", None)
 
     def validate(self) -> None:
+        self._resolve_aliases()
         if not self.cache and self.cache_dir is not None:
             raise ValueError(
                 f"cache=False turns the encoding cache off, but cache_dir={str(self.cache_dir)!r} was given; drop one of them"
@@ -211,9 +241,19 @@ class DenseConfig(_EncodedIndexConfig):
     batch_size, max_length, query_prefix, doc_prefix, pooling
         Encoder overrides (see :class:`EncoderConfig`).
     hnsw_m, ef_construction, ef_search
-        HNSW options (``index_type="hnsw"`` only).
+        HNSW options (``index_type="hnsw"`` only): graph degree (M) [32], build and search beam widths
+        (efConstruction [200], efSearch [128]).
     nlist, pq_m, nbits, nprobe, train_size, seed
-        IVF-PQ options (``index_type="ivfpq"`` only).
+        IVF-PQ options (``index_type="ivfpq"`` only): inverted lists [~4 sqrt(N)], sub-quantisers (M,
+        a divisor of the dimension) [~dim / 8], bits per code [8], lists probed per query [16],
+        vectors sampled to train [100,000], sampling and k-means seed [0]. Checked against the corpus
+        size and the encoder's dimension before any encoding
+        (:func:`attnsift.indexes.faiss_index.resolve_index_params`).
+    index, m
+        Short spellings: ``index=ivfpq`` is ``index_type=ivfpq``; ``m`` is ``pq_m`` (ivfpq) or
+        ``hnsw_m`` (hnsw).
+
+    ``nprobe`` and ``ef_search`` (:data:`FAISS_SEARCH_OPTIONS`) also apply to a loaded index.
     """
 
     index_type: Literal["flat", "hnsw", "ivfpq"] = "flat"

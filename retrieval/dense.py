@@ -198,6 +198,17 @@ def load_encoder(model: Any, manifest_encoder: dict, device: Any = None, dtype: 
     )
 
 
+def _search_int(key: str, value: Any) -> int:
+    """A search option given as an int or a string (CLI) as a positive int."""
+    try:
+        out = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        out = None
+    if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+        raise ValueError(f"option {key}={value!r}: expected an integer >= 1")
+    return out
+
+
 # ------------------------------------------------------------------------------------- retriever
 class DenseRetriever:
     """Bi-encoder retrieval over a faiss index.
@@ -271,13 +282,15 @@ class DenseRetriever:
         **options
             :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``cache=False``).
         """
-        from attnsift.indexes.faiss_index import FaissIndex
+        from attnsift.indexes.faiss_index import FaissIndex, resolve_index_params
 
         encoder = encoder_argument(encoder, options, default="minilm")
         cfg = resolve_config(DenseConfig, config, options, "DenseRetriever")
         check_encoder_argument(encoder)
         docs = collect_documents(corpus)
         enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
+        # nlist against the corpus size, pq_m against the encoder's dimension: before any encoding
+        resolve_index_params(cfg.index_type, len(docs), enc_model.dim, "ip", **cfg.index_options())
         t0 = time.perf_counter()
         enc = encode_documents_cached(enc_model, docs, cfg, ("dense",), progress)
         t1 = time.perf_counter()
@@ -306,11 +319,37 @@ class DenseRetriever:
             return Run((), name=self.name)
         vecs = self.encoder.encode_queries([q.text for q in qs], progress=progress)  # [B, D]
         scores, pos = self.index.search(vecs, k)
-        rankings = []
-        for q, srow, prow in zip(qs, scores, pos):
-            cands = tuple(Candidate(self.doc_ids[p], float(s), self.documents[p]) for s, p in zip(srow, prow) if p >= 0)
-            rankings.append(Ranking(q, cands))
-        return Run(rankings, name=self.name)
+        return Run([self._ranking(q, srow, prow) for q, srow, prow in zip(qs, scores, pos)], name=self.name)
+
+    def _ranking(self, query: Query, scores: np.ndarray, positions: np.ndarray) -> Ranking:
+        """One query's faiss row as a Ranking, ties by doc id; its Candidates made only when read
+        (where :meth:`Ranking.presorted` exists)."""
+        keep = positions >= 0
+        pos, sc = positions[keep], scores[keep].astype(np.float64)
+        order = np.lexsort((self._id_rank()[pos], -sc))
+        pos, sc = pos[order], sc[order]
+        ids = [self.doc_ids[p] for p in pos.tolist()]
+        presorted = getattr(Ranking, "presorted", None)
+        if presorted is not None:
+            docs = self.documents
+            return presorted(query, ids, sc, lambda _ids, rows=pos.tolist(): [docs[p] for p in rows], check=False)
+        return Ranking(query, tuple(Candidate(d, s, self.documents[p]) for d, s, p in zip(ids, sc.tolist(), pos.tolist())))
+
+    def _id_rank(self) -> np.ndarray:
+        """``[N]`` each row's position in doc-id order (the tie-break), computed once."""
+        rank = self.__dict__.get("_id_rank_cache")
+        if rank is None or len(rank) != len(self.doc_ids):
+            ids = np.asarray(self.doc_ids, dtype=object)
+            rank = np.empty(len(ids), np.int64)
+            rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+            self.__dict__["_id_rank_cache"] = rank
+        return rank
+
+    def set_search_options(self, *, nprobe: int | None = None, ef_search: int | None = None) -> "DenseRetriever":
+        """Trade speed for recall from now on: IVF-PQ ``nprobe`` (lists probed per query), HNSW
+        ``ef_search`` (beam width). Returns self. A ValueError for an option of another index type."""
+        self.index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
@@ -356,24 +395,28 @@ class DenseRetriever:
         device, dtype : optional
             For the query encoder (as in :meth:`from_corpus`).
         **options
-            None accepted: a dense index keeps how it was built (the message says so).
+            Search-time options only (strings allowed): ``nprobe`` for an ivfpq index, ``ef_search`` for
+            hnsw. A dense index keeps how it was built: build options are an error (the message says so).
 
         Raises
         ------
         ValueError
-            Options given.
+            Build options, or a search option of another index type.
         IndexCorruptedError
             (a ValueError) missing / modified files, another kind of index, or a mismatched encoder.
         """
         from attnsift.indexes.faiss_index import FaissIndex
 
+        from attnsift.retrieval.config import FAISS_SEARCH_OPTIONS
+
         encoder = encoder_argument(encoder, options)
         if encoder is not None:
             check_encoder_argument(encoder)
+        search = {k: _search_int(k, options.pop(k)) for k in FAISS_SEARCH_OPTIONS if options.get(k) is not None}
         if options:
             raise ValueError(
                 f"a saved dense index keeps how it was built; got options {', '.join(sorted(options))}: "
-                "rebuild the index with them or drop them"
+                f"rebuild the index with them or drop them (a loaded index takes {' and '.join(FAISS_SEARCH_OPTIONS)})"
             )
         path = Path(path)
         manifest = read_manifest(path, KIND, verify=verify)
@@ -384,9 +427,11 @@ class DenseRetriever:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = FaissIndex.load(path, info)
+        index.check_search_params(**search)  # nprobe on an hnsw index...: before the documents and the encoder
         docs = read_indexed_documents(path, doc_count, index.ntotal, "vectors")
         query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
         check_encoder(query_encoder, menc, manifest.get("probe"), path)
+        index.set_search_params(**search)
         return cls(query_encoder, index, docs, probe=manifest.get("probe"))
 
     def index_bytes(self) -> int:

@@ -17,8 +17,10 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from attnsift.config import resolve_config
-from attnsift.retrieval.config import FusionConfig
+from attnsift.retrieval.config import DEFAULT_RRF_K, FusionConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
 _NORMALIZATIONS = ("minmax", "zscore", "none")
@@ -58,6 +60,111 @@ def _documents(rankings: Sequence[Ranking]) -> dict[str, Document | None]:
     return docs
 
 
+def ranking_columns(ranking: Ranking) -> tuple[list[str], np.ndarray]:
+    """A ranking's doc ids (best first) and ``[n]`` float64 scores, without making its Candidates when
+    it holds them as arrays (a first stage's lazy Ranking)."""
+    ids = ranking.doc_ids
+    return ids, np.fromiter(ranking.scores().values(), np.float64, len(ids))
+
+
+def fuse_columns(ids: Sequence[Sequence[str]], scores: Sequence[np.ndarray], method: str = "rrf", *,
+                 weights: Sequence[float], rrf_k: float = DEFAULT_RRF_K,
+                 normalization: str = "minmax") -> tuple[list[str], np.ndarray]:
+    """Fuse one query's rankings given as columns; the arithmetic of :func:`reciprocal_rank_fusion` and
+    :func:`score_fusion` done over arrays, in the same order of float operations (the same bits).
+
+    Parameters
+    ----------
+    ids : sequence of sequences of str
+        Per ranking, its doc ids best first (unique within a ranking).
+    scores : sequence of np.ndarray
+        Per ranking, ``[n_i]`` float64 scores aligned with ``ids`` (unused by RRF).
+    method : {"rrf", "score"}
+    weights : sequence of float
+        One per ranking (already checked).
+    rrf_k, normalization
+        As in :func:`reciprocal_rank_fusion` / :func:`score_fusion`.
+
+    Returns
+    -------
+    doc_ids : list of str
+        Every document of any ranking, by fused score descending, ties by doc id ascending.
+    fused : np.ndarray
+        ``[n]`` float64 fused scores in that order.
+    """
+    sizes = [len(x) for x in ids]
+    flat = [d for x in ids for d in x]
+    if not flat:
+        return [], np.zeros(0, np.float64)
+    # sorted unique ids: a document's index in ``uniq`` is its tie-break rank (ascending id)
+    uniq, inverse = np.unique(np.array(flat, dtype=object), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    bounds = np.cumsum([0, *sizes])
+    fused = np.zeros(len(uniq), np.float64)
+    if method == "rrf":
+        # bincount adds the contributions in array order: ranking 0's, then ranking 1's, ... as the loop did
+        contrib = np.concatenate([w / (rrf_k + np.arange(1, n + 1, dtype=np.float64)) for w, n in zip(weights, sizes)])
+        fused = np.bincount(inverse, weights=contrib, minlength=len(uniq))
+    else:
+        for i, w in enumerate(weights):
+            normed, fill = normalize_array(np.asarray(scores[i], np.float64), normalization)
+            col = np.full(len(uniq), fill, np.float64)
+            col[inverse[bounds[i] : bounds[i + 1]]] = normed
+            fused = fused + w * col
+    order = np.lexsort((np.arange(len(uniq)), -fused))
+    return uniq[order].tolist(), fused[order]
+
+
+def normalize_array(scores: np.ndarray, normalization: str) -> tuple[np.ndarray, float]:
+    """:func:`normalize_scores` over an array (the same float operations, so the same values)."""
+    if len(scores) == 0:
+        return scores, 0.0
+    if normalization == "minmax":
+        lo, hi = float(scores.min()), float(scores.max())
+        if hi - lo <= 0:
+            return np.ones(len(scores)), 0.0
+        return (scores - lo) / (hi - lo), 0.0
+    if normalization == "zscore":
+        s = scores.tolist()  # Python sums, left to right, exactly as normalize_scores adds
+        mean = sum(s) / len(s)
+        std = math.sqrt(sum((x - mean) ** 2 for x in s) / len(s))
+        if std <= 0:
+            return np.zeros(len(s)), 0.0
+        z = (scores - mean) / std
+        return z, float(z.min())
+    return scores, float(scores.min())
+
+
+def _fused_ranking(query: Query, ids: list[str], scores: np.ndarray, documents: Any) -> Ranking:
+    """A Ranking over fused columns already in Ranking order; candidates made only when needed where
+    :meth:`Ranking.presorted` exists."""
+    presorted = getattr(Ranking, "presorted", None)
+    if presorted is not None:
+        return presorted(query, ids, scores, documents, check=False)
+    docs = documents(ids) if callable(documents) else documents
+    values = scores.tolist()
+    return Ranking(query, tuple(Candidate(d, s, None if docs is None else docs[i]) for i, (d, s) in enumerate(zip(ids, values))))
+
+
+def _documents_from(rankings: Sequence[Ranking]) -> Any:
+    """``ids -> Documents`` from the rankings' candidates (the first one that carries the text), made on use."""
+    def lookup(ids: Sequence[str]) -> list[Document | None]:
+        docs = _documents(rankings)
+        return [docs.get(d) for d in ids]
+
+    return lookup
+
+
+def _fuse_rankings(rankings: Sequence[Ranking], method: str, weights: list[float], rrf_k: float,
+                   normalization: str, k: int | None = None) -> Ranking:
+    cols = [ranking_columns(r) for r in rankings]
+    ids, fused = fuse_columns([c[0] for c in cols], [c[1] for c in cols], method, weights=weights, rrf_k=rrf_k,
+                              normalization=normalization)
+    if k is not None:
+        ids, fused = ids[:k], fused[:k]
+    return _fused_ranking(rankings[0].query, ids, fused, _documents_from(rankings))
+
+
 def reciprocal_rank_fusion(rankings: Sequence[Ranking], k: int = 60, weights: Sequence[float] | None = None) -> Ranking:
     """Reciprocal rank fusion of rankings for one query.
 
@@ -78,13 +185,7 @@ def reciprocal_rank_fusion(rankings: Sequence[Ranking], k: int = 60, weights: Se
     rankings = _check_rankings(rankings)
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
         raise ValueError(f"rrf k must be a number >= 0, got {k!r}")
-    w = _check_weights(weights, len(rankings))
-    docs = _documents(rankings)
-    scores = dict.fromkeys(docs, 0.0)
-    for wi, r in zip(w, rankings):
-        for rank, c in enumerate(r.candidates, start=1):
-            scores[c.doc_id] += wi / (k + rank)
-    return Ranking(rankings[0].query, tuple(Candidate(d, s, docs[d]) for d, s in scores.items()))
+    return _fuse_rankings(rankings, "rrf", _check_weights(weights, len(rankings)), k, "none")
 
 
 def normalize_scores(scores: Sequence[float], normalization: str = "minmax") -> tuple[list[float], float]:
@@ -96,22 +197,8 @@ def normalize_scores(scores: Sequence[float], normalization: str = "minmax") -> 
     """
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    s = [float(x) for x in scores]
-    if not s:
-        return [], 0.0
-    if normalization == "minmax":
-        lo, hi = min(s), max(s)
-        if hi - lo <= 0:
-            return [1.0] * len(s), 0.0
-        return [(x - lo) / (hi - lo) for x in s], 0.0
-    if normalization == "zscore":
-        mean = sum(s) / len(s)
-        std = math.sqrt(sum((x - mean) ** 2 for x in s) / len(s))
-        if std <= 0:
-            return [0.0] * len(s), 0.0
-        z = [(x - mean) / std for x in s]
-        return z, min(z)
-    return s, min(s)
+    normed, fill = normalize_array(np.asarray([float(x) for x in scores], np.float64), normalization)
+    return normed.tolist(), fill
 
 
 def score_fusion(rankings: Sequence[Ranking], weights: Sequence[float] | None = None, normalization: str = "minmax") -> Ranking:
@@ -134,14 +221,7 @@ def score_fusion(rankings: Sequence[Ranking], weights: Sequence[float] | None = 
     w = _check_weights(weights, len(rankings))
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    docs = _documents(rankings)
-    total = dict.fromkeys(docs, 0.0)
-    for wi, r in zip(w, rankings):
-        normed, fill = normalize_scores([c.score for c in r.candidates], normalization)
-        got = {c.doc_id: v for c, v in zip(r.candidates, normed)}
-        for d in total:
-            total[d] += wi * got.get(d, fill)
-    return Ranking(rankings[0].query, tuple(Candidate(d, s, docs[d]) for d, s in total.items()))
+    return _fuse_rankings(rankings, "score", w, DEFAULT_RRF_K, normalization)
 
 
 class FusionRetriever:
@@ -182,18 +262,19 @@ class FusionRetriever:
         names = ", ".join(getattr(r, "name", type(r).__name__) for r in self.retrievers)
         return f"FusionRetriever([{names}], method={self.method!r}, weights={self.weights})"
 
-    def fuse(self, rankings: Sequence[Ranking]) -> Ranking:
-        """Fuse one query's rankings with this retriever's method and weights."""
-        if self.method == "rrf":
-            return reciprocal_rank_fusion(rankings, k=self.rrf_k, weights=self.weights)
-        return score_fusion(rankings, weights=self.weights, normalization=self.normalization)
+    def fuse(self, rankings: Sequence[Ranking], k: int | None = None) -> Ranking:
+        """Fuse one query's rankings with this retriever's method and weights (the best ``k``; all when None)."""
+        rankings = _check_rankings(rankings)
+        return _fuse_rankings(rankings, self.method, list(self.weights), self.rrf_k, self.normalization, k)
 
     def retrieve(self, query: Query | str, k: int = 100) -> Ranking:
         q = query if isinstance(query, Query) else Query("q0", query)
         return self.retrieve_batch([q], k=k)[q.id]
 
     def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool = False) -> Run:
-        """Fused top-``k`` per query (each retriever contributes its top ``depth``)."""
+        """Fused top-``k`` per query (each retriever contributes its top ``depth``, retrieved for all
+        queries at once). Fusion works on the parts' columns (ids, scores): no Candidate is made
+        unless someone reads the fused candidates (their documents then come from the parts)."""
         from attnsift.retrieval.dense import as_queries
 
         k = check_k(k)
@@ -202,7 +283,7 @@ class FusionRetriever:
         out = []
         for q in qs:
             parts = [run[q.id] if q.id in run else Ranking(q, ()) for run in runs]
-            out.append(self.fuse(parts).top(k))
+            out.append(_fuse_rankings(parts, self.method, self.weights, self.rrf_k, self.normalization, k))
         return Run(out, name=self.name)
 
     @property
