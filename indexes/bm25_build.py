@@ -88,8 +88,11 @@ class PostingsBuilder:
 
     def add(self, terms: Iterable[str]) -> None:
         """Add the next document's index terms (in order; repeats count)."""
-        setdefault, vocab = self.vocab.setdefault, self.vocab
-        ids = [setdefault(t, len(vocab)) for t in terms]
+        vocab = self.vocab
+        ids = list(map(vocab.get, terms))
+        if None in ids:  # new terms get the next ids in order of first appearance
+            setdefault = vocab.setdefault
+            ids = [setdefault(t, len(vocab)) if i is None else i for t, i in zip(terms, ids)]
         self._flat.extend(ids)
         self._chunk_lengths.append(len(ids))
         if len(self._chunk_lengths) >= self.chunk_size:

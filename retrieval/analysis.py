@@ -152,6 +152,15 @@ class Analyzer:
         """Tokens before stopping and stemming: split, possessive removal, lowercase."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        if text.isascii():
+            # ASCII: lowercasing first changes neither the token boundaries (the pattern's classes do
+            # not depend on case) nor the possessive rule (it accepts 's and 'S), and is ~2x faster
+            toks = _TOKEN_RE.findall(text.lower())
+            if "_" in text:
+                toks = [t for t in toks if t[0] != "_" or t.strip("_")]
+            if "'" in text:
+                toks = [_POSSESSIVE_RE.sub("", t) if len(t) > 2 and t[-2] == "'" else t for t in toks]
+            return toks
         out = []
         for tok in _TOKEN_RE.findall(text):
             if tok[0] == "_" and not tok.strip("_"):
@@ -169,9 +178,10 @@ class Analyzer:
             toks = [t for t in toks if t not in self._stop]
         if self._stem is not None and toks:
             cache = self._cache
-            missing = [t for t in set(toks) if t not in cache]
-            if missing:
-                self._stem_into_cache(missing)
+            try:
+                return [cache[t] for t in toks]  # the common case: every word seen before
+            except KeyError:
+                self._stem_into_cache([t for t in set(toks) if t not in cache])
             toks = [cache[t] for t in toks]
         return toks
 
