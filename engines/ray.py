@@ -314,7 +314,7 @@ class RayEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Ray Data's deprecation of passing the retry settings this way
             out = ds.map_batches(bound, batch_size=self.batch_size, batch_format="numpy",
-                                 compute=ray.data.ActorPoolStrategy(size=self._pool_size),
+                                 compute=ray.data.ActorPoolStrategy(size=min(self._pool_size, blocks)),
                                  num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker or None,
                                  **retries)
         try:
