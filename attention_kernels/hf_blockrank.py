@@ -162,6 +162,7 @@ def blockrank_attention_forward(
     sinks = attention_sinks(module, kwargs)
     softcap = kwargs.get("softcap")
     window = kwargs.get("sliding_window")
+    attention_chunk = layer_attention_chunk(module)
     if dropout and module.training:
         raise ValueError("BlockRank attention has no dropout; set the model's attention_dropout to 0")
     if scaling is None:
@@ -181,9 +182,9 @@ def blockrank_attention_forward(
             raise ScoringExit()
     # The block-sparse kernels take keys and values of one head dim; DeepSeek's latent attention has others.
     if (softcap is not None or sinks is not None or (window is not None and window < query.shape[2])
-            or value.shape[-1] != key.shape[-1]):
+            or (attention_chunk is not None and attention_chunk < query.shape[2]) or value.shape[-1] != key.shape[-1]):
         out = masked_attention(query[0], key[0], value[0], cap.block_offsets, scaling, softcap=softcap, window=window,
-                               sinks=sinks)
+                               sinks=sinks, attention_chunk=attention_chunk)
     else:
         from attnsift.attention_kernels.block_sparse.api import block_sparse_attention
 
@@ -191,9 +192,22 @@ def blockrank_attention_forward(
     return out.transpose(0, 1).unsqueeze(0), None  # [1, T, Hq, D]
 
 
+def layer_attention_chunk(module: Any) -> int | None:
+    """The attention chunk of ``module``'s layer (Llama 4's ``chunked_attention`` layers: a token sees only the
+    keys of its own ``attention_chunk_size``-token chunk, by token index, as transformers masks it); None when
+    the layer attends to everything before it."""
+    config = getattr(module, "config", None)
+    layer = getattr(module, "layer_idx", None)
+    types = getattr(config, "layer_types", None) or ()
+    if layer is None or layer >= len(types) or types[layer] != "chunked_attention":
+        return None
+    size = getattr(config, "attention_chunk_size", None)
+    return int(size) if size else None
+
+
 def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tensor", scale: float | None,
                      softcap: float | None = None, window: int | None = None, sinks: "Tensor | None" = None,
-                     chunk: int = 512) -> "Tensor":
+                     chunk: int = 512, attention_chunk: int | None = None) -> "Tensor":
     """Attention under the BlockRank mask with logit soft-capping, a sliding window and sinks, in float32.
 
     Parameters
@@ -206,6 +220,7 @@ def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tens
     window : int, optional        row i sees keys ``j > i - window`` only (transformers' sliding window)
     sinks : Tensor [Hq], optional one extra logit per head in every denominator, attending to nothing (gpt-oss)
     chunk : int                   query rows per step (memory ``Hq x chunk x T``)
+    attention_chunk : int, optional  row i sees keys ``j // attention_chunk == i // attention_chunk`` only (Llama 4)
 
     Returns
     -------
@@ -229,6 +244,8 @@ def masked_attention(q: "Tensor", k: "Tensor", v: "Tensor", block_offsets: "Tens
         allowed = (j[None, :] <= i[:, None]) & ((block[None, :] == bi) | (block[None, :] == 0) | (bi == last))
         if window is not None:
             allowed &= j[None, :] > i[:, None] - int(window)
+        if attention_chunk is not None:
+            allowed &= (j[None, :] // int(attention_chunk)) == (i[:, None] // int(attention_chunk))
         logits = torch.matmul(q[:, lo:lo + len(i)].float(), kf.transpose(1, 2)) * scale  # [Hq, C, T]
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap

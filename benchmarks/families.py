@@ -56,7 +56,10 @@ def render(results: list, command: str, machine: str, seconds: float, versions: 
         f"{F.BLOCKRANK_TOL:.0e} (its scores sum to one). Sliding windows are {F.WINDOW} tokens, shorter than the "
         f"prompts, so they really cut keys ({', '.join(f.name for f in F.FAMILIES if f.blockrank_config)} slide on "
         f"every layer: their BlockRank check uses a {F.BLOCKRANK_WINDOW}-token window, which still cuts the lower "
-        "layers but reaches the first document from the scoring rows; a shorter one is refused with a message).",
+        "layers but reaches the first document from the scoring rows; a shorter one is refused with a message). "
+        f"Llama 4's attention chunks are {F.WINDOW} tokens too: its lower layers see only their own chunk, BlockRank "
+        "reads the full-attention layer, and a chunked scoring layer whose chunk misses the first document is "
+        "refused.",
         "",
         "| family | model_type | attention features kept | ICR vs eager | BlockRank vs eager | listwise | prompt tokens |",
         "|---|---|---|---|---|---|---|",

@@ -97,14 +97,21 @@ class BlockRankConfig(Config):
 
 def default_scoring_layer(text_config: Any, num_layers: int) -> int:
     """The middle layer ``num_layers // 2``, or, when the config's ``layer_types`` make it a sliding-window
-    layer (Gemma 2/3, Cohere 2, ...), the full-attention layer nearest to it (the lower one on a tie): the
+    layer (Gemma 2/3, Cohere 2, ...) or a chunked one (Llama 4), the full-attention layer nearest to it (the lower one on a tie): the
     scoring rows sit at the end of the prompt, and a window there would not reach the first documents."""
     mid = num_layers // 2
     types = list(getattr(text_config, "layer_types", None) or [])
-    if len(types) != num_layers or types[mid] != "sliding_attention":
+    if len(types) != num_layers or types[mid] not in ("sliding_attention", "chunked_attention"):
         return mid
     full = [i for i, t in enumerate(types) if t == "full_attention"]
     return min(full, key=lambda i: (abs(i - mid), i)) if full else mid
+
+
+def layer_chunk(text_config: Any, layer: int) -> int | None:
+    """The attention chunk of decoder ``layer`` (Llama 4's ``chunked_attention`` layers; None: not chunked)."""
+    types = getattr(text_config, "layer_types", None) or ()
+    size = getattr(text_config, "attention_chunk_size", None)
+    return int(size) if size and layer < len(types) and types[layer] == "chunked_attention" else None
 
 
 def layer_window(text_config: Any, layer: int) -> int | None:
@@ -270,13 +277,20 @@ class BlockRankReranker(LLMReranker):
     def _check_window(self, prompt: Any, layer: int, rows: int) -> None:
         """Refuse, before the forward pass, a sliding-window scoring ``layer`` whose window does not reach from
         the first scoring row back to the first document (its scores would miss the first documents)."""
-        window = layer_window(self.model.config.get_text_config(), layer)
+        text_config = self.model.config.get_text_config()
+        window, chunk = layer_window(text_config, layer), layer_chunk(text_config, layer)
         first_row, first_doc = prompt.num_tokens - rows, prompt.block_offsets[1]
+        what = None
         if window is not None and first_row - window + 1 > first_doc:
+            what = f"a sliding-window layer (window {window})"
+        # A chunk is a hard boundary: every scoring row must share the first document's chunk.
+        elif chunk is not None and (prompt.num_tokens - 1) // chunk * chunk > first_doc:
+            what = f"a chunked-attention layer (chunks of {chunk} tokens)"
+        if what:
             raise ValueError(
-                f"BlockRank: scoring layer {layer} is a sliding-window layer (window {window}) that does not reach "
-                f"back to the first document of this {prompt.num_tokens}-token prompt; score at a full-attention "
-                "layer (scoring_layer=) or shorten the prompt (fewer candidates, smaller block_tokens)")
+                f"BlockRank: scoring layer {layer} is {what} that does not reach back to the first document of this "
+                f"{prompt.num_tokens}-token prompt; score at a full-attention layer (scoring_layer=) or shorten the "
+                "prompt (fewer candidates, smaller block_tokens)")
 
     def score_prompt(self, prompt: Any, early_exit: bool = True) -> list[float]:
         """Scores of a built prompt, in the caller's document order (``prompt.order`` undone)."""

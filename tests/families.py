@@ -131,6 +131,13 @@ FAMILIES: list[Family] = [
            _c("DeepseekV3Config", num_key_value_heads=4, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
               qk_nope_head_dim=16, v_head_dim=12, n_routed_experts=2, num_experts_per_tok=1, n_group=1, topk_group=1,
               moe_intermediate_size=32, first_k_dense_replace=1), "DeepseekV3ForCausalLM"),
+    Family("Llama 4", "llama4_text", f"chunked attention (chunk {WINDOW}) on 3 of 4 layers, no RoPE and attention "
+           "temperature tuning on the full layer, QK-norm, mixture of experts",
+           _c("Llama4TextConfig", num_hidden_layers=4, head_dim=16, attention_chunk_size=WINDOW,
+              layer_types=["chunked_attention", "chunked_attention", "chunked_attention", "full_attention"],
+              no_rope_layers=[1, 1, 1, 0], num_local_experts=2, num_experts_per_tok=1, intermediate_size_mlp=128,
+              interleave_moe_layer_step=2, attn_temperature_tuning=True, floor_scale=8, attn_scale=0.1,
+              use_qk_norm=True), "Llama4ForCausalLM"),
     Family("gpt-oss", "gpt_oss", f"attention sinks, q/k/v biases, sliding window {WINDOW} on alternate layers, "
            "mixture of experts", _c("GptOssConfig", num_hidden_layers=4, head_dim=16, sliding_window=WINDOW,
                                     num_local_experts=2, num_experts_per_tok=1, layer_types=_SWA4,
@@ -258,7 +265,8 @@ def icr_oracle(model: Any, tok: Any, text: str, query: str, doc_starts: list[int
 
 def blockrank_oracle(model: Any, prompt: Any, layer: int, rows: int) -> list[float]:
     """BlockRank scores (caller's order) from an eager forward under the dense BlockRank mask (and, on the
-    family's sliding-window layers, the window over token distance, as transformers builds it)."""
+    family's sliding-window layers, the window over token distance; on chunked layers, the chunks by token index:
+    as transformers builds them)."""
     import torch
 
     from attnsift.attention_kernels.block_sparse.api import dense_mask
@@ -274,9 +282,12 @@ def blockrank_oracle(model: Any, prompt: Any, layer: int, rows: int) -> list[flo
     def additive(m: Any) -> Any:
         return torch.zeros(T, T).masked_fill(~m, neg)[None, None]
 
+    size = getattr(tc, "attention_chunk_size", None)
+    chunked = allowed & (i[:, None] // size == i[None, :] // size) if size else allowed  # Llama 4, by token index
     kinds = set(getattr(tc, "layer_types", None) or [])
     if kinds:
-        mask: Any = {k: additive(windowed if k == "sliding_attention" else allowed) for k in kinds}
+        mask: Any = {k: additive(windowed if k == "sliding_attention" else chunked if k == "chunked_attention"
+                                 else allowed) for k in kinds}
     else:
         mask = additive(windowed)
     att = _eager(model, input_ids=torch.tensor([prompt.input_ids]), position_ids=torch.tensor([prompt.position_ids]),

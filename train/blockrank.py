@@ -279,19 +279,25 @@ def check_scoring_window(text_config: Any, layer: int, examples: Sequence[TrainE
     """Refuse, before training, a sliding-window scoring ``layer`` whose window does not reach from the first
     scoring row back to the first document of some prompt: the loss would train scores the layer cannot see
     (the reranker refuses such prompts at inference too)."""
-    from attnsift.rerank.blockrank import layer_window
+    from attnsift.rerank.blockrank import layer_chunk, layer_window
 
-    window = layer_window(text_config, layer)
-    if window is None:
+    window, chunk = layer_window(text_config, layer), layer_chunk(text_config, layer)
+    if window is None and chunk is None:
         return
     blind, longest = 0, 0
     for ex in examples:
         enc = encode_example(ex, tokenizer, **enc_kw)
         longest = max(longest, enc.prompt_tokens)
-        blind += int(enc.query_rows[0]) - window + 1 > int(enc.block_offsets[1])
+        first_doc = int(enc.block_offsets[1])
+        if window is not None:
+            blind += int(enc.query_rows[0]) - window + 1 > first_doc
+        else:
+            blind += int(enc.query_rows[-1]) // chunk * chunk > first_doc
     if blind:
+        what = f"a sliding-window layer (window {window})" if window is not None else \
+            f"a chunked-attention layer (chunks of {chunk} tokens)"
         raise ValueError(
-            f"scoring layer {layer} is a sliding-window layer (window {window}) that does not reach back to the first "
+            f"scoring layer {layer} is {what} that does not reach back to the first "
             f"document in {blind} of {len(examples)} training prompts (longest {longest} tokens); train a "
             "full-attention layer (--option scoring_layer=) or shorten the prompts (fewer --candidates, a smaller "
             "block_tokens)")

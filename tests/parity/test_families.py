@@ -146,3 +146,24 @@ def test_masked_attention_equals_the_block_sparse_oracle_and_applies_its_extras(
     out = masked_attention(q, k, wide, off, D ** -0.5, chunk=7)
     assert out.shape == (4, T, 12)
     torch.testing.assert_close(out[:, :, :D], masked_attention(q, k, wide[..., :D], off, D ** -0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_llama4_chunked_attention_is_applied_and_a_chunked_scoring_layer_is_refused(tok):
+    """Llama 4 attends within fixed chunks on 3 of 4 layers: BlockRank masks the chunks like transformers does
+    (its scores move with the chunk size), reads the full-attention layer by default, and refuses a chunked
+    scoring layer whose chunk does not hold the first document."""
+    from attnsift.rerank.blockrank import BlockRankReranker
+
+    model = F.build("llama4_text")
+    assert model.config.layer_types.count("chunked_attention") == 3 and model.config.attention_chunk_size == F.WINDOW
+    rr = BlockRankReranker(model, tok, impl="reference")
+    assert rr.scoring_layer == 3
+    chunked = rr.score(F.toy_ranking())
+    model.config.attention_chunk_size = 100_000  # no chunk boundary inside the prompt
+    try:
+        unchunked = rr.score(F.toy_ranking())
+    finally:
+        model.config.attention_chunk_size = F.WINDOW
+    assert max(abs(a - b) for a, b in zip(chunked, unchunked)) > 1e-3
+    with pytest.raises(ValueError, match=r"chunked-attention layer \(chunks of 24 tokens\).*full-attention layer"):
+        BlockRankReranker(model, tok, scoring_layer=2, impl="reference").score(F.toy_ranking())
