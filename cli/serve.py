@@ -52,6 +52,7 @@ def serve(
     depth: Optional[int] = typer.Option(None, "--depth", help="Search: candidates the reranker rescores (default: min(20, --first-stage-k))."),
     first_stage_k: int = typer.Option(100, "--first-stage-k", help="Search: candidates from the index when a request gives no first_stage_k."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Query encoder of a dense / late / hybrid index (default: the index's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads for the model (default: torch's, one per core; on a CPU shared with other work 1 is often much faster)."),
     warmup: bool = typer.Option(True, "--warmup/--no-warmup", help="Rerank a tiny request before listening (the first real one is not slower)."),
     access_log: bool = typer.Option(False, "--access-log", help="One log line per request on stderr."),
 ) -> None:
@@ -93,6 +94,8 @@ def serve(
     limits = ServeLimits(max_documents=max_documents, max_document_chars=max_document_chars,
                          max_query_chars=max_query_chars, max_body_bytes=max_body_bytes, max_batch=max_batch,
                          batch_wait_ms=batch_wait_ms, queue_size=queue_size, timeout_s=timeout, grace_s=grace)
+    if threads is not None:
+        check_k(threads, "--threads")
     device = check_device(device)
     kind = index_kind(index_dir) if index_dir is not None else None
     if kind is not None:
@@ -105,6 +108,10 @@ def serve(
     if not _loopback(host) and api_key is None:
         warn(f"listening on {host} without --api-key: anyone who can reach this port can use the server")
     progress.quiet_third_party()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)  # worker threads inherit it
     stage = None
     if index_dir is not None:
         stage = load_index(index_dir, encoder=encoder, device=device if kind in ENCODED_INDEXES else None)

@@ -4,7 +4,10 @@ The event loop only queues and waits; the model runs in a worker thread (:func:`
 holding the model's lock, so one batch runs at a time and other users of the same reranker take turns
 with the server). The worker takes the first waiting job, then whatever else is queued, up to
 ``max_batch``, waiting at most ``batch_wait_ms`` for more; while the model is busy, requests pile up in
-the queue and the next batch takes them together.
+the queue and the next batch takes them together. A batch is one trip to the worker thread and one
+hold of the model's lock; inside it the jobs run one after another (attnsift's rerankers score one
+ranking per forward pass), and each caller is answered as soon as its own job is done, not at the end
+of the batch.
 
 The queue is bounded: a job that finds it full is refused at once (:class:`QueueFull`, the server's 503).
 A caller that stops waiting (its timeout, a client that went away) marks its job abandoned: the worker
@@ -112,12 +115,12 @@ class MicroBatcher:
 
     # ------------------------------------------------------------------ callers
     async def submit(self, fn: Callable[[], Any], timeout_s: float) -> Job:
-        """Queue ``fn`` and wait for it; the finished :class:`Job` (its result in ``job.future``).
+        """Queue ``fn`` and wait for it; the finished :class:`Job` (its result or error in ``job.future``).
 
         Raises
         ------
         Closed
-            The batcher is shutting down.
+            The batcher is shutting down (or stopped before the job ran).
         QueueFull
             ``queue_size`` jobs are waiting already.
         JobTimeout
@@ -135,13 +138,17 @@ class MicroBatcher:
         except asyncio.QueueFull:
             raise QueueFull() from None
         try:
-            await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
-        except asyncio.TimeoutError:
-            job.abandoned = True
-            raise JobTimeout() from None
+            # asyncio.wait neither raises the job's error (the caller reads it from job.future) nor
+            # cancels the job on a timeout.
+            done, _ = await asyncio.wait({job.future}, timeout=timeout_s)
         except asyncio.CancelledError:
             job.abandoned = True
             raise
+        if not done:
+            job.abandoned = True
+            raise JobTimeout()
+        if job.future.cancelled():  # the worker stopped (shutdown) before the job ran
+            raise Closed()
         return job
 
     # ------------------------------------------------------------------ the worker
@@ -174,42 +181,52 @@ class MicroBatcher:
             for job in batch:
                 job.batch_size = len(batch)
                 job.queue_seconds = started - job.enqueued
+            loop = asyncio.get_running_loop()
+
+            def resolved(job: Job, ok: bool, value: Any) -> None:  # called from the thread
+                loop.call_soon_threadsafe(_resolve, job, ok, value)
+
             try:
-                results = await in_thread(self.lock, _run_batch, batch)
+                await in_thread(self.lock, _run_batch, batch, resolved)
             except asyncio.CancelledError:
                 for job in batch:
                     if not job.future.done():
                         job.future.cancel()
                 raise
-            except BaseException as exc:  # the batch runner itself failed: answer every job with it
+            except BaseException as exc:  # the batch runner itself failed: answer the jobs left with it
                 log.exception("a batch failed")
-                results = [(False, exc)] * len(batch)
+                for job in batch:
+                    _resolve(job, False, exc)
             finally:
                 self.running = 0
             if self.on_batch is not None:
                 self.on_batch(len(batch), [j.queue_seconds for j in batch])
-            for job, (ok, value) in zip(batch, results):
-                if job.future.done():
-                    continue
-                if value is _SKIPPED or job.abandoned:
-                    job.future.cancel()  # nobody waits for it: no unretrieved exception is logged
-                elif ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
 
 
-def _run_batch(batch: list[Job]) -> list[tuple[bool, Any]]:
-    """In the worker thread: each job in turn; one job's error is that job's answer alone."""
-    out: list[tuple[bool, Any]] = []
+def _resolve(job: Job, ok: bool, value: Any) -> None:
+    """On the event loop: answer ``job``'s caller (nobody waits for an abandoned job: cancel it, so no
+    unretrieved exception is logged)."""
+    if job.future.done():
+        return
+    if value is _SKIPPED or job.abandoned:
+        job.future.cancel()
+    elif ok:
+        job.future.set_result(value)
+    else:
+        job.future.set_exception(value)
+
+
+def _run_batch(batch: list[Job], resolved: Callable[[Job, bool, Any], None]) -> None:
+    """In the worker thread: each job in turn, its caller answered as soon as it is done (not at the
+    end of the batch); one job's error is that job's answer alone."""
     for job in batch:
         if job.abandoned:
-            out.append((True, _SKIPPED))
+            resolved(job, True, _SKIPPED)
             continue
         t0 = time.perf_counter()
         try:
-            out.append((True, job.fn()))
-        except Exception as exc:  # noqa: BLE001 - returned to the one caller it belongs to
-            out.append((False, exc))
+            ok, value = True, job.fn()
+        except Exception as exc:  # noqa: BLE001 - the answer of the one caller it belongs to
+            ok, value = False, exc
         job.run_seconds = time.perf_counter() - t0
-    return out
+        resolved(job, ok, value)

@@ -367,6 +367,52 @@ def test_a_client_that_drops_its_request_does_not_disturb_the_others():
     assert metrics['attnsift_requests_total{endpoint="/v1/rerank",status="499"}'] == 1
 
 
+def test_a_batch_answers_each_job_when_done_and_keeps_errors_to_their_job():
+    from attnsift.serve.batching import MicroBatcher
+
+    def job(name, seconds, fail=False):
+        def run():
+            time.sleep(seconds)
+            if fail:
+                raise ValueError(f"{name} failed")
+            return name
+        return run
+
+    async def scenario():
+        batcher = MicroBatcher(None, max_batch=3, batch_wait_ms=100)
+        t0 = time.perf_counter()
+        done = {}
+
+        async def one(name, seconds, fail=False):
+            j = await batcher.submit(job(name, seconds, fail), timeout_s=30)
+            done[name] = time.perf_counter() - t0
+            return j
+
+        jobs = await asyncio.gather(one("a", 0.3), one("b", 0.3, fail=True), one("c", 0.3))
+        await batcher.close(1)
+        return jobs, done
+
+    jobs, done = asyncio.run(scenario())
+    assert [j.batch_size for j in jobs] == [3, 3, 3]
+    assert jobs[0].future.result() == "a" and jobs[2].future.result() == "c"
+    assert isinstance(jobs[1].future.exception(), ValueError)
+    assert done["a"] < done["c"] - 0.4  # "a" was answered when it was done, not at the end of the batch
+
+
+def test_a_reranker_error_on_one_request_is_a_400_for_it_alone():
+    class Picky(Overlap):
+        def score(self, ranking):
+            if ranking.query.text == "boom":
+                raise ValueError("cannot rank boom")
+            return super().score(ranking)
+
+    with running(create_app(Picky(), limits=ServeLimits(batch_wait_ms=50))) as server:
+        bad, good = asyncio.run(_gather(server.url, [{"query": "boom", "documents": ["a"]},
+                                                     {"query": "scurvy", "documents": ["a", "scurvy"]}]))
+    assert bad.status_code == 400 and "cannot rank boom" in bad.json()["message"]
+    assert good.status_code == 200 and good.json()["results"][0]["index"] == 1
+
+
 # ------------------------------------------------------------------------------------------ the command
 def _cli(*args, **kwargs):
     code = "import attnsift.cli.main, attnsift.cli.serve; from attnsift.cli.app import app; app()"
