@@ -203,3 +203,20 @@ def test_missing_files_are_named(tmp_path):
     with pytest.raises(DatasetError, match=r"qrels \(qrels\.dev\.small\.tsv\)") as ei:
         load_dataset("msmarco", data_dir=tmp_path)
     assert "\n" not in str(ei.value)
+
+
+def test_read_only_folder_unpacks_into_the_cache(tmp_path, monkeypatch):
+    import attnsift.eval.datasets.msmarco_store as ms
+
+    src = _files(tmp_path)
+    folder = tmp_path / "data" / "msmarco-passage"
+    folder.mkdir(parents=True)
+    _tar(folder / "collectionandqueries.tar.gz", {n: src[n] for n in ("collection.tsv", "queries.dev.small.tsv",
+                                                                      "qrels.dev.small.tsv")})
+    real_access = ms.os.access
+    monkeypatch.setattr(ms.os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode))
+    ds = load_dataset("msmarco", data_dir=tmp_path / "data")
+    assert ds.corpus["5"].text == PASSAGES[5] and len(ds.queries) == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["collectionandqueries.tar.gz"]  # the folder is untouched
+    unpacked = next((tmp_path / "cache" / "msmarco-passage").glob("unpacked-*"))
+    assert (unpacked / "collection.tsv").read_bytes() == src["collection.tsv"]
