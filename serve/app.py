@@ -2,7 +2,7 @@
 
 Endpoints::
 
-    POST /v1/rerank   (also /rerank)   rank the request's documents for its query (hosted-rerank-API shape)
+    POST /v1/rerank   (also /v2/rerank, /rerank)   rank the request's documents for its query (hosted-rerank-API shape)
     POST /v1/search                    the loaded index's first stage, then the reranker on its top `depth`
     GET  /health                       200 {"status": "ok"}; 503 {"status": "draining"} while shutting down
     GET  /metrics                      Prometheus text format
@@ -279,11 +279,11 @@ def _routes(app: FastAPI, state: ServeState, guarded: list) -> None:
             results.append({"index": i, "relevance_score": _finite(c.score), "document": doc})
         return {"id": str(uuid.uuid4()), "model": state.model_name, "results": results, "meta": state.meta(job)}
 
-    for path in ("/v1/rerank", "/rerank"):
+    # /v1/rerank: Cohere's v1 and Jina's path; /v2/rerank: Cohere's v2 client; /rerank: clients that use a bare path.
+    for path, op in (("/v1/rerank", "rerank"), ("/v2/rerank", "rerank_v2"), ("/rerank", "rerank_unversioned")):
         app.add_api_route(path, rerank, methods=["POST"], response_model=RerankResponse,
                           response_model_exclude_none=True, dependencies=guarded, tags=["rerank"],
-                          operation_id="rerank" if path == "/v1/rerank" else "rerank_unversioned",
-                          summary="Rerank documents for a query")
+                          operation_id=op, summary="Rerank documents for a query")
 
     @app.post("/v1/search", response_model=SearchResponse, response_model_exclude_none=True, dependencies=guarded,
               tags=["search"], summary="Search the loaded index (first stage, then the reranker)")

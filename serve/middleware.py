@@ -22,7 +22,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: paths recorded under their own name in the metrics (anything else: "other", so labels stay few)
-KNOWN_PATHS = ("/v1/rerank", "/rerank", "/v1/search", "/health", "/metrics", "/docs", "/openapi.json")
+KNOWN_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health", "/metrics", "/docs", "/openapi.json")
 #: paths that stay open while draining (a load balancer reads the 503 there)
 OPEN_WHILE_DRAINING = ("/health", "/metrics")
 CLIENT_CLOSED = 499  # the client went away before its answer (nginx's convention)

@@ -112,7 +112,9 @@ def test_rerank_equals_reranker_rerank_on_both_paths():
                 "rank_fields": ["text"]}
         a = client.post("/v1/rerank", json=body)
         b = client.post("/rerank", json={**body, "top_n": 2, "return_documents": True})
+        c = client.post("/v2/rerank", json={"model": "rerank-v3.5", "query": "what prevents scurvy?", "documents": DOCS})
     assert a.status_code == 200 and b.status_code == 200, (a.text, b.text)
+    assert c.json()["results"] == a.json()["results"]
     want = rr.rerank(rerank_ranking("what prevents scurvy?", DOCS))
     got = a.json()
     assert got["model"] == "tiny" and got["id"]
@@ -174,7 +176,7 @@ def test_health_metrics_and_openapi():
     assert m["attnsift_queue_depth"] == 0 and "# TYPE attnsift_batch_size histogram" in metrics.text
     assert spec.status_code == 200
     paths = spec.json()["paths"]
-    assert {"/v1/rerank", "/rerank", "/v1/search", "/health", "/metrics"} <= set(paths)
+    assert {"/v1/rerank", "/v2/rerank", "/rerank", "/v1/search", "/health", "/metrics"} <= set(paths)
     assert "top_n" in json.dumps(spec.json()["components"]["schemas"]["RerankRequest"])
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
