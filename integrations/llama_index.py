@@ -41,7 +41,10 @@ def _incoming(item: Any, title_key: str | None, who: str) -> Incoming:
         raise TypeError(f"{who}: nodes must be NodeWithScore objects, got {type(item).__name__}")
     node = item.node
     title = node.metadata.get(title_key) if title_key else None
-    return Incoming(node.node_id, getattr(node, "text", None), title, item.score)
+    text = getattr(node, "text", None)
+    if text is None and getattr(node, "text_resource", None) is not None:  # the media-resource Node
+        text = node.text_resource.text
+    return Incoming(node.node_id, text, title, item.score)
 
 
 def _excluded(keys: List[str]) -> List[str]:

@@ -228,6 +228,40 @@ def test_haystack_retriever_round_trips(reference, index, tiny_model_dir, tmp_pa
     assert [(d.id, d.score) for d in again] == [(d.id, d.score) for d in out]
 
 
+def test_haystack_ranker_hands_the_incoming_scores_to_a_fusing_reranker(reference, index):
+    from attnsift.integrations.haystack import AttnsiftRanker
+
+    first, _ = reference
+    fusing = tiny_icr(fusion="interp", fusion_weight=0.5)
+    final = Pipeline(index, fusing, first_stage_k=8)(QUERY)  # fuses ICR with the BM25 scores
+    docs = _hs_documents(first)
+    out = AttnsiftRanker(reranker=fusing, top_k=None).run(query=QUERY, documents=docs)["documents"]
+    by_id = {d.id: c.doc_id for d, c in zip(docs, first)}
+    _same([by_id[d.id] for d in out], [d.score for d in out], final)
+    from attnsift.integrations.langchain import AttnsiftReranker
+
+    positional = AttnsiftReranker(reranker=fusing, top_n=None).compress_documents(_lc_documents(first), QUERY)
+    assert sorted(d.metadata[SCORE] for d in positional) != pytest.approx(sorted(d.score for d in out))  # scores matter
+
+
+def test_async_paths_leave_the_event_loop_free(reference, icr):
+    from attnsift.integrations.langchain import AttnsiftReranker
+
+    first, final = reference
+    compressor = AttnsiftReranker(reranker=icr.with_options(max_words=7), top_n=None)  # no cached masses
+
+    async def both():
+        ticks = 0
+        task = asyncio.ensure_future(compressor.acompress_documents(_lc_documents(first), QUERY))
+        while not task.done():
+            await asyncio.sleep(0.001)
+            ticks += 1
+        return ticks, task.result()
+
+    ticks, out = asyncio.run(both())
+    assert ticks > 1 and len(out) == len(first)
+
+
 # ------------------------------------------------------------------------------------------- conversions
 def test_ids_positions_and_first_stage_scores():
     items = [_common.Incoming("a", "one"), _common.Incoming(None, "two"), _common.Incoming("a", "three"),
@@ -240,6 +274,19 @@ def test_ids_positions_and_first_stage_scores():
     assert [c.score for c in kept] == [2.0, 2.0] and kept.doc_ids == ["x", "y"]
     swapped, given = _common.to_ranking("q", [_common.Incoming("y", "a", score=1.0), _common.Incoming("x", "b", score=2.0)], "t")
     assert swapped.doc_ids == ["y", "x"] and given == [1.0, 2.0]
+
+
+def test_llamaindex_media_resource_nodes_are_read(icr):
+    from llama_index.core.schema import MediaResource, Node, NodeWithScore, TextNode
+
+    from attnsift.integrations.llama_index import AttnsiftNodePostprocessor
+
+    texts = ["Vitamin C prevents scurvy.", "Granite is a rock."]
+    media = [NodeWithScore(node=Node(id_=f"n{i}", text_resource=MediaResource(text=t))) for i, t in enumerate(texts)]
+    plain = [NodeWithScore(node=TextNode(id_=f"n{i}", text=t)) for i, t in enumerate(texts)]
+    post = AttnsiftNodePostprocessor(reranker=icr, top_n=None)
+    assert [(n.node.node_id, n.score) for n in post.postprocess_nodes(media, query_str="scurvy")] == \
+        [(n.node.node_id, n.score) for n in post.postprocess_nodes(plain, query_str="scurvy")]
 
 
 def test_haystack_duplicate_contents_all_come_back(icr):
@@ -269,6 +316,8 @@ def test_bad_input_is_one_clear_error(icr):
         AttnsiftNodePostprocessor(reranker=icr).postprocess_nodes([NodeWithScore(node=TextNode(text="x"))], query_str="")
     with pytest.raises(ValueError, match="needs the query"):
         AttnsiftNodePostprocessor(reranker=icr).postprocess_nodes([NodeWithScore(node=TextNode(text="x"))])
+    with pytest.raises(ValueError, match="document 0 .* has no text"):
+        AttnsiftNodePostprocessor(reranker=icr).postprocess_nodes([NodeWithScore(node=li_schema.Node())], query_str="q")
     with pytest.raises(ValueError, match="document 1 .* has no text"):
         AttnsiftRanker(reranker=icr).run(query="q", documents=[haystack.Document(content="a"),
                                                                haystack.Document(content=None, meta={"k": 1})])
