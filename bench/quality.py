@@ -282,7 +282,7 @@ def run_quality_bench(
     for spec in specs:  # a reranker's model is found (or missing) before any work
         if spec.reranker is not None:
             check_model("reranker", spec.reranker.name, spec.reranker.model)
-    if isinstance(device, str) and device.strip().lower() == "auto":
+    if isinstance(device, str) and device.strip().lower() == "auto" and engine is None:  # workers resolve their own
         from attnsift.config import resolve_device
 
         device = str(resolve_device("auto"))  # results are keyed by the device they ran on
