@@ -255,6 +255,19 @@ def id_ranks(ids_file: Path, n: int) -> np.ndarray:
     return rank
 
 
+def rank_ids(ids: Sequence[str]) -> np.ndarray:
+    """``[n]`` each id's position in sorted (code point) order, as Python's string order gives it."""
+    n = len(ids)
+    arr = np.asarray(list(ids), dtype=str) if n else np.zeros(0, dtype="U1")
+    if n and arr.dtype.itemsize <= 4 * 64 and int(np.char.str_len(arr).sum()) == sum(map(len, ids)):
+        order = np.argsort(arr, kind="stable")  # fixed-width unicode compares by code point
+    else:  # long ids, or ids ending in NUL (numpy strips those): Python's comparison
+        order = np.argsort(np.asarray(list(ids), dtype=object), kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
 def write_doc_ids(doc_ids: Iterable[str], folder: Path) -> int:
     """Write ``doc_ids.txt``, its offsets and ``id_rank.npy`` into ``folder``; returns the count."""
     w = LineWriter(folder / "doc_ids.txt")
@@ -310,14 +323,29 @@ def save_bm25_index(index: BM25IndexData, path: str | Path, overwrite: bool = Tr
         write_doc_ids(index.doc_ids, tmp)
         if index.documents is not None:
             w = LineWriter(tmp / "documents.jsonl")
-            docs = index.documents
-            for i, did in enumerate(index.doc_ids):
-                doc = docs.at([i])[0] if isinstance(docs, StoredDocuments) else docs[did]
+            for doc in _documents_in_order(index):
                 w.write(json.dumps(document_to_json(doc), ensure_ascii=False))
             w.close(tmp / "documents.offsets.npy")
         write_index_manifest(tmp, index.params, len(index.doc_ids), len(index.vocab), index.documents is not None,
                              engine=engine, corpus=corpus)
     return path
+
+
+def _documents_in_order(index: BM25IndexData) -> Iterator[Document]:
+    docs = index.documents
+    assert docs is not None
+    if isinstance(docs, StoredDocuments):
+        for i in range(len(index.doc_ids)):
+            yield docs.at([i])[0]
+    elif callable(getattr(docs, "iter_documents", None)):  # a corpus on disk: one pass, in index order
+        for did, doc in zip(index.doc_ids, docs.iter_documents()):
+            if doc.id != did:
+                raise ValueError(f"the corpus the index was built from changed (document {doc.id!r} where {did!r} "
+                                 "was indexed); rebuild the index")
+            yield doc
+    else:
+        for did in index.doc_ids:
+            yield docs[did]
 
 
 def _load_array(path: Path, mmap: bool = False) -> np.ndarray:

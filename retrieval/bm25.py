@@ -34,7 +34,7 @@ import numpy as np
 
 from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
-from attnsift.indexes.bm25_index import BM25IndexData, PackedIds, load_bm25_index, save_bm25_index
+from attnsift.indexes.bm25_index import BM25IndexData, PackedIds, load_bm25_index, rank_ids, save_bm25_index
 from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.analysis import ANALYZER_VERSION, Analyzer
 from attnsift.retrieval.bm25_search import query_chunks, score_chunk
@@ -166,7 +166,8 @@ class BM25Retriever:
         ----------
         documents : iterable of Document or str, a mapping ``id -> Document`` or ``id -> text``, or a Corpus
             The corpus (see :func:`attnsift.documents.as_documents`; plain strings get ids ``d0, d1, ...``).
-            Ids must be unique. Streamed: a generator is read once.
+            Ids must be unique. Streamed: a generator is read once. A Corpus on disk is not copied:
+            with ``store_text`` candidates read their texts from it when needed.
         progress : bool, optional
             Progress on stderr (analysis, then index building); None: the process setting
             (:mod:`attnsift.progress`).
@@ -191,13 +192,15 @@ class BM25Retriever:
 
         doc_ids: list[str] = []
         stored: dict[str, Document] = {}
+        # a corpus on disk (a Corpus over a file) keeps its texts: candidates read them from it on demand
+        on_disk = callable(getattr(documents, "iter_documents", None)) and getattr(documents, "source", "memory") != "memory"
         builder = PostingsBuilder(k1=self.k1, b=self.b, delta=self.delta, method=self.method, chunk_size=chunk_size)
         analyze = self.analyzer
         total = len(documents) if hasattr(documents, "__len__") and not isinstance(documents, (str, bytes)) else None
         for doc in prog.bar(stream_documents(documents), desc="BM25 analyze", total=total, unit="doc",
                             progress=progress):
             doc_ids.append(doc.id)
-            if self.store_text:
+            if self.store_text and not on_disk:
                 stored[doc.id] = doc
             builder.add(analyze(doc.contents))
         self._check_built(len(doc_ids), builder)
@@ -205,7 +208,8 @@ class BM25Retriever:
             m = builder.finish()
         index = BM25IndexData(params=self.params, vocab=m["vocab"], doc_ids=doc_ids, data=m["data"],
                               indices=m["indices"], indptr=m["indptr"], nonoccurrence=m["nonoccurrence"],
-                              documents=stored if self.store_text else None, term_max=m["term_max"])
+                              documents=(documents if on_disk else stored) if self.store_text else None,
+                              term_max=m["term_max"])
         self._set_index(index)
         logger.info("indexed %d documents, %d terms, %d postings", len(doc_ids), len(index.vocab), len(index.data))
         return self
@@ -313,11 +317,7 @@ class BM25Retriever:
         indptr = index.indptr.astype(np.int32) if len(index.data) < 2**31 - 1 else index.indptr
         self._matrix = sp.csr_matrix((index.data, index.indices, indptr), shape=(len(index.vocab), len(index.doc_ids)),
                                      copy=False)
-        if index.id_rank is not None:
-            self._id_rank = np.asarray(index.id_rank)
-        else:
-            ids = np.asarray(list(index.doc_ids), dtype=object)
-            self._id_rank = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        self._id_rank = np.asarray(index.id_rank) if index.id_rank is not None else rank_ids(index.doc_ids)
         self._id_array = None if isinstance(index.doc_ids, PackedIds) else np.asarray(list(index.doc_ids), dtype=object)
 
     # ------------------------------------------------------------------ retrieval

@@ -62,6 +62,10 @@ class _MappedTexts:
         self.documents = documents
 
     def __call__(self, ids: Sequence[str]) -> list[Document]:
+        subset = getattr(self.documents, "subset", None)
+        if callable(subset) and getattr(self.documents, "source", "memory") != "memory":
+            found = subset(ids)  # a corpus on disk: one pass for the whole list
+            return [found[i] for i in ids]
         return [self.documents[i] for i in ids]
 
 

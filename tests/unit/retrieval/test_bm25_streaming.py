@@ -221,3 +221,20 @@ def test_builder_rejects_a_bad_chunk_size():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="chunk_size"):
             bm25_build.PostingsBuilder(k1=0.9, b=0.4, delta=0.5, method="lucene", chunk_size=bad)
+
+
+def test_a_corpus_on_disk_is_referenced_not_copied(tmp_path):
+    from attnsift.eval.datasets.base import Corpus
+
+    docs = _corpus(40)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": d.id, "title": d.title or "", "text": d.text}) + "\n" for d in docs))
+    corpus = Corpus.from_jsonl(path)
+    r = BM25Retriever.from_corpus(corpus)
+    assert r._index.documents is corpus  # no Document copies held by the index
+    top = r.retrieve("vitamin heart w1", k=5)
+    assert [c.document for c in top] == [corpus[c.doc_id] for c in top]
+    assert _results(r) == _results(BM25Retriever.from_corpus(docs))
+    r.save(tmp_path / "a")
+    BM25Retriever.from_corpus(list(corpus.iter_documents())).save(tmp_path / "b")
+    assert (tmp_path / "a" / "documents.jsonl").read_bytes() == (tmp_path / "b" / "documents.jsonl").read_bytes()
