@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                      "queries_per_s": round(len(sub) / ray_s, 4), "first_result_s": round(stamps[0], 2),
                      "steady_queries_per_s": round(steady, 4) if steady else None, "load": load})
         print(json.dumps(rows[-1]), flush=True)
+        _save(args.json, {"info": info, "rows": rows})  # each row as it comes: a long run keeps what it measured
 
     tmp = "/tmp/attnsift-ray-bench"
     os.makedirs(tmp, exist_ok=True)
@@ -138,9 +139,14 @@ def main(argv: list[str] | None = None) -> None:
                                                                            for r in bm25_rows), 1),
                "load_after": _load()}
     print(json.dumps(summary), flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"info": info, "rows": rows, "bm25": bm25_rows, "summary": summary}, fh, indent=2)
+    _save(args.json, {"info": info, "rows": rows, "bm25": bm25_rows, "summary": summary})
+
+
+def _save(path: str | None, obj: dict) -> None:
+    if path:
+        from attnsift.io import atomic_write_json
+
+        atomic_write_json(path, obj)
 
 
 if __name__ == "__main__":

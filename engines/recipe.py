@@ -185,8 +185,9 @@ def _non_default_options(config: Any) -> dict[str, Any]:
 def recipe_of(reranker: Any) -> RerankerRecipe:
     """The recipe that rebuilds ``reranker`` in another process.
 
-    A :class:`RerankerRecipe` is returned as it is; an object with a ``recipe`` attribute gives that;
-    a reranker of the registry built from a model *name* (``ICRReranker("smollm2-135m", ...)``, what
+    A :class:`RerankerRecipe` is returned as it is; an object with a ``recipe`` attribute gives that, one
+    with a ``built_with`` dict (``name``, ``model``, ``options``, ``device``, ``dtype``) the recipe of it; a
+    reranker of the registry built from a model *name* (``ICRReranker("smollm2-135m", ...)``, what
     the CLI and :func:`attnsift.registry.build_reranker` build) gives its class's registry name, its
     ``model_name``, the config fields that differ from their defaults, and its precision when that is
     not its device's default; the device is left to each worker (CUDA where it has one).
@@ -202,6 +203,10 @@ def recipe_of(reranker: Any) -> RerankerRecipe:
     given = getattr(reranker, "recipe", None)
     if isinstance(given, RerankerRecipe):
         return given
+    built = getattr(reranker, "built_with", None)  # what build_reranker was called with, when it records it
+    if isinstance(built, dict) and {"name", "model", "options"} <= set(built):
+        return RerankerRecipe(built["name"], built["model"], built["options"] or {}, built.get("device"),
+                              built.get("dtype"))
     from attnsift.registry import RERANKERS
 
     cls = type(reranker)

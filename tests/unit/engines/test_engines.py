@@ -162,3 +162,11 @@ def test_make_engine_checks_before_any_work():
         make_engine("ray", num_workers=0)
     engine = make_engine("ray", "10.0.0.1:6379", num_workers=3)  # constructed, nothing started
     assert engine.address == "10.0.0.1:6379" and engine.num_workers == 3 and not engine._started
+
+
+def test_recipe_of_prefers_what_the_reranker_was_built_with():
+    class Built:
+        built_with = {"name": "icr", "model": "smollm2-135m", "options": {"max_words": "50"}, "device": "cuda",
+                      "dtype": None}
+
+    assert recipe_of(Built()) == RerankerRecipe("icr", "smollm2-135m", {"max_words": "50"}, "cuda")
