@@ -300,7 +300,8 @@ class RayEngine:
 
     # ------------------------------------------------------------------ work
     def _map(self, worker: type, args: tuple, payloads: Sequence[bytes]) -> Iterator[dict[str, Any]]:
-        """Run ``worker(*args)`` actors over ``payloads``; yield the output batches as they finish."""
+        """Run a pool of ``worker`` actors (``args`` as their ``ARGS``) over ``payloads``; yield the output
+        batches as they finish."""
         ray = require_ray()
         self.start()
         n = len(payloads)
@@ -308,8 +309,8 @@ class RayEngine:
         blocks = max(1, min(n, math.ceil(n / self.batch_size), 4096))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         retries = {"max_restarts": self.max_retries, "max_task_retries": self.max_retries}
-        # The arguments ride on a class made for this run (pickled by value with it): constructor
-        # arguments would go through the object store, which Ray warns about for restartable actors.
+        # The arguments ride on a class made for this run (pickled by value with it, so a restarted
+        # actor rebuilds from the class alone).
         bound = type(worker.__name__, (worker,), {"ARGS": args})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Ray Data's deprecation of passing the retry settings this way
