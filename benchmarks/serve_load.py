@@ -109,8 +109,13 @@ async def drive(url: str, requests: list[tuple[str, dict]], concurrency: int, ma
                     data = r.json()
                     out["batch_size"] = data["meta"]["attnsift"]["batch_size"]
                     out["results"] = len(data["results"])
-                    want = len(body["documents"]) if "documents" in body else None
-                    out["complete"] = bool(data["results"]) and (want is None or out["results"] == want)
+                    if "documents" in body:  # rerank: every document ranked (cut to top_n)
+                        want = min(body.get("top_n") or len(body["documents"]), len(body["documents"]))
+                        out["complete"] = out["results"] == want
+                    else:  # search: at most top_n, each with an id and a score (none: BM25 matched nothing)
+                        out["complete"] = out["results"] <= body["top_n"] and all(
+                            "doc_id" in x and "relevance_score" in x for x in data["results"])
+                        out["empty"] = not data["results"]
             except Exception as exc:  # noqa: BLE001 - recorded: a lost request
                 out = {"path": path, "status": None, "error": repr(exc), "seconds": time.perf_counter() - t}
             results[i] = out
@@ -183,6 +188,7 @@ def summarize(name: str, run: dict, metrics: dict[str, float], startup: float, c
         "scenario": name, "requested": requested, "sent": len(res), "not_started_before_deadline": run["not_started"],
         "statuses": dict(statuses), "lost": sum(r["status"] is None for r in res),
         "incomplete_answers": sum(not r.get("complete", False) for r in ok), "server_5xx": five_xx,
+        "empty_search_answers": sum(bool(r.get("empty")) for r in ok),
         "wall_seconds": round(run["wall_seconds"], 2), "throughput_rps": round(len(ok) / run["wall_seconds"], 3),
         "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99),
                       "mean": statistics.fmean(lat) if lat else None, "max": max(lat) if lat else None},
@@ -214,6 +220,28 @@ def scenario_requests(name: str, queries: list[str], index, n: int, depth: int) 
     return out
 
 
+def threads_check(index, queries: list[str], n: int, depth: int, max_words: int) -> list[dict]:
+    """ICR over BM25's top ``depth`` for ``n`` distinct queries in this process, alternating torch's
+    thread count 1 and 2 (side by side, so both see the same load on a shared CPU)."""
+    import torch
+
+    from attnsift.pipeline import Pipeline
+    from attnsift.registry import build_reranker
+
+    pipe = Pipeline(index, build_reranker("icr", "smollm2-135m", {"max_words": max_words}), first_stage_k=depth,
+                    depth=depth, k=depth)
+    pipe("warm up")
+    out = []
+    for i, q in enumerate(queries[-n:]):
+        threads = 1 + i % 2
+        torch.set_num_threads(threads)
+        t = time.perf_counter()
+        pipe(q)
+        out.append({"threads": threads, "seconds": round(time.perf_counter() - t, 3), "loadavg": os.getloadavg()[0]})
+    torch.set_num_threads(os.cpu_count() or 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", required=True, help="A BM25 index (attnsift index --dataset scifact --out DIR).")
@@ -231,6 +259,8 @@ def main() -> None:
     ap.add_argument("--drop-after", type=float, default=None, help="Seconds before a dropping client gives up "
                                                                    "(default: 0.002 for bm25, 0.5 for icr).")
     ap.add_argument("--logs", default="/tmp", help="Folder for the servers' stderr.")
+    ap.add_argument("--threads-check", type=int, default=0,
+                    help="Also time ICR in this process for N queries, torch threads 1 and 2 alternating.")
     ap.add_argument("--json", dest="json_out", default=None)
     a = ap.parse_args()
 
@@ -274,6 +304,11 @@ def main() -> None:
         summary["loadavg_during"] = [load_before, os.getloadavg()]
         report["scenarios"].append(summary)
         print(json.dumps(summary, indent=1), file=sys.stderr)
+    if a.threads_check:
+        runs = threads_check(index, queries, a.threads_check, a.depth, a.max_words)
+        report["threads_check"] = {"runs": runs, "median_seconds": {
+            str(t): statistics.median(r["seconds"] for r in runs if r["threads"] == t) for t in (1, 2)}}
+        print(json.dumps(report["threads_check"]), file=sys.stderr)
     report["loadavg_after"] = os.getloadavg()
     text = json.dumps(report, indent=1)
     if a.json_out:
