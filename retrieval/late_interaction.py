@@ -1,12 +1,18 @@
 """Late-interaction (ColBERT-style) first stage: token vectors, ANN candidates, exact MaxSim.
 
-Every document is stored as its encoder token vectors (special tokens dropped, L2-normalised, float16;
-see :mod:`attnsift.indexes.token_index` for the bytes per document). A query is encoded the same way;
+Two index types hold the documents' encoder token vectors (special tokens dropped, L2-normalised):
 
-1. candidate generation: each query token's ``candidate_k`` nearest document tokens in a faiss index
-   over all token vectors; their documents are the candidates (ColBERT v1);
-2. exact rescoring: ``score(q, d) = sum over query tokens of max over d's tokens of q_i . d_j``
-   (MaxSim), computed by :func:`attnsift.attention_kernels.maxsim.api.maxsim`.
+- the faiss index types (``index_type`` ``auto`` / ``flat`` / ``hnsw`` / ``ivfpq``): every token vector
+  in float16 (768 bytes per token at dim 384, see :mod:`attnsift.indexes.token_index`); candidate
+  generation takes each query token's ``candidate_k`` nearest document tokens in a faiss index over all
+  token vectors; their documents are the candidates (ColBERT v1);
+- ``index="plaid"`` (``index_type="plaid"``): each token compressed to a centroid id plus 2-bit residuals
+  (98 bytes per token at dim 384, see :mod:`attnsift.indexes.plaid_index`); candidates come from
+  centroid interactions and are pruned to a short list (:mod:`attnsift.retrieval.plaid`), whose tokens
+  are decompressed.
+
+A query is encoded the same way, and the candidates are rescored exactly: ``score(q, d) = sum over query
+tokens of max over d's tokens of q_i . d_j`` (MaxSim), by :func:`attnsift.attention_kernels.maxsim.api.maxsim`.
 
 With ``normalize="query_length"`` the sum is divided by the number of *real* query tokens. Padded
 query positions (when several queries are scored in one batch, :meth:`score`) are masked out of the sum
@@ -32,6 +38,13 @@ from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.indexes.corpus import corpus_fields
 from attnsift.retrieval.config import LateInteractionConfig
+from attnsift.retrieval.plaid import (
+    PLAID_OPTIONS,
+    PlaidConfig,
+    PlaidSearcher,
+    plaid_config,
+    split_plaid_options,
+)
 from attnsift.retrieval.dense import (
     PROBE_DIMS,
     PROBE_TEXT,
@@ -51,6 +64,9 @@ from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 logger = logging.getLogger(__name__)
 
 KIND = "late"
+PLAID = "plaid"
+#: faiss build options (LateInteractionConfig fields) that have no meaning for a plaid index.
+_FAISS_ONLY = ("hnsw_m", "ef_construction", "ef_search", "nlist", "pq_m", "nprobe", "train_size", "m")
 _DOC_CHUNK_TOKENS = 131_072  # tokens of candidate documents scored per MaxSim call (~200 MB float32 at dim 384)
 
 
@@ -70,8 +86,12 @@ class LateInteractionRetriever:
         implementation); see :class:`~attnsift.retrieval.config.LateInteractionConfig`.
     probe : sequence of float, optional
         The index's probe vector (recorded in saved manifests).
+    plaid : PlaidConfig, optional
+        With a :class:`~attnsift.indexes.plaid_index.PlaidIndex`: its search options ``ncells`` and
+        ``candidates`` (or give them as keywords).
     **options
-        :class:`LateInteractionConfig` fields as keywords, instead of ``config``.
+        :class:`LateInteractionConfig` fields as keywords, instead of ``config``; with a plaid index
+        also ``ncells`` and ``candidates``.
     """
 
     name = "late"
@@ -84,8 +104,21 @@ class LateInteractionRetriever:
         *,
         config: LateInteractionConfig | None = None,
         probe: Sequence[float] | None = None,
+        plaid: PlaidConfig | None = None,
         **options: Any,
     ) -> None:
+        from attnsift.indexes.plaid_index import PlaidIndex
+
+        self.mode = PLAID if isinstance(index, PlaidIndex) else "faiss"
+        given, options = split_plaid_options(options) if self.mode == PLAID else ({}, options)
+        if self.mode == PLAID:
+            build = sorted(set(given) - set(PlaidConfig.SEARCH_OPTIONS))
+            if build:
+                raise ValueError(f"{', '.join(build)} are set when a plaid index is built; the retriever takes "
+                                 f"{' and '.join(PlaidConfig.SEARCH_OPTIONS)}")
+            self.plaid = plaid_config(given, base=plaid)
+        elif plaid is not None:
+            raise ValueError("plaid= applies to a plaid index (index='plaid'); this index is a faiss token index")
         self.config = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         if index.num_docs != len(documents):
             raise ValueError(f"the token index holds {index.num_docs} documents but {len(documents)} were given")
@@ -99,12 +132,14 @@ class LateInteractionRetriever:
         self.normalize = self.config.normalize
         self.impl = self.config.impl
         self.probe = list(probe) if probe is not None else None
+        self.searcher = PlaidSearcher(index, self.plaid.ncells, self.plaid.candidates) if self.mode == PLAID else None
         self.stats: dict[str, float] = {}
 
     def __repr__(self) -> str:
+        where = repr(self.searcher) if self.searcher is not None else f"ann={self.index.ann.index_type!r}"
         return (
             f"LateInteractionRetriever(encoder={self.encoder.name!r}, docs={len(self.documents)}, "
-            f"tokens={self.index.num_tokens}, ann={self.index.ann.index_type!r})"
+            f"tokens={self.index.num_tokens}, {where})"
         )
 
     @classmethod
@@ -114,6 +149,7 @@ class LateInteractionRetriever:
         encoder: str | Any = None,
         *,
         config: LateInteractionConfig | None = None,
+        plaid: PlaidConfig | None = None,
         progress: bool | None = None,
         device: Any = None,
         dtype: Any = None,
@@ -131,14 +167,33 @@ class LateInteractionRetriever:
             ANN index type (``auto``: flat up to 200K tokens, else IVF-PQ), encoding cache (by default
             keyed by texts and encoder under ``$ATTNSIFT_CACHE/encodings``; ``cache=False`` turns it off),
             encoder overrides, faiss options and the search options; or give them as keyword ``options``.
+        plaid : PlaidConfig, optional
+            The compressed index's options (``index="plaid"``): ``ncentroids``, ``nbits``,
+            ``kmeans_sample``, ``kmeans_iters``, ``seed``, ``ncells``, ``candidates``; or as keywords.
         progress : bool or None
             Progress on stderr while encoding; None: the process setting (:mod:`attnsift.progress`).
         device, dtype : optional
             Where and in what precision the encoder runs (default: CUDA when available, float32).
+        **options
+            :class:`LateInteractionConfig` fields; ``index="plaid"`` (or ``index_type="plaid"``) builds the
+            compressed index instead of a faiss one, with the :class:`PlaidConfig` fields as keywords
+            (``nbits`` and ``seed`` are then the plaid ones; faiss options and ``candidate_k`` are an error).
         """
-        from attnsift.indexes.token_index import TokenIndex
-
         encoder = encoder_argument(encoder, options, default="minilm")
+        plaid_mode = plaid is not None or any(options.get(n) == PLAID for n in ("index", "index_type"))
+        if plaid_mode:
+            options = {n: v for n, v in options.items() if not (n in ("index", "index_type") and v == PLAID)}
+            given, options = split_plaid_options(options)
+            pcfg = plaid_config(given, base=plaid)
+            faiss_given = sorted(set(options) & {"index", "index_type", "candidate_k", *_FAISS_ONLY})
+            if faiss_given:
+                raise ValueError(f"{', '.join(faiss_given)} apply to the faiss token index, not to index='plaid'; drop "
+                                 f"{'it' if len(faiss_given) == 1 else 'them'} (plaid options: {', '.join(PLAID_OPTIONS)})")
+        else:
+            only = sorted(set(options) & (set(PLAID_OPTIONS) - {"nbits", "seed"}))
+            if only:
+                raise ValueError(f"{', '.join(only)} appl{'ies' if len(only) == 1 else 'y'} to the compressed index; "
+                                 "add index='plaid' or drop them")
         cfg = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         check_encoder_argument(encoder)
         docs = collect_documents(corpus)
@@ -146,10 +201,18 @@ class LateInteractionRetriever:
         t0 = time.perf_counter()
         enc = encode_documents_cached(enc_model, docs, cfg, ("tokens",), progress)
         t1 = time.perf_counter()
-        index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=cfg.index_type, **cfg.index_options())
+        if plaid_mode:
+            from attnsift.indexes.plaid_index import PlaidIndex
+
+            index = PlaidIndex.build(enc["tokens"], enc["lengths"], **pcfg.build_options())
+        else:
+            from attnsift.indexes.token_index import TokenIndex
+
+            index = TokenIndex.build(enc["tokens"], enc["lengths"], index_type=cfg.index_type, **cfg.index_options())
         t2 = time.perf_counter()
+        del enc
         probe = enc_model.encode_documents([PROBE_TEXT], progress=False)[0, :PROBE_DIMS].tolist()
-        out = cls(enc_model, index, docs, config=cfg, probe=probe)
+        out = cls(enc_model, index, docs, config=cfg, probe=probe, **({"plaid": pcfg} if plaid_mode else {}))
         out.stats = {"encode_s": t1 - t0, "index_s": t2 - t1}
         return out
 
@@ -215,22 +278,41 @@ class LateInteractionRetriever:
         return self.retrieve_batch([q], k=k, progress=False)[q.id]
 
     def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool | None = None) -> Run:
-        """Top-``k`` per query among the ANN candidates, ranked by exact MaxSim; a Run named ``"late"``.
+        """Top-``k`` per query among the candidates, ranked by exact MaxSim; a Run named ``"late"``.
 
-        A query has at most as many results as it has candidate documents (up to
-        ``candidate_k x`` its token count).
+        A query has at most as many results as it has candidate documents (faiss index: up to
+        ``candidate_k x`` its token count; plaid: ``max(candidates, k)`` from its probed cells).
         """
-        from attnsift.progress import bar
-
         k = check_k(k)
         qs = as_queries(queries)
         if not qs:
             return Run((), name=self.name)
         qtok = self.encoder.encode_tokens([q.text for q in qs], is_query=True, progress=progress)
+        return self.retrieve_encoded(qs, qtok, k=k, progress=progress)
+
+    def retrieve_encoded(self, queries: Sequence[Query | str], query_tokens: Sequence[np.ndarray], k: int = 100,
+                         progress: bool | None = None) -> Run:
+        """As :meth:`retrieve_batch`, with the queries' token vectors already encoded.
+
+        Parameters
+        ----------
+        queries : sequence of Query or str
+        query_tokens : sequence of np.ndarray
+            One ``[Lq_i, dim]`` array per query (``encoder.encode_tokens(texts, is_query=True)``).
+        """
+        from attnsift.progress import bar
+
+        k = check_k(k)
+        qs = as_queries(queries)
+        if len(query_tokens) != len(qs):
+            raise ValueError(f"got {len(query_tokens)} token arrays for {len(qs)} queries; give one per query")
         rankings = []
-        pairs = list(zip(qs, qtok))
+        pairs = list(zip(qs, query_tokens))
         for q, t in bar(pairs, desc="late interaction", unit="query", progress=progress if len(pairs) > 1 else False):
-            cand = self.index.candidates(t, self.candidate_k)
+            if self.searcher is not None:
+                cand = self.searcher.shortlist(t, k)
+            else:
+                cand = self.index.candidates(t, self.candidate_k)
             if cand.size == 0:
                 rankings.append(Ranking(q, ()))
                 continue
@@ -262,6 +344,8 @@ class LateInteractionRetriever:
                 metric="maxsim",
                 doc_count=len(self.documents),
                 token_index=info,
+                index=self.mode,
+                plaid=self.plaid.search_options() if self.mode == PLAID else None,
                 candidate_k=self.candidate_k,
                 score_normalize=self.normalize,
                 probe=self.probe,
@@ -279,33 +363,50 @@ class LateInteractionRetriever:
         ``encoder`` is the query encoder (default: the one in the manifest; ``model=`` is the deprecated
         spelling).
 
-        ``mmap=True`` maps the token vectors from disk instead of reading them into memory.
-        ``options`` override the recorded search options ``candidate_k``, ``normalize``, ``impl``;
-        build options (index type, encoder, faiss) are an error: the index keeps how it was built.
+        ``mmap=True`` maps the token vectors (plaid: codes and residuals) from disk instead of reading them
+        into memory. ``options`` override the recorded search options ``candidate_k``, ``normalize``,
+        ``impl`` (plaid: ``ncells``, ``candidates``, ``normalize``, ``impl``); build options (index type,
+        encoder, faiss, centroids, bits) are an error: the index keeps how it was built.
         """
-        from attnsift.indexes.token_index import TokenIndex
-
         encoder = encoder_argument(encoder, options)
         if encoder is not None:
             check_encoder_argument(encoder)
-        build_only = sorted(set(options) - set(LateInteractionConfig.SEARCH_OPTIONS))
+        path = Path(path)
+        manifest = read_manifest(path, KIND, verify=False)  # the options are checked before the bytes
+        plaid_mode = manifest.get("index") == PLAID
+        accepted = [*LateInteractionConfig.SEARCH_OPTIONS, *PlaidConfig.SEARCH_OPTIONS] if plaid_mode \
+            else list(LateInteractionConfig.SEARCH_OPTIONS)
+        if plaid_mode:
+            accepted.remove("candidate_k")
+        build_only = sorted(set(options) - set(accepted))
         if build_only:
             raise ValueError(
                 f"a saved late-interaction index keeps how it was built; {', '.join(build_only)} cannot change on load "
-                f"(accepted: {', '.join(LateInteractionConfig.SEARCH_OPTIONS)}); rebuild the index to change them"
+                f"(accepted: {', '.join(accepted)}); rebuild the index to change them"
             )
-        path = Path(path)
-        manifest = read_manifest(path, KIND, verify=verify)
+        if verify:
+            read_manifest(path, KIND, verify=True)
         try:
             menc = manifest["encoder"]
             info = manifest["token_index"]
             doc_count = int(manifest["doc_count"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
-        index = TokenIndex.load(path, info, mmap=mmap)
+        if plaid_mode:
+            from attnsift.indexes.plaid_index import PlaidIndex
+
+            index = PlaidIndex.load(path, info, mmap=mmap)
+        else:
+            from attnsift.indexes.token_index import TokenIndex
+
+            index = TokenIndex.load(path, info, mmap=mmap)
         docs = read_indexed_documents(path, doc_count, index.num_docs, "token offsets")
         query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
         check_encoder(query_encoder, menc, manifest.get("probe"), path)
+        given, options = split_plaid_options(options)
         recorded = {"candidate_k": manifest.get("candidate_k", 32), "normalize": manifest.get("score_normalize", "none")}
         config = config_from_options(LateInteractionConfig, {**recorded, **options})
-        return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"))
+        if not plaid_mode:
+            return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"))
+        plaid = plaid_config({**(manifest.get("plaid") or {}), **given})
+        return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"), plaid=plaid)

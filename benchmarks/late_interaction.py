@@ -1,0 +1,213 @@
+"""Late interaction, today's faiss token index against the compressed (PLAID-style) index, in one run.
+
+Both indexes are built from the same cached MiniLM token vectors of the corpus (the encoding cache
+makes a rerun quick). The queries are encoded once, outside the timed part; then the two searches run
+interleaved in blocks of queries, ``--repeats`` times, one thread, and the best repeat of each counts
+(wall clock and this thread's CPU time, so a shared machine's load shows as the gap between the two).
+Quality (nDCG@10, R@100) is measured on the k=100 runs; sizes are bytes per token of each index, and
+the projected MS MARCO size is bytes per token x 8.8M passages x their mean MiniLM token count
+(measured on the TREC DL19 passages, which are MS MARCO passages).
+
+    ATTNSIFT_DATA=/work/shared/data .venv/bin/python benchmarks/late_interaction.py --dataset scifact
+
+Writes ``<out>.json`` and ``<out>.md`` (default ``benchmarks/results/late_interaction``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from attnsift.eval.datasets import load_dataset
+from attnsift.eval.metrics import evaluate
+from attnsift.retrieval.encoders import Encoder
+from attnsift.retrieval.late_interaction import LateInteractionRetriever
+
+log = logging.getLogger("late_interaction")
+METRICS = ("nDCG@10", "R@100")
+MSMARCO_PASSAGES = 8_841_823
+
+
+def dir_bytes(path: Path, skip: tuple[str, ...] = ("documents.jsonl", "manifest.json", "doc_ids.json")) -> int:
+    """Bytes of an index folder's search structures (texts and bookkeeping excluded)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name not in skip)
+
+
+def timed(retriever, queries, qtok, k) -> tuple[list, float, float]:
+    w, c = time.perf_counter(), time.thread_time()
+    run = retriever.retrieve_encoded(queries, qtok, k=k, progress=False)
+    return list(run.values()), time.perf_counter() - w, time.thread_time() - c
+
+
+def msmarco_tokens(encoder: Encoder, name: str, limit: int) -> float:
+    """Mean MiniLM tokens per passage (special tokens dropped, truncated as the encoder truncates)."""
+    ds = load_dataset(name)
+    texts = [d.contents for _, d in zip(range(limit), ds.corpus.iter_documents())]
+    ids = encoder.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=encoder.max_length)["input_ids"]
+    return float(np.mean([len(x) - 2 for x in ids]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--block", type=int, default=50, help="queries per interleaved block")
+    ap.add_argument("--candidate-k", type=int, default=32, help="today's faiss path: nearest tokens per query token")
+    ap.add_argument("--plaid", nargs="*", default=[], help="plaid options key=value (ncentroids, nbits, ncells, candidates)")
+    ap.add_argument("--msmarco", default="trec-dl19-passage", help="MS MARCO passages for the mean token count")
+    ap.add_argument("--out", default="benchmarks/results/late_interaction")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    import torch
+
+    torch.set_num_threads(1)
+    from attnsift.config import parse_option_strings
+
+    plaid_opts = parse_option_strings(args.plaid)
+    encoder = Encoder("minilm", device="cpu")
+    ds = load_dataset(args.dataset)
+    docs = list(ds.corpus.iter_documents())
+    queries = list(ds.queries.values())
+    result: dict = {
+        "command": "ATTNSIFT_DATA=/work/shared/data .venv/bin/python benchmarks/late_interaction.py " + " ".join(argv or sys.argv[1:]),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"2-core AMD EPYC VM ({platform.machine()}), 23 GiB, no GPU, torch {torch.__version__}; one thread",
+        "dataset": args.dataset, "docs": len(docs), "queries": len(queries), "k": args.k,
+        "load_avg_start": os.getloadavg(),
+    }
+    log.info("building today's index (faiss token ANN, candidate_k=%d)", args.candidate_k)
+    faiss_r = LateInteractionRetriever.from_corpus(docs, encoder=encoder, candidate_k=args.candidate_k, progress=True)
+    log.info("building the plaid index %s", plaid_opts)
+    plaid_r = LateInteractionRetriever.from_corpus(docs, encoder=encoder, index="plaid", progress=True, **plaid_opts)
+    t = time.perf_counter()
+    qtok = encoder.encode_tokens([q.text for q in queries], is_query=True)
+    q_enc = time.perf_counter() - t
+    result["query_encoding"] = {"queries_per_s": round(len(queries) / q_enc, 1), "mean_query_tokens": float(np.mean([len(x) for x in qtok]))}
+
+    modes = {"faiss": faiss_r, "plaid": plaid_r}
+    best: dict = {m: {"wall": float("inf"), "cpu": float("inf")} for m in modes}
+    rankings: dict = {}
+    for rep in range(args.repeats):
+        tot = {m: [0.0, 0.0] for m in modes}
+        got: dict = {m: [] for m in modes}
+        for s in range(0, len(queries), args.block):
+            for m in (modes if (s // args.block + rep) % 2 == 0 else reversed(list(modes))):
+                rk, w, c = timed(modes[m], queries[s : s + args.block], qtok[s : s + args.block], args.k)
+                got[m] += rk
+                tot[m][0] += w
+                tot[m][1] += c
+        for m in modes:
+            best[m]["wall"] = min(best[m]["wall"], tot[m][0])
+            best[m]["cpu"] = min(best[m]["cpu"], tot[m][1])
+            rankings[m] = got[m]
+        log.info("repeat %d: %s (load %s)", rep, tot, os.getloadavg())
+    result["load_avg_end"] = os.getloadavg()
+
+    # Where the plaid time goes: candidate generation + pruning, against the whole search.
+    w, c = time.perf_counter(), time.thread_time()
+    for t_ in qtok:
+        plaid_r.searcher.shortlist(t_, args.k)
+    stage = {"shortlist_ms_per_query_cpu": round((time.thread_time() - c) / len(qtok) * 1e3, 2),
+             "shortlist_ms_per_query_wall": round((time.perf_counter() - w) / len(qtok) * 1e3, 2)}
+
+    from attnsift.types import Run
+
+    tmp = Path(tempfile.mkdtemp(prefix="attnsift-late-bench-"))
+    mean_tok = msmarco_tokens(encoder, args.msmarco, 10_000)
+    rows = {}
+    for m, r in modes.items():
+        run = Run(rankings[m], name=m)
+        rep_ = evaluate(run, ds.qrels, metrics=METRICS, rel_level=ds.rel_level)
+        path = r.save(tmp / m)
+        per_doc = dir_bytes(path) / len(docs)
+        tpd = r.index.num_tokens / len(docs)
+        if m == "plaid":
+            b = r.index.bytes_per_token()
+            fixed = r.index.centroids.nbytes  # does not grow with the corpus (the centroids)
+            per_token = b["vectors"] + b["ivf"]
+        else:
+            bpd = r.index.bytes_per_doc()
+            fixed = 0
+            per_token = (bpd["vectors"] + bpd["ann"]) / tpd
+        rows[m] = {
+            **{k_: round(float(rep_[k_]), 4) for k_ in METRICS},
+            "qps_wall": round(len(queries) / best[m]["wall"], 1), "qps_cpu": round(len(queries) / best[m]["cpu"], 1),
+            "ms_per_query_cpu": round(best[m]["cpu"] / len(queries) * 1e3, 2),
+            "index_bytes_per_doc": round(per_doc, 1), "index_bytes_per_token": round(per_doc / tpd, 1),
+            "bytes_per_token_growing": round(per_token, 1), "tokens_per_doc": round(tpd, 1),
+            "build_s": round(r.stats["index_s"], 1),
+            "msmarco_projected_gb": round((per_token * mean_tok * MSMARCO_PASSAGES + fixed) / 1e9, 1),
+        }
+        if m == "plaid":
+            rows[m].update({"bytes_per_token": {k_: round(v, 2) for k_, v in r.index.bytes_per_token().items()},
+                            "ncentroids": r.index.ncentroids, "nbits": r.index.nbits, "ncells": r.searcher.ncells,
+                            "candidates": r.searcher.candidates, **stage})
+        else:
+            rows[m].update({"ann": r.index.ann.info(), "candidate_k": args.candidate_k})
+    overlap = [len(set(a.doc_ids[:10]) & set(b.doc_ids[:10])) / max(1, min(10, len(a))) for a, b in zip(rankings["faiss"], rankings["plaid"])]
+    result.update({"results": rows, "msmarco_mean_tokens": round(mean_tok, 1), "msmarco_passages": MSMARCO_PASSAGES,
+                   "top10_overlap_plaid_vs_faiss": round(float(np.mean(overlap)), 4),
+                   "identical_top10_sets": int(sum(o == 1.0 for o in overlap))})
+    write(result, Path(args.out))
+    return 0
+
+
+def write(result: dict, out: Path) -> None:
+    from attnsift.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out.with_suffix(".json"), result)
+    r = result["results"]
+    f, p = r["faiss"], r["plaid"]
+    lines = [
+        "# Late interaction: compressed (PLAID-style) index against today's faiss token index",
+        "",
+        f"- command: `{result['command']}`",
+        f"- date: {result['date']}; machine: {result['machine']}",
+        f"- load average (1, 5, 15 min) at start {tuple(round(x, 1) for x in result['load_avg_start'])}, "
+        f"at end {tuple(round(x, 1) for x in result['load_avg_end'])} (2 cores shared by other workers)",
+        f"- {result['dataset']}: {result['docs']} documents, {result['queries']} queries, k={result['k']}; MiniLM "
+        f"(all-MiniLM-L6-v2) token vectors, dim 384; queries encoded once outside the timing "
+        f"({result['query_encoding']['queries_per_s']} queries/s, {result['query_encoding']['mean_query_tokens']:.1f} "
+        "tokens each)",
+        "- queries/s: the two searches interleaved in blocks of queries, best of the repeats; `cpu` counts this "
+        "thread's CPU time only (what an idle core would give), `wall` includes waiting for the shared CPU",
+        "",
+        "| index | nDCG@10 | R@100 | q/s (cpu) | q/s (wall) | bytes/token | index bytes/doc | build s | MS MARCO projected |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v, what in (("faiss (today: float16 tokens + IVF-PQ token ANN)", f, ""), ("plaid", p, "")):
+        lines.append(f"| {name} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | {v['qps_cpu']} | {v['qps_wall']} | "
+                     f"{v['bytes_per_token_growing']} | {v['index_bytes_per_doc']:.0f} | {v['build_s']} | "
+                     f"{v['msmarco_projected_gb']} GB |")
+    b = p["bytes_per_token"]
+    lines += [
+        "",
+        f"- plaid: {p['ncentroids']} centroids, {p['nbits']} bits per dimension, ncells={p['ncells']}, "
+        f"candidates={p['candidates']}; bytes per token: {b['vectors']} (code + residual) + {b['ivf']} (inverted "
+        f"lists) + {b['shared']} (centroids and buckets, shared by the corpus)",
+        f"- plaid time per query (cpu): {p['ms_per_query_cpu']} ms, of which candidate generation and pruning "
+        f"{p['shortlist_ms_per_query_cpu']} ms; the rest is decompressing the short list and exact MaxSim",
+        f"- top-10 overlap of plaid with today's path: {result['top10_overlap_plaid_vs_faiss']} "
+        f"({result['identical_top10_sets']} of {result['queries']} queries identical)",
+        f"- MS MARCO projection: {result['msmarco_passages']:,} passages x {result['msmarco_mean_tokens']} MiniLM tokens "
+        "(mean over the TREC DL19 passages, max 256) x the growing bytes per token (plaid: code + residual + "
+        "inverted lists, plus the centroids; faiss: float16 vectors + IVF-PQ codes and ids)",
+        "",
+        "Details (JSON): " + out.with_suffix(".json").name,
+        "",
+    ]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
