@@ -13,6 +13,12 @@ Long inputs are truncated to ``max_length`` tokens. Documents are routinely long
 truncated silently (the standard practice for BEIR dense baselines); a *query* longer than the limit is
 truncated with a logged warning, because a truncated query silently changes what is searched for.
 
+The forward pass runs in PyTorch (``backend="torch"``, the default) or in ONNX Runtime on the CPU
+(``backend="onnx"``: float32, the same vectors within ~1e-5; ``"onnx-int8"``: int8 weights, faster
+where the CPU has int8 dot products, vectors within a cosine of ~0.99); everything around it
+(tokenizer, pooling, normalisation, prefixes, length limit, token outputs) is shared. See
+:mod:`attnsift.retrieval.onnx_encoder`.
+
 :func:`check_encoder_name` checks a model name without loading it (an alias, a folder, or a hub id in
 the local cache). The encoded-corpus cache (:func:`encode_corpus_cached`, :func:`default_cache_dir`)
 lives in :mod:`attnsift.retrieval.encoding_cache` and is re-exported here.
@@ -197,6 +203,12 @@ class Encoder:
         Weights and activations (``"float32"``, ``"bfloat16"``, ``"float16"``). Defaults to float32 on
         every device (encoders are small; half precision changes the vectors, so an index built in
         one precision may not load with a query encoder in another: its probe vector differs).
+    backend : {"torch", "onnx", "onnx-int8"}, optional
+        What runs the forward pass ["torch"]. The ONNX backends run on the CPU in float32 (the model is
+        exported once per model and backend under ``$ATTNSIFT_CACHE/onnx`` and reused); ``"onnx-int8"``
+        quantises the matrix weights to int8 (ONNX Runtime's dynamic quantisation).
+    threads : int, optional
+        ONNX Runtime's intra-op threads [None: ``torch.get_num_threads()``]; ONNX backends only.
     **options
         :class:`EncoderConfig` fields, strings allowed (``batch_size="32"``).
 
@@ -204,18 +216,35 @@ class Encoder:
     ----------
     config : dict
         What index manifests and encoding caches record (name, dim, max_length, pooling, normalize,
-        prefixes).
+        prefixes; ``backend`` when it is not ``"torch"``, so caches made before backends existed stay valid).
+    backend : str
+        ``"torch"``, ``"onnx"`` or ``"onnx-int8"``.
+    model : torch.nn.Module or None
+        The PyTorch model (None with an ONNX backend whose export is cached: it is not loaded).
     encoder_config : EncoderConfig
         The options it was built with.
     """
 
     def __init__(self, model: str = "minilm", *, config: EncoderConfig | None = None, device: Any = None,
-                 dtype: Any = None, **options: Any) -> None:
+                 dtype: Any = None, backend: str | None = None, threads: int | None = None, **options: Any) -> None:
+        from attnsift.retrieval.onnx_encoder import check_backend, check_threads
+
+        # backend / threads: keywords here, or EncoderConfig fields where the config has them.
+        backend = check_backend(_config_option(config, options, "backend", backend) or "torch")
+        threads = check_threads(_config_option(config, options, "threads", threads))
         cfg = resolve_config(EncoderConfig, config, options, "Encoder")
         check_encoder_name(model)  # before any import or load: a typo gets our message, not the hub's
+        if backend == "torch" and threads is not None:
+            raise ValueError("threads applies to the ONNX backends (backend='onnx' or 'onnx-int8'); the torch backend "
+                             "uses torch.set_num_threads")
+        if backend != "torch":
+            _check_onnx_placement(device, dtype)
+            device = "cpu"
         quiet_third_party()
         require("torch", "dense", purpose="dense encoders")
         transformers = require("transformers", "dense", purpose="dense encoders")
+        if backend != "torch":
+            require("onnxruntime", "onnx", purpose=f"the {backend} encoder backend")
         quiet_third_party()  # again, now that transformers is imported: its own logging switches
 
         self.encoder_config = cfg
@@ -233,19 +262,27 @@ class Encoder:
         self.query_prefix = cfg.query_prefix
         self.doc_prefix = cfg.doc_prefix
         self.batch_size = cfg.batch_size
+        self.backend = backend
+        self.model: Any = None
+        self._onnx: Any = None
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.location)
-            self.model = transformers.AutoModel.from_pretrained(self.location)
+            if backend == "torch":
+                self.model = transformers.AutoModel.from_pretrained(self.location)
+                model_config = self.model.config
+            else:
+                model_config = transformers.AutoConfig.from_pretrained(self.location)
         except OSError as exc:
             raise ValueError(
                 f"could not load encoder {model!r} (looked for {self.location!r}): give an existing model folder, "
                 f"a hub id reachable from this machine, or the offline alias 'minilm'. Original error: {exc}"
             ) from exc
-        self.model.to(device=self.device, dtype=self.dtype).eval()
+        if self.model is not None:
+            self.model.to(device=self.device, dtype=self.dtype).eval()
         tok_limit = getattr(self.tokenizer, "model_max_length", None) or 512
         tok_limit = tok_limit if tok_limit < 100_000 else 512
         self.max_length = int(cfg.max_length or st.max_length or min(tok_limit, 512))
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(model_config.hidden_size)
         self.config = {
             "name": self.name,
             "dim": self.dim,
@@ -254,10 +291,24 @@ class Encoder:
             "normalize": self.normalize,
             "query_prefix": self.query_prefix,
             "doc_prefix": self.doc_prefix,
+            **({"backend": backend} if backend != "torch" else {}),
         }
+        if backend != "torch":
+            self._onnx = self._onnx_forward(threads)
 
     def __repr__(self) -> str:
-        return f"Encoder({self.name!r}, dim={self.dim}, max_length={self.max_length}, pooling={self.pooling!r})"
+        extra = f", backend={self.backend!r}" if self.backend != "torch" else ""
+        return f"Encoder({self.name!r}, dim={self.dim}, max_length={self.max_length}, pooling={self.pooling!r}{extra})"
+
+    def _onnx_forward(self, threads: int | None) -> Any:
+        """The ONNX Runtime session of this model and backend (exporting the model on first use)."""
+        from attnsift.retrieval.encoding_cache import model_identity
+        from attnsift.retrieval.onnx_encoder import INPUT_NAMES, OnnxForward, ensure_export
+
+        given = set(self.tokenizer(["a"], return_tensors="np").keys())
+        inputs = tuple(n for n in INPUT_NAMES if n in given)
+        path = ensure_export(self.location, model_identity(self), self.backend, inputs)
+        return OnnxForward(path, threads)
 
     # ------------------------------------------------------------------ public API
     def encode_queries(self, texts: Sequence[str], progress: bool | None = None) -> np.ndarray:
@@ -339,7 +390,10 @@ class Encoder:
                 )
                 special = enc.pop("special_tokens_mask")
                 enc = {k: v.to(self.device) for k, v in enc.items()}
-                hidden = self.model(**enc).last_hidden_state.float()  # [b, L, D]
+                if self._onnx is not None:
+                    hidden = torch.from_numpy(self._onnx(enc))  # [b, L, D] float32
+                else:
+                    hidden = self.model(**enc).last_hidden_state.float()  # [b, L, D]
                 mask = enc["attention_mask"]  # [b, L]
                 if want in ("pooled", "both"):
                     vec = self._pool(hidden, mask)  # [b, D]
@@ -368,3 +422,20 @@ class Encoder:
         # lasttoken: the last non-padding position (works for left and right padding).
         last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # [b]
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def _config_option(config: Any, options: dict[str, Any], name: str, given: Any) -> Any:
+    """``backend``/``threads`` given as a keyword, in ``options``, or as a config field (when
+    :class:`EncoderConfig` has it); popped from ``options``. Two different values are a ValueError."""
+    values = [v for v in (given, options.pop(name, None), getattr(config, name, None)) if v is not None]
+    if len({str(v) for v in values}) > 1:
+        raise ValueError(f"{name} given twice with different values ({', '.join(map(repr, values))}); give it once")
+    return values[0] if values else None
+
+
+def _check_onnx_placement(device: Any, dtype: Any) -> None:
+    """The ONNX backends run on the CPU in float32 (int8 weights: float32 activations)."""
+    if device is not None and str(device).split(":")[0] != "cpu":
+        raise ValueError(f"the ONNX backends run on the CPU, got device={str(device)!r}; drop device or use backend='torch'")
+    if dtype is not None and str(dtype).replace("torch.", "") not in ("float32", "fp32"):
+        raise ValueError(f"the ONNX backends run in float32, got dtype={str(dtype)!r}; drop dtype or use backend='torch'")

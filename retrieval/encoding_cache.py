@@ -8,9 +8,11 @@ interrupted encoding resumes where it stopped) and loads finished chunks instead
 - the encoder (:func:`encoder_identity`): name, resolved location, pooling, max_length, prefixes,
   normalisation, lowercasing, dtype, and the identity of its weights (size and modification time of the
   model folder's files; for a hub model the snapshot folder, whose name is the commit);
+- the backend that runs the forward pass (``onnx``, ``onnx-int8``; absent for ``torch``, so caches made
+  before backends existed stay valid): vectors of different backends differ slightly and never mix;
 - what is stored (``dense`` sentence vectors and/or ``tokens``).
 
-The folder is ``$ATTNSIFT_CACHE/encodings/<encoder>-<kinds>-<key>``
+The folder is ``$ATTNSIFT_CACHE/encodings/<encoder>[-<backend>]-<kinds>-<key>``
 (:func:`attnsift.fingerprint.cache_root`), so a cache made by another encoder or for other texts is
 never found, and the folder's ``cache.json`` is still checked against the texts and encoder (a
 mismatch starts afresh). Chunks are written atomically. Batch size does not change the vectors and is
@@ -63,6 +65,22 @@ def _weights_identity(folder: Path | None) -> dict[str, Any] | None:
     return {"folder": str(folder.resolve()), "files": files}
 
 
+def model_identity(encoder: Any) -> dict[str, Any]:
+    """What identifies an encoder's model weights alone: name, location, weights (file sizes and
+    modification times). Keys the ONNX exports (:mod:`attnsift.retrieval.onnx_encoder`), which do not
+    depend on pooling, prefixes or length."""
+    return {
+        "name": str(encoder.name),
+        "location": str(encoder.location),
+        "weights": _weights_identity(getattr(encoder, "weights_folder", None) or Path(str(encoder.location))),
+    }
+
+
+def encoder_backend(encoder: Any) -> str:
+    """The encoder's backend (``"torch"`` for encoders without the attribute)."""
+    return str(getattr(encoder, "backend", "torch") or "torch")
+
+
 def encoder_identity(encoder: Any) -> dict[str, Any]:
     """What makes an encoder's document vectors what they are (hashed into the cache key).
 
@@ -74,10 +92,13 @@ def encoder_identity(encoder: Any) -> dict[str, Any]:
     -------
     dict
         ``encoder.config`` plus ``location``, ``dtype``, ``lowercase`` and ``weights`` (file sizes and
-        modification times; None when the model is not a local folder or cached hub snapshot).
+        modification times; None when the model is not a local folder or cached hub snapshot), and
+        ``backend`` when it is not ``"torch"``.
     """
+    backend = encoder_backend(encoder)
     return {
         **encoder.config,
+        **({"backend": backend} if backend != "torch" else {}),
         "location": str(encoder.location),
         "dtype": str(getattr(encoder, "dtype", "torch.float32")),
         "lowercase": bool(getattr(encoder, "lowercase", False)),
@@ -98,7 +119,7 @@ def default_cache_dir(encoder: Any, texts_sha256: str, kinds: Iterable[str]) -> 
     Returns
     -------
     Path
-        ``cache_root() / "encodings" / "<encoder>-<kinds>-<key>"``.
+        ``cache_root() / "encodings" / "<encoder>[-<backend>]-<kinds>-<key>"``.
     """
     from attnsift.fingerprint import cache_root
 
@@ -107,6 +128,9 @@ def default_cache_dir(encoder: Any, texts_sha256: str, kinds: Iterable[str]) -> 
                       sort_keys=True, default=str)
     key = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", str(encoder.name).rsplit("/", 1)[-1])[:48] or "encoder"
+    backend = encoder_backend(encoder)
+    if backend != "torch":
+        label += f"-{backend}"
     return cache_root() / "encodings" / f"{label}-{'+'.join(kinds)}-{key}"
 
 
@@ -175,8 +199,11 @@ def encode_corpus_cached(
     label = getattr(encoder, "label", encoder.name)
     done: dict[int, dict[str, np.ndarray]] = {}
     if cache is not None:
+        backend = encoder_backend(encoder)
         meta = {
             "encoder": encoder.config,
+            # torch caches predate this field: it is recorded only for the other backends.
+            **({"backend": backend} if backend != "torch" else {}),
             # float32 caches predate this field: it is recorded only for other precisions.
             **({"dtype": dtype} if (dtype := str(getattr(encoder, "dtype", "torch.float32"))) != "torch.float32" else {}),
             "texts_sha256": texts_sha256 or texts_fingerprint(ids, texts),

@@ -1,0 +1,233 @@
+"""Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8.
+
+Speed: the same passages (the first ``--passages`` of the corpus, ``title + " " + text`` as the dense
+retriever encodes them) encoded by each backend in one process, interleaved (torch, onnx, onnx-int8,
+torch, ...), ``--repeats`` times; the minimum time per backend gives passages/s. The batch size is the
+retrievers' (64) and every backend sorts texts by token length before batching, as ``Encoder`` does;
+``--unsorted`` adds rows that encode in corpus order (batch by batch, no sorting across batches) to
+show what length sorting is worth.
+
+Agreement: on the same passages, the largest absolute difference of each ONNX backend's sentence
+vectors (and token vectors) from torch's, and the smallest cosine.
+
+Quality (``--quality``): a dense retriever per backend over the whole corpus, nDCG@10 and R@100 on
+the test queries, and the difference from torch. The corpus goes through the encoding cache (keyed by
+backend, so the backends never share vectors): an interrupted run resumes, and its encode time is not
+a speed figure (speed is the section above). ``--no-speed`` runs the quality part alone and keeps the
+speed figures already in ``<out>.json``.
+
+    flock /tmp/attnsift-heavy.lock env ATTNSIFT_DATA=/work/shared/data .venv/bin/python \\
+        benchmarks/encoding_speed.py --dataset scifact --passages 1000 --repeats 3 --quality \\
+        --out benchmarks/results/encoding_speed.md
+
+Writes ``<out>`` (markdown) and ``<out minus .md>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def load(dataset: str) -> tuple[object, list]:
+    import attnsift
+
+    ds = attnsift.load_dataset(dataset)
+    return ds, list(ds.corpus.iter_documents())
+
+
+def encode_unsorted(enc, texts: list[str]) -> np.ndarray:
+    """Batches in input order: each call holds one batch, so no sorting happens across batches."""
+    bs = enc.batch_size
+    return np.concatenate([enc.encode_documents(texts[i:i + bs], progress=False) for i in range(0, len(texts), bs)])
+
+
+def speed(encoders: dict, texts: list[str], repeats: int, unsorted: bool) -> dict:
+    import torch
+
+    times: dict[str, list[float]] = {}
+    variants = [(b, False) for b in encoders] + ([(b, True) for b in encoders] if unsorted else [])
+    for r in range(repeats):
+        for b, uns in variants[r % len(variants):] + variants[: r % len(variants)]:  # rotate the order
+            enc = encoders[b]
+            t = time.perf_counter()
+            encode_unsorted(enc, texts) if uns else enc.encode_documents(texts, progress=False)
+            dt_s = time.perf_counter() - t
+            key = f"{b} (unsorted)" if uns else b
+            times.setdefault(key, []).append(dt_s)
+            print(f"  repeat {r + 1}: {key:22s} {len(texts) / dt_s:7.1f} passages/s  load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    base = min(times["torch"])
+    return {k: {"seconds": [round(x, 3) for x in v], "min_s": round(min(v), 3),
+                "passages_per_s": round(len(texts) / min(v), 1), "speedup_vs_torch": round(base / min(v), 2),
+                "torch_threads": torch.get_num_threads()} for k, v in times.items()}
+
+
+def agreement(encoders: dict, texts: list[str]) -> dict:
+    ref = encoders["torch"].encode_documents(texts, progress=False)
+    ref_tok = encoders["torch"].encode_tokens(texts[:200], is_query=False, progress=False)
+    out = {}
+    for b, enc in encoders.items():
+        if b == "torch":
+            continue
+        v = enc.encode_documents(texts, progress=False)
+        cos = (v * ref).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1))
+        tok = enc.encode_tokens(texts[:200], is_query=False, progress=False)
+        tcos = np.concatenate([(a * c).sum(1) for a, c in zip(tok, ref_tok)])  # rows are unit vectors
+        out[b] = {"dense_max_abs_diff": float(np.abs(v - ref).max()), "dense_min_cosine": float(cos.min()),
+                  "dense_mean_cosine": float(cos.mean()),
+                  "tokens_max_abs_diff": float(max(np.abs(a - c).max() for a, c in zip(tok, ref_tok) if len(a))),
+                  "tokens_min_cosine": float(tcos.min()), "token_texts": min(200, len(texts))}
+    return out
+
+
+def quality(encoders: dict, ds, docs: list) -> dict:
+    from attnsift.eval.metrics import evaluate
+    from attnsift.retrieval.dense import DenseRetriever
+
+    queries = list(ds.queries.values())
+    out = {}
+    for b, enc in encoders.items():
+        t = time.perf_counter()
+        r = DenseRetriever.from_corpus(docs, enc, progress=False)
+        enc_s = time.perf_counter() - t
+        run = r.retrieve_batch(queries, k=100, progress=False)
+        rep = evaluate(run, ds.qrels, metrics=["nDCG@10", "R@100"], rel_level=ds.rel_level)
+        out[b] = {"nDCG@10": round(float(rep["nDCG@10"]), 4), "R@100": round(float(rep["R@100"]), 4),
+                  "corpus_encode_s": round(enc_s, 1), "docs": len(docs), "queries": len(queries),
+                  "load_after": round(os.getloadavg()[0], 1)}
+        print(f"  quality {b}: {out[b]}", flush=True)
+    for b in out:
+        out[b]["nDCG@10_minus_torch"] = round(out[b]["nDCG@10"] - out["torch"]["nDCG@10"], 4)
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8)", "",
+        f"- command: `{res['command']}`",
+        f"- date: {res['date']}",
+        f"- machine: {res['machine']}",
+        f"- encoder: {res['encoder']}; batch size {res['batch_size']}; threads: torch {res['torch_threads']}, "
+        f"ONNX Runtime {res['onnx_threads']}",
+        f"- load average (1, 5, 15 min) before / after the speed runs: {res['load_before']} / {res['load_after']}",
+        f"- speed: {res['passages']} passages of {res['dataset']}, {res['repeats']} interleaved repeats, min time",
+        "", "| backend | passages/s | x torch | times (s) |", "|---|---|---|---|",
+    ]
+    for k, v in res["speed"].items():
+        lines.append(f"| {k} | {v['passages_per_s']} | {v['speedup_vs_torch']} | {', '.join(map(str, v['seconds']))} |")
+    lines += ["", "Agreement with torch (same passages; token vectors on the first "
+              f"{next(iter(res['agreement'].values()))['token_texts'] if res['agreement'] else 0}):", "",
+              "| backend | dense max abs diff | dense min cosine | dense mean cosine | tokens max abs diff | tokens min cosine |",
+              "|---|---|---|---|---|---|"]
+    for k, v in res["agreement"].items():
+        lines.append(f"| {k} | {v['dense_max_abs_diff']:.2e} | {v['dense_min_cosine']:.6f} | {v['dense_mean_cosine']:.6f} "
+                     f"| {v['tokens_max_abs_diff']:.2e} | {v['tokens_min_cosine']:.6f} |")
+    if res.get("quality"):
+        q0 = next(iter(res["quality"].values()))
+        if res.get("quality_command") and res["quality_command"] != res["command"]:
+            lines += ["", f"Quality command: `{res['quality_command']}`"]
+        lines += ["", f"Quality: dense retrieval over all {q0['docs']} documents, {q0['queries']} test queries "
+                  f"(run {res.get('quality_date', res['date'])}, load average after {q0['load_after']}):", "",
+                  "| backend | nDCG@10 | - torch | R@100 | corpus encode + index (s) |", "|---|---|---|---|---|"]
+        for k, v in res["quality"].items():
+            lines.append(f"| {k} | {v['nDCG@10']:.4f} | {v['nDCG@10_minus_torch']:+.4f} | {v['R@100']:.4f} | {v['corpus_encode_s']} |")
+    lines += ["", "Details (JSON): " + Path(res["json"]).name, ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--passages", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [torch's]")
+    ap.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    ap.add_argument("--unsorted", action="store_true", help="also time encoding in corpus order (no length sorting)")
+    ap.add_argument("--quality", action="store_true", help="nDCG@10 of a dense retriever per backend (whole corpus)")
+    ap.add_argument("--no-speed", action="store_true", help="skip speed and agreement; keep those of <out>.json")
+    ap.add_argument("--out", default="benchmarks/results/encoding_speed.md")
+    args = ap.parse_args(argv)
+    if "torch" not in args.backends:
+        ap.error("--backends must include torch (the reference)")
+    import torch
+
+    from attnsift.retrieval.encoders import Encoder
+
+    ds, docs = load(args.dataset)
+    texts = [d.contents for d in docs[: args.passages]]
+    encoders = {}
+    for b in args.backends:
+        t = time.perf_counter()
+        encoders[b] = Encoder(args.encoder, device="cpu", backend=b,
+                              **({"threads": args.threads} if b != "torch" and args.threads else {}))
+        print(f"{b}: built in {time.perf_counter() - t:.1f} s", flush=True)
+    out = Path(args.out)
+    jpath = out.with_suffix(".json")
+    sp = ag = load_before = load_after = None
+    if not args.no_speed:
+        for enc in encoders.values():  # warm-up (first-call allocations, ONNX Runtime's arena)
+            enc.encode_documents(texts[:64], progress=False)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        print("speed:", flush=True)
+        sp = speed(encoders, texts, args.repeats, args.unsorted)
+        load_after = [round(x, 2) for x in os.getloadavg()]
+        print("agreement:", flush=True)
+        ag = agreement(encoders, texts)
+        print(json.dumps(ag, indent=1), flush=True)
+    q = None
+    if args.quality:
+        print("quality:", flush=True)
+        q = quality(encoders, ds, docs)
+    # Read what is there only now: a speed run and a quality run may overlap, each keeps the other's part.
+    old = json.loads(jpath.read_text(encoding="utf-8")) if jpath.is_file() else {}
+    if args.no_speed:
+        sp, ag = old.get("speed", {}), old.get("agreement", {})
+        load_before, load_after = old.get("load_before"), old.get("load_after")
+    if q is None:
+        q = old.get("quality")
+    onnx_threads = sorted({e._onnx.threads for e in encoders.values() if getattr(e, "_onnx", None) is not None})
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
+    res = {
+        "command": old.get("command", command) if args.no_speed else command,
+        "date": old.get("date", now) if args.no_speed else now,
+        "machine": f"2-core AMD EPYC VM ({platform.machine()}), 23 GiB, no GPU, torch {torch.__version__}",
+        "encoder": f"{encoders['torch'].name} (dim {encoders['torch'].dim}, max {encoders['torch'].max_length} tokens)",
+        "batch_size": encoders["torch"].batch_size, "torch_threads": torch.get_num_threads(),
+        "onnx_threads": onnx_threads[0] if len(onnx_threads) == 1 else onnx_threads,
+        "dataset": args.dataset,
+        "load_before": load_before, "load_after": load_after,
+        "speed": sp, "agreement": ag, "quality": q, "json": str(jpath),
+        "passages": old.get("passages") if args.no_speed else len(texts),
+        "repeats": old.get("repeats") if args.no_speed else args.repeats,
+    }
+    if args.quality:
+        res["quality_command"], res["quality_date"] = command, now
+    elif q is not None:
+        res["quality_command"], res["quality_date"] = old.get("quality_command"), old.get("quality_date")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jpath.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    md = markdown(res)
+    if out.exists():  # keep a hand-written reading below the generated part
+        old = out.read_text(encoding="utf-8")
+        marker = "\n## Reading\n"
+        if marker in old:
+            md = md + marker + old.split(marker, 1)[1]
+    out.write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

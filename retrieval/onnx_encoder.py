@@ -1,0 +1,260 @@
+"""The encoder's forward pass through ONNX Runtime: an exported graph, cached once per model and backend.
+
+:class:`~attnsift.retrieval.encoders.Encoder` takes ``backend="torch"`` (the default), ``"onnx"`` or
+``"onnx-int8"``. The ONNX backends run the same tokenizer, pooling, normalisation, length limit and
+prefixes as the torch path; only the transformer's forward pass (token ids -> last hidden states)
+runs in ONNX Runtime on the CPU:
+
+- ``"onnx"``: the model exported to ONNX in float32 (vectors within ~1e-5 of torch's);
+- ``"onnx-int8"``: that graph with its matrix weights quantised to int8 by ONNX Runtime's dynamic
+  quantisation (:func:`onnxruntime.quantization.quantize_dynamic`; activations are quantised per
+  batch at run time). The vectors move slightly (cosine to torch's ~0.99; see
+  benchmarks/results/encoding_speed.md); it is smaller and, on CPUs with int8 dot products, faster.
+
+The export happens once per (model identity, backend, opset, exporter versions): it is written
+atomically to ``$ATTNSIFT_CACHE/onnx/<model>-<backend>-op<opset>-<key>/`` (``model.onnx`` and a
+``manifest.json`` with its checksum) and reused. A folder whose file does not match its checksum (a
+damaged or hand-edited export) is not used: it is exported again. The export uses PyTorch's TorchScript
+exporter (``torch.onnx.export(..., dynamo=False)``): the newer dynamo exporter needs the ``onnxscript``
+package, which the ``onnx`` extra does not install.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from attnsift.errors import IndexCorruptedError, require
+
+logger = logging.getLogger("attnsift.retrieval.encoders")
+
+#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime with int8 weights.
+BACKENDS = ("torch", "onnx", "onnx-int8")
+#: The ONNX opset of exported encoders.
+OPSET = 17
+#: Model inputs the exported graph may take (those the tokenizer gives, in this order).
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: How ``onnx-int8`` quantises (part of its cache key): int8 weights with one scale per output channel
+#: (per-tensor scales moved MiniLM's vectors to a cosine of ~0.90 with torch's; per channel: ~0.99).
+INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True}
+_KIND = "onnx-encoder"
+_FILE = "model.onnx"
+
+
+def check_backend(backend: Any) -> str:
+    """``backend`` as given if it is one of :data:`BACKENDS`, else a one-line ValueError listing them."""
+    if not isinstance(backend, str) or backend.strip().lower() not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend.strip().lower()
+
+
+def check_threads(threads: Any) -> int | None:
+    """``threads`` as an int >= 1 (a numeric string allowed), or None; else a one-line error."""
+    if threads is None:
+        return None
+    if isinstance(threads, str) and threads.strip().isdigit():
+        threads = int(threads)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 (ONNX Runtime's intra-op threads), got {threads!r}")
+    return threads
+
+
+def _versions(backend: str) -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    out = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
+    if backend == "onnx-int8":
+        out["onnxruntime"] = onnxruntime.__version__  # the quantiser's version shapes the int8 graph
+        out["int8"] = json.dumps(INT8_SETTINGS, sort_keys=True)
+    return out
+
+
+def export_dir(identity: Mapping[str, Any], backend: str, opset: int = OPSET) -> Path:
+    """The cache folder of an export (not created here).
+
+    Parameters
+    ----------
+    identity : mapping
+        What identifies the model's weights: name, location, weights (file sizes and modification
+        times), as :func:`attnsift.retrieval.encoding_cache.model_identity` gives.
+    backend : {"onnx", "onnx-int8"}
+    opset : int
+
+    Returns
+    -------
+    Path
+        ``cache_root() / "onnx" / "<model>-<backend>-op<opset>-<key>"``; the key hashes the identity,
+        backend, opset and the exporter's versions.
+    """
+    from attnsift.fingerprint import cache_root
+
+    blob = json.dumps({"model": dict(identity), "backend": backend, "opset": opset, "versions": _versions(backend)},
+                      sort_keys=True, default=str)
+    key = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", str(identity.get("name", "encoder")).rsplit("/", 1)[-1])[:48] or "encoder"
+    return cache_root() / "onnx" / f"{label}-{backend}-op{opset}-{key}"
+
+
+def _valid_export(folder: Path) -> dict | None:
+    """The manifest of a complete export in ``folder`` (checksums verified), or None (logged)."""
+    from attnsift.io import read_manifest
+
+    if not folder.is_dir():
+        return None
+    try:
+        manifest = read_manifest(folder, _KIND, what="ONNX export", fix="exporting it again")
+    except IndexCorruptedError as exc:
+        logger.warning("%s; exporting again", exc)
+        return None
+    if _FILE not in manifest.get("files", {}) or not manifest.get("inputs"):
+        logger.warning("ONNX export %s lists no %s or no inputs; exporting again", folder, _FILE)
+        return None
+    return manifest
+
+
+def _export_fp32(location: str, input_names: tuple[str, ...], path: Path, opset: int) -> None:
+    """Export the model at ``location`` (last hidden state from token ids) to ``path`` in float32."""
+    import torch
+    import transformers
+
+    from attnsift.progress import quiet_third_party
+
+    quiet_third_party()
+    # Eager attention: a plain graph (matmul, softmax) that traces with dynamic batch and length.
+    model = transformers.AutoModel.from_pretrained(location, attn_implementation="eager").float().eval()
+
+    class _Hidden(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(**dict(zip(input_names, args))).last_hidden_state
+
+    # Two texts of different lengths: the traced graph sees padding and a mask.
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2178, 102, 0, 0, 0]])
+    vocab = int(model.config.vocab_size)
+    ids = ids.clamp(max=vocab - 1)
+    mask = (torch.arange(6)[None, :] < torch.tensor([[6], [3]])).long()
+    example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    args = tuple(example[n] for n in input_names)
+    dynamic = {n: {0: "batch", 1: "length"} for n in (*input_names, "last_hidden_state")}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(_Hidden(model), args, str(path), dynamo=False, input_names=list(input_names),
+                          output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=opset,
+                          do_constant_folding=True)
+
+
+class _DropPreprocessHint(logging.Filter):
+    """The quantiser logs a hint to the root logger on every call (pre-processing is optional)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in str(record.msg)
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of ``src`` into ``dst``: int8 weights (:data:`INT8_SETTINGS`),
+    activations quantised per batch at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hint = _DropPreprocessHint()
+    logging.getLogger().addFilter(hint)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(src), str(dst), weight_type=getattr(QuantType, INT8_SETTINGS["weight_type"]),
+                             per_channel=bool(INT8_SETTINGS["per_channel"]),
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.getLogger().removeFilter(hint)
+
+
+def ensure_export(location: str, identity: Mapping[str, Any], backend: str, input_names: tuple[str, ...],
+                  opset: int = OPSET) -> Path:
+    """The cached ONNX file of this model and backend, exported first if there is none (or a bad one).
+
+    Parameters
+    ----------
+    location : str
+        What ``from_pretrained`` loads (a folder or a cached hub id).
+    identity : mapping
+        The model's identity (see :func:`export_dir`).
+    backend : {"onnx", "onnx-int8"}
+    input_names : tuple of str
+        The model inputs the tokenizer gives (a subset of :data:`INPUT_NAMES`).
+    opset : int
+
+    Returns
+    -------
+    Path
+        ``<export folder>/model.onnx``.
+    """
+    from attnsift.io import atomic_dir, write_manifest
+
+    require("onnxruntime", "onnx", purpose="the ONNX encoder backends")
+    require("onnx", "onnx", purpose="exporting encoders to ONNX")
+    folder = export_dir(identity, backend, opset)
+    manifest = _valid_export(folder)
+    if manifest is not None and tuple(manifest["inputs"]) == tuple(input_names):
+        return folder / _FILE
+    # int8 is quantised from the float32 export (itself cached: exported once for both backends).
+    fp32 = ensure_export(location, identity, "onnx", input_names, opset) if backend == "onnx-int8" else None
+    logger.info("exporting encoder %s to ONNX (%s, opset %d) in %s", identity.get("name"), backend, opset, folder)
+    with atomic_dir(folder) as tmp:
+        if fp32 is None:
+            _export_fp32(location, input_names, tmp / _FILE, opset)
+        else:
+            _quantize_int8(fp32, tmp / _FILE)
+        for extra in tmp.iterdir():  # the quantiser's scratch files, if any
+            if extra.name != _FILE and extra.is_file():
+                extra.unlink()
+        write_manifest(tmp, _KIND, backend=backend, opset=opset, inputs=list(input_names),
+                       model=dict(identity), versions=_versions(backend))
+    return folder / _FILE
+
+
+class OnnxForward:
+    """An ONNX Runtime session giving last hidden states, ``[batch, length, dim]`` float32.
+
+    Parameters
+    ----------
+    path : Path
+        The exported ``model.onnx``.
+    threads : int, optional
+        Intra-op threads [None: ``torch.get_num_threads()``, what the torch path uses].
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "onnx", purpose="the ONNX encoder backends")
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only
+        self.threads = int(threads)
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+
+    def __call__(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """Last hidden states of a tokenised batch (numpy arrays or torch tensors, by input name)."""
+        feed = {}
+        for name in self.input_names:
+            v = batch[name]
+            v = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+            feed[name] = v.astype(np.int64, copy=False)
+        return self.session.run(None, feed)[0]

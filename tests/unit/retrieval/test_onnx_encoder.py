@@ -1,0 +1,159 @@
+"""The ONNX Runtime backends of the encoder: same vectors as torch, exported once, cached and checked.
+
+A tiny random-weight BERT saved as a folder (MiniLM's tokenizer), exported with the real exporter and
+run by the real ONNX Runtime; the real MiniLM for one slow check.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from attnsift.retrieval import onnx_encoder
+from attnsift.retrieval.encoders import Encoder, resolve_model
+from attnsift.retrieval.encoding_cache import default_cache_dir, encoder_identity
+from helpers import SIX_TOPIC_TEXTS
+
+TEXTS = [*SIX_TOPIC_TEXTS, "x", "A much longer text " + "with many repeated words " * 12]
+QUERIES = ["does vitamin D help bones?", "cats"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny BERT folder and a module-wide $ATTNSIFT_CACHE (the exports live under it)."""
+    import torch
+    import transformers
+
+    root = tmp_path_factory.mktemp("onnx")
+    folder = root / "tinybert"
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
+    yield {"folder": str(folder), "cache": root / "cache"}
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def encoders(env):
+    opts = {"max_length": 64, "query_prefix": "query: ", "doc_prefix": "passage: "}
+    return {b: Encoder(env["folder"], backend=b, **opts) for b in onnx_encoder.BACKENDS}
+
+
+def test_onnx_equals_torch_dense_and_tokens(encoders):
+    torch_enc, onnx_enc = encoders["torch"], encoders["onnx"]
+    assert onnx_enc.model is None and onnx_enc.config["backend"] == "onnx" and "backend" not in torch_enc.config
+    d_t, d_o = torch_enc.encode_documents(TEXTS), onnx_enc.encode_documents(TEXTS)
+    assert d_o.shape == d_t.shape == (len(TEXTS), 32) and np.abs(d_o - d_t).max() < 1e-5
+    q_t, q_o = torch_enc.encode_queries(QUERIES), onnx_enc.encode_queries(QUERIES)
+    assert np.abs(q_o - q_t).max() < 1e-5
+    t_t, t_o = torch_enc.encode_tokens(TEXTS, is_query=False), onnx_enc.encode_tokens(TEXTS, is_query=False)
+    assert [a.shape for a in t_o] == [a.shape for a in t_t]
+    assert max(np.abs(a - b).max() for a, b in zip(t_o, t_t) if len(a)) < 1e-5
+    # One forward pass for both, and batch size does not change the vectors.
+    pooled, toks = onnx_enc.encode_both(TEXTS)
+    assert np.abs(pooled - d_o).max() < 1e-6 and all(np.array_equal(a, b) for a, b in zip(toks, t_o))
+
+
+def test_int8_is_close(encoders):
+    d_t, d_8 = encoders["torch"].encode_documents(TEXTS), encoders["onnx-int8"].encode_documents(TEXTS)
+    cos = (d_t * d_8).sum(1)  # both L2-normalised
+    assert cos.min() >= 0.99 and np.abs(d_t - d_8).max() > 1e-6  # close, and really quantised
+    t_t, t_8 = encoders["torch"].encode_tokens(TEXTS, False), encoders["onnx-int8"].encode_tokens(TEXTS, False)
+    assert [a.shape for a in t_8] == [a.shape for a in t_t]
+    assert min((a * b).sum(1).min() for a, b in zip(t_8, t_t) if len(a)) >= 0.98
+
+
+def test_export_is_cached_and_reused(env, encoders, monkeypatch):
+    folders = sorted(p.name for p in (env["cache"] / "onnx").iterdir())
+    assert sorted(f.split("-op")[0] for f in folders) == ["tinybert-onnx", "tinybert-onnx-int8"]
+    model = encoders["onnx"]._onnx.path
+    before = model.stat().st_mtime_ns
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_encoder, "_export_fp32", no_export)
+    monkeypatch.setattr(onnx_encoder, "_quantize_int8", no_export)
+    again = Encoder(env["folder"], backend="onnx", max_length=64, threads=1)
+    assert again._onnx.path == model and model.stat().st_mtime_ns == before and again._onnx.threads == 1
+    assert Encoder(env["folder"], backend="onnx-int8")._onnx.path == encoders["onnx-int8"]._onnx.path
+
+
+def test_damaged_or_partial_export_is_redone(env, encoders, caplog):
+    model = encoders["onnx"]._onnx.path
+    good = model.read_bytes()
+    model.write_bytes(good[: len(good) // 2])  # a truncated file: its checksum no longer matches
+    with caplog.at_level(logging.WARNING, logger="attnsift.retrieval.encoders"):
+        enc = Encoder(env["folder"], backend="onnx", max_length=64, query_prefix="query: ", doc_prefix="passage: ")
+    assert "does not match its checksum" in caplog.text and "exporting again" in caplog.text
+    assert model.read_bytes() == good  # the export is deterministic
+    (model.parent / "manifest.json").unlink()  # an interrupted export: no manifest
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="attnsift.retrieval.encoders"):
+        enc = Encoder(env["folder"], backend="onnx", max_length=64, query_prefix="query: ", doc_prefix="passage: ")
+    assert "no manifest.json" in caplog.text and (model.parent / "manifest.json").is_file()
+    assert np.abs(enc.encode_documents(TEXTS) - encoders["torch"].encode_documents(TEXTS)).max() < 1e-5
+
+
+def test_encoding_cache_key_differs_by_backend(encoders):
+    fp = "0" * 64
+    dirs = {b: default_cache_dir(e, fp, ["dense"]) for b, e in encoders.items()}
+    assert len(set(dirs.values())) == 3
+    assert dirs["torch"].name.startswith("tinybert-dense-")  # torch keys are what they were before backends
+    assert dirs["onnx"].name.startswith("tinybert-onnx-dense-") and dirs["onnx-int8"].name.startswith("tinybert-onnx-int8-dense-")
+    assert "backend" not in encoder_identity(encoders["torch"]) and encoder_identity(encoders["onnx"])["backend"] == "onnx"
+
+
+def test_dense_retriever_on_onnx_caches_apart(env, encoders):
+    pytest.importorskip("faiss")
+    from attnsift.retrieval.dense import DenseRetriever
+
+    r_t = DenseRetriever.from_corpus(TEXTS, encoders["torch"], progress=False)
+    r_o = DenseRetriever.from_corpus(TEXTS, encoders["onnx"], progress=False)
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (env["cache"] / "encodings").iterdir())
+    assert names == ["tinybert-dense", "tinybert-onnx-dense"]
+    assert r_t.retrieve(QUERIES[0], k=3).doc_ids == r_o.retrieve(QUERIES[0], k=3).doc_ids
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backend": "onxx"}, "backend must be one of torch, onnx, onnx-int8, got 'onxx'"),
+    ({"backend": 3}, "backend must be one of torch, onnx, onnx-int8, got 3"),
+    ({"backend": "torch", "threads": 2}, "threads applies to the ONNX backends"),
+    ({"backend": "onnx", "threads": 0}, "threads must be an integer >= 1"),
+    ({"backend": "onnx", "device": "cuda"}, "the ONNX backends run on the CPU, got device='cuda'"),
+    ({"backend": "onnx-int8", "dtype": "bfloat16"}, "the ONNX backends run in float32, got dtype='bfloat16'"),
+])
+def test_bad_options_get_one_line(env, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        Encoder(env["folder"], **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_backend_and_threads_as_strings(env, encoders):
+    """The CLI's spelling: option values arrive as strings."""
+    import torch
+
+    enc = Encoder(env["folder"], backend="ONNX", threads="1", max_length="64")
+    assert enc.backend == "onnx" and enc._onnx.threads == 1 and "backend='onnx'" in repr(enc)
+    assert encoders["onnx"]._onnx.threads == torch.get_num_threads()  # default: torch's thread count
+
+
+@pytest.mark.slow
+def test_minilm_onnx_matches_torch(tmp_path, monkeypatch):
+    """The real all-MiniLM-L6-v2: float32 within 1e-5 of torch, int8 cosine >= 0.99."""
+    monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path))
+    texts = [*TEXTS, *(t.upper() for t in TEXTS)]
+    torch_v = Encoder("minilm").encode_documents(texts)
+    onnx_v = Encoder("minilm", backend="onnx").encode_documents(texts)
+    int8_v = Encoder("minilm", backend="onnx-int8").encode_documents(texts)
+    assert np.abs(onnx_v - torch_v).max() < 1e-5
+    assert (int8_v * torch_v).sum(1).min() >= 0.99
