@@ -427,7 +427,13 @@ class Encoder:
 def _config_option(config: Any, options: dict[str, Any], name: str, given: Any) -> Any:
     """``backend``/``threads`` given as a keyword, in ``options``, or as a config field (when
     :class:`EncoderConfig` has it); popped from ``options``. Two different values are a ValueError."""
-    values = [v for v in (given, options.pop(name, None), getattr(config, name, None)) if v is not None]
+    import dataclasses
+
+    from_config = getattr(config, name, None)
+    field = {f.name: f for f in dataclasses.fields(config)}.get(name) if dataclasses.is_dataclass(config) else None
+    if field is not None and from_config == field.default:
+        from_config = None  # the config's default is not a choice
+    values = [v for v in (given, options.pop(name, None), from_config) if v is not None]
     if len({str(v) for v in values}) > 1:
         raise ValueError(f"{name} given twice with different values ({', '.join(map(repr, values))}); give it once")
     return values[0] if values else None
