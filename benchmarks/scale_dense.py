@@ -88,6 +88,14 @@ class Synthetic:
 
 
 # ----------------------------------------------------------------------------- measuring
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def rss_now() -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -283,6 +291,9 @@ def write_report(res: dict, out: Path) -> None:
          f"Command: `{res['command']}`", "",
          f"Machine: {res['machine']}; load average at start {res['load_start']}, at end {res['load_end']} "
          "(the VM is shared with other workers: speeds are lower bounds).", ""]
+    if "full" in res and res["full"]["n"] < MSMARCO:
+        L += [f"**Measured at {res['full']['n']:,} vectors, not at the full {MSMARCO:,}: see the reading at the end "
+              "(and the projection under the IVF-PQ table).**", ""]
     if "full" in res:
         f = res["full"]
         t = f["timings"]
@@ -302,6 +313,15 @@ def write_report(res: dict, out: Path) -> None:
         L += [f"| {s['nprobe']} | {s['recall@100']:.3f} | {s['recall@10']:.3f} | {s['qps_1_thread']:.0f} | {s['qps_all_threads']:.0f} |"
               for s in f["sweep"]]
         L.append("")
+        if f["n"] < MSMARCO:
+            r = MSMARCO / f["n"]
+            idx_full = f["index_bytes"] * r
+            fill_full = (t["fill_s"] + t["sample_pass_s"] - t["sample_pass_generation_s"]) * r
+            L += [f"Projected to {MSMARCO:,} vectors (x{r:.2f}; filling and the index grow linearly, training does not: "
+                  "same sample and lists): "
+                  f"build {(t['train_s'] + fill_full) / 60:.0f} min ({t['train_s']:.0f} s training + {fill_full / 60:.0f} min "
+                  f"filling), index {gb(idx_full)}, peak RSS about {gb(f['peak_rss_build_bytes'] - f['index_bytes'] + idx_full)}; "
+                  "queries/s fall about in proportion to the codes scanned per list (x{:.1f} per list at the same nlist).".format(r), ""]
     if "subset" in res:
         s = res["subset"]
         L += [f"## The first {s['n']:,} vectors: Flat, IVF-PQ, HNSW", "",
@@ -355,7 +375,7 @@ def main() -> None:
         print(json.dumps(STAGES[a.stage](a)))
         return
     res = {"command": " ".join([".venv/bin/python", "benchmarks/scale_dense.py", *sys.argv[1:]]),
-           "machine": f"{os.cpu_count()}-core {platform.processor() or 'x86_64'} VM, "
+           "machine": f"{os.cpu_count()}-core {cpu_name()} VM, "
                       f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU, "
                       f"faiss-cpu {version('faiss-cpu')}, torch {version('torch')}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}",
            "load_start": [round(v, 2) for v in os.getloadavg()], "queries": a.queries}
