@@ -168,22 +168,27 @@ class Pipeline:
 
     def __call__(self, query: Query | str) -> Ranking:
         """The final ranking for one query (a text, or a Query; over a provided run, a Query it ranks)."""
+        return self.result(query).ranking
+
+    def result(self, query: Query | str) -> PipelineResult:
+        """``pipeline(query)`` with the first-stage ranking and the timings (a :class:`PipelineResult`)."""
         if isinstance(self.first_stage, Run) and not isinstance(query, Query):
             raise TypeError(f"a pipeline over the provided run {self.first_stage.name!r} ranks only that run's queries: "
                             f"call it with a Query whose id the run holds, not a {type(query).__name__}")
         q = as_query(query, default_id=f"q{self._calls}")
         self._calls += 1
         # One query (RAG use): no progress lines, and not a run: a cut document is reported the first time only.
-        return next(self._stream([q], False, run_scope=False)).ranking
+        return next(self._stream([q], False, run_scope=False))
 
     async def arun(self, query: Query | str) -> Ranking:
-        """``pipeline(query)`` without blocking the event loop: retrieval and reranking run in a worker thread.
+        """``pipeline(query)`` without blocking the event loop (retrieval and reranking in a worker thread);
+        concurrent calls take turns on the reranker's model (the lock ``arerank`` takes), else the pipeline's."""
+        return (await self.aresult(query)).ranking
 
-        Concurrent calls take turns on the reranker's model (the lock it shares with
-        :meth:`attnsift.rerank.base.BaseReranker.arerank`); without a reranker, on the pipeline's own lock.
-        """
+    async def aresult(self, query: Query | str) -> PipelineResult:
+        """:meth:`result` without blocking the event loop (see :meth:`arun`)."""
         owner = self.reranker if self.reranker is not None and hasattr(self.reranker, "__dict__") else self
-        return await in_thread(shared_lock(owner), self.__call__, query)
+        return await in_thread(shared_lock(owner), self.result, query)
 
     def run(self, queries: Iterable[Query | str] | Mapping[str, Query] | None = None,
             progress: bool | None = None, engine: Any = None) -> Run:

@@ -1,25 +1,21 @@
 """Named first stages and rerankers, built from a name, a model and loose options.
 
-The CLI, the benchmark specs and Python users all build systems through here, so ``bm25``,
-``dense`` with ``model=minilm`` or ``icr`` with ``model=smollm2-135m`` mean the same thing everywhere.
-Implementations are imported lazily: naming a system costs nothing until it is built. Options are
-not parsed here: each component builds its frozen config from them
-(:func:`attnsift.config.config_from_options`), so the same checks apply from Python, the CLI and specs.
+The CLI, the benchmark specs and Python users all build systems through here, so ``bm25``, ``dense`` with
+``encoder=minilm`` or ``icr`` with ``model=smollm2-135m`` mean the same thing everywhere. Implementations are
+imported lazily: naming a system costs nothing until it is built. Options are not parsed here: each component
+builds its frozen config from them (:func:`attnsift.config.config_from_options`), one set of checks for all.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import inspect
-import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from attnsift.documents import as_documents, corpus_record
 from attnsift.errors import deprecated
 from attnsift.types import Document
-
-log = logging.getLogger(__name__)
 
 RETRIEVERS: dict[str, str] = {
     "bm25": "attnsift.retrieval.bm25:BM25Retriever",
@@ -306,7 +302,7 @@ def build_reranker(name: str, model: str | None = None, options: Mapping[str, An
     Returns
     -------
     Reranker
-        ``cls(model, device=device, dtype=dtype, **options)``.
+        ``cls(model, device=device, dtype=dtype, **options)``, with ``built_with`` recording these arguments.
     """
     if name not in RERANKERS:
         raise _unknown("reranker", name, RERANKERS)
@@ -318,7 +314,9 @@ def build_reranker(name: str, model: str | None = None, options: Mapping[str, An
         return cls()
     if model is None and name not in DEFAULT_MODELS:
         raise missing_model(name)
-    return cls(model or DEFAULT_MODELS[name], device=device, dtype=dtype, **dict(options or {}))
+    out = cls(model or DEFAULT_MODELS[name], device=device, dtype=dtype, **dict(options or {}))
+    out.built_with = {"name": name, "model": model, "options": dict(options or {}), "device": device, "dtype": dtype}
+    return out
 
 
 # --------------------------------------------------------------------------------------------- saved indexes

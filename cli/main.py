@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 import attnsift.cli.search  # noqa: F401,E402  (registers datasets, index, retrieve on app)
+import attnsift.cli.serve  # noqa: F401,E402  (registers serve on app)
 from attnsift.cli.app import DEFAULT_METRICS, _metrics, _print_json, _print_table, _setup_logging, app
 from attnsift.cli.common import (ENGINE_HELP, ENGINE_OPTION_HELP, RAY_ADDRESS_HELP, check_device, check_output,
                                  check_spec_options, fail, guard, make_engine, nonempty_corpus, nonempty_queries,

@@ -83,3 +83,13 @@ def test_pipeline_arun_equals_call():
     a, b = asyncio.run(main())
     assert a.doc_ids == b.doc_ids == pipe(q).doc_ids
     assert pipe.reranker.max_active == 1
+
+
+def test_pipeline_result_keeps_the_first_stage_and_aresult_equals_it():
+    run = Run([_ranking("q1")], name="given")
+    pipe = Pipeline(run, SlowReranker(0.01), first_stage_k=4, depth=2)
+    q = Query("q1", "question")
+    res = pipe.result(q)
+    assert res.first_stage.doc_ids == ["d0", "d1", "d2", "d3"]  # the first stage's order, before reranking
+    assert res.ranking.doc_ids == pipe(q).doc_ids == ["d1", "d0", "d2", "d3"]
+    assert asyncio.run(pipe.aresult(q)).ranking.doc_ids == res.ranking.doc_ids

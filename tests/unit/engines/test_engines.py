@@ -53,8 +53,12 @@ def test_recipe_of_a_reranker_built_by_name_rebuilds_the_same_config(tiny_model_
     rr = build_reranker("icr", model=str(tiny_model_dir), options={"max_words": "30", "calibration": "none"})
     recipe = recipe_of(rr)
     assert recipe.kind == "icr" and recipe.model == str(tiny_model_dir)
-    assert dict(recipe.options) == {"max_words": 30, "calibration": "none"}  # only what differs from the defaults
+    # build_reranker records what it was given (built_with): the same options, as given
+    assert {k: str(v) for k, v in dict(recipe.options).items()} == {"max_words": "30", "calibration": "none"}
     assert recipe.build().config == rr.config
+    del rr.built_with  # without the record: the config fields that differ from the defaults
+    assert dict(recipe_of(rr).options) == {"max_words": 30, "calibration": "none"}
+    assert recipe_of(rr).build().config == rr.config
     assert recipe_of(recipe) is recipe
     assert recipe_of(build_reranker("none")) == RerankerRecipe("none")
 
