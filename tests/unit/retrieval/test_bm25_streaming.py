@@ -63,7 +63,7 @@ def test_parts_merge_to_bm25s_own_matrix_bit_for_bit(method):
 def test_streamed_build_equals_in_memory_build_file_for_file(tmp_path):
     docs = _corpus()
     mem = BM25Retriever.from_corpus(docs).save(tmp_path / "mem")
-    built = BM25Retriever.build(docs, tmp_path / "disk", chunk_size=13)  # 24 parts
+    BM25Retriever.build(docs, tmp_path / "disk", chunk_size=13)  # 24 parts
     names = sorted(p.name for p in mem.iterdir())
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == names
     for name in names:
