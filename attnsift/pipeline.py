@@ -493,6 +493,7 @@ def first_stage(dataset: Any, retriever: str = "bm25", *, run: Run | str | os.Pa
         return found
     from attnsift.registry import build_retriever
 
-    corpus = None if index is not None else dataset.corpus.iter_documents()
+    # BM25 keeps a reference to a corpus on disk (texts read on demand) instead of copying its Documents.
+    corpus = None if index is not None else dataset.corpus if retriever == "bm25" else dataset.corpus.iter_documents()
     return build_retriever(retriever, corpus, encoder=encoder, index=index, options=options, progress=progress,
                            device=device)

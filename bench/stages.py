@@ -83,7 +83,7 @@ def read_saved_index(path: str | Path) -> SavedIndex:
 
 
 def load_saved_index(saved: SavedIndex, *, encoder: str | None = None, device: str | None = None,
-                     progress: bool | None = None) -> Any:
+                     progress: bool | None = None, options: Mapping[str, Any] | None = None) -> Any:
     """Load a saved index as a first stage (:func:`attnsift.registry.load_index`).
 
     Parameters
@@ -96,16 +96,19 @@ def load_saved_index(saved: SavedIndex, *, encoder: str | None = None, device: s
         Where the query encoder runs (dense, late, hybrid; ignored for BM25, which runs no model).
     progress : bool, optional
         One line while loading (None: the process setting).
+    options : mapping, optional
+        Search-time options of the index's kind (dense ``nprobe`` / ``ef_search``, ...); build options are
+        refused by the loader (the index keeps how it was built).
 
     Raises
     ------
     ValueError
-        An encoder for a BM25 index, another encoder than the index's, or damaged files.
+        An encoder for a BM25 index, another encoder than the index's, build options, or damaged files.
     """
     from attnsift.registry import load_index
 
     return load_index(saved.path, encoder=encoder, device=device if saved.kind in ENCODER_STAGES else None,
-                      progress=progress)
+                      progress=progress, options=dict(options or {}))
 
 
 def match_indexes(indexes: Sequence[SavedIndex], datasets: Mapping[str, str]) -> dict[str, list[SavedIndex]]:

@@ -101,9 +101,6 @@ def _first_stage_args(retriever: Optional[str], run: Optional[str], reranker: st
         if retriever is not None and retriever != saved.kind:
             raise ValueError(f"--retriever {retriever}, but the index at {saved.path} is a {saved.kind} index; "
                              "drop --retriever (an --index sets it)")
-        if retriever_options:
-            raise ValueError("a saved index keeps how it was built; drop --retriever-option "
-                             f"({', '.join(sorted(retriever_options))}) or rebuild the index with them")
     retriever = saved.kind if saved is not None else (retriever or "bm25")
     if "encoder" in retriever_options:
         given = retriever_options.pop("encoder")
@@ -209,7 +206,7 @@ def _rerank_impl(
         rr = None
     stage_device = device if retriever in ENCODER_STAGES else None
     if saved is not None:
-        stage = load_saved_index(saved, encoder=encoder, device=stage_device)
+        stage = load_saved_index(saved, encoder=encoder, device=stage_device, options=retriever_options)
     else:
         stage = first_stage(ds, retriever, run=provided, encoder=encoder, options=retriever_options,
                             device=stage_device)

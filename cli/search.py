@@ -227,6 +227,8 @@ def search(
     first_stage_k: Optional[int] = typer.Option(None, "--first-stage-k", help="Candidates from the index (default: max(--k, 20) with a reranker, else --k)."),
     option: Optional[List[str]] = typer.Option(None, "--option", metavar="KEY=VALUE", help="Reranker option (repeatable), e.g. max_words=100."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Query encoder of a dense / late / hybrid index (default: the index's)."),
+    retriever_option: Optional[List[str]] = typer.Option(None, "--retriever-option", metavar="KEY=VALUE",
+                                                         help="Search-time option of the index (repeatable), e.g. nprobe=32."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N for the models (default auto: CUDA when available)."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
@@ -258,7 +260,8 @@ def search(
     kind = index_kind(index_dir)
     check_model("retriever", kind if kind != "bm25-lucene" else "bm25", encoder)
     progress.quiet_third_party()
-    stage = load_index(index_dir, encoder=encoder, device=device if kind in ("dense", "late", "hybrid") else None)
+    stage = load_index(index_dir, encoder=encoder, device=device if kind in ("dense", "late", "hybrid") else None,
+                       options=parse_option_strings(retriever_option))  # the loader refuses build options
     rr = build_reranker(reranker, model, options, device=device) if reranked else None
     pipe = Pipeline(stage, rr, first_stage_k=fsk, depth=depth, k=k)
     out = []

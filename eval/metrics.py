@@ -96,7 +96,7 @@ def _rank_scores(run: Run) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for qid, ranking in run.items():
         n = len(ranking)
-        out[qid] = {c.doc_id: float(n - i) for i, c in enumerate(ranking.candidates)}
+        out[qid] = {d: float(n - i) for i, d in enumerate(ranking.doc_ids)}  # ids only: no Candidate objects made
     return out
 
 

@@ -160,6 +160,7 @@ class JsonlStore:
         self.path = Path(path)
         self._docs: dict[str, Document] | None = None
         self.known_len: int | None = None
+        self._subset_calls = 0
 
     @property
     def source(self) -> str:
@@ -207,8 +208,12 @@ class JsonlStore:
         return self.known_len
 
     def subset(self, wanted: set[str]) -> dict[str, Document]:
-        if self._docs is not None:
-            return {i: d for i, d in self._docs.items() if i in wanted}
+        # One call (a provided run's texts) streams the file; a second (a retriever reading each query's
+        # candidates) loads it once, rather than rescanning the whole file for every query.
+        self._subset_calls += 1
+        if self._docs is not None or self._subset_calls > 1:
+            docs = self._load()
+            return {i: docs[i] for i in wanted if i in docs}
         out: dict[str, Document] = {}
         for lineno, line in utf8_lines(self.path, "corpus"):
             m = _ID_RE.search(line)
