@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--block", type=int, default=50, help="queries per interleaved block")
     ap.add_argument("--candidate-k", type=int, default=32, help="today's faiss path: nearest tokens per query token")
     ap.add_argument("--plaid", nargs="*", default=[], help="plaid options key=value (ncentroids, nbits, ncells, candidates)")
+    ap.add_argument("--sweep", nargs="*", default=[], help="more plaid search settings NCELLS:CANDIDATES, run once each")
     ap.add_argument("--msmarco", default="trec-dl19-passage", help="MS MARCO passages for the mean token count")
     ap.add_argument("--out", default="benchmarks/results/late_interaction")
     args = ap.parse_args(argv)
@@ -120,6 +121,18 @@ def main(argv=None) -> int:
              "shortlist_ms_per_query_wall": round((time.perf_counter() - w) / len(qtok) * 1e3, 2)}
 
     from attnsift.types import Run
+
+    sweep = []
+    for item in args.sweep:
+        nc, cand = (int(x) for x in item.split(":"))
+        r = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
+                                     ncells=nc, candidates=cand)
+        rk, w, c = timed(r, queries, qtok, args.k)
+        rep_ = evaluate(Run(rk, name="plaid"), ds.qrels, metrics=METRICS, rel_level=ds.rel_level)
+        sweep.append({"ncells": nc, "candidates": cand, **{k_: round(float(rep_[k_]), 4) for k_ in METRICS},
+                      "qps_cpu": round(len(queries) / c, 1), "qps_wall": round(len(queries) / w, 1)})
+        log.info("sweep %s", sweep[-1])
+    result["sweep"] = sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="attnsift-late-bench-"))
     mean_tok = msmarco_tokens(encoder, args.msmarco, 10_000)
@@ -201,6 +214,13 @@ def write(result: dict, out: Path) -> None:
         f"- MS MARCO projection: {result['msmarco_passages']:,} passages x {result['msmarco_mean_tokens']} MiniLM tokens "
         "(mean over the TREC DL19 passages, max 256) x the growing bytes per token (plaid: code + residual + "
         "inverted lists, plus the centroids; faiss: float16 vectors + IVF-PQ codes and ids)",
+    ]
+    if result.get("sweep"):
+        lines += ["", "Other plaid search settings on the same index (one pass each, not interleaved):", "",
+                  "| ncells | candidates | nDCG@10 | R@100 | q/s (cpu) | q/s (wall) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {v['ncells']} | {v['candidates']} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | {v['qps_cpu']} | "
+                  f"{v['qps_wall']} |" for v in result["sweep"]]
+    lines += [
         "",
         "Details (JSON): " + out.with_suffix(".json").name,
         "",

@@ -81,12 +81,20 @@ def _lut(weights: np.ndarray, nbits: int) -> np.ndarray:
     return np.ascontiguousarray(lut.reshape(-1, per), dtype=np.float32)
 
 
-def _assign(x: np.ndarray, centroids: Any) -> np.ndarray:
-    """Nearest centroid (inner product) of each row of ``x``, in fixed chunks."""
+def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (inner product) of each row of ``x``, in fixed chunks: the best 4 by a bfloat16
+    product (4x faster than float32 on CPUs with bf16 units), then the best of those in float32."""
+    import torch
+
+    c32 = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))  # [K, dim]
+    c16 = c32.to(torch.bfloat16)
+    top = min(4, c32.shape[0])
     out = np.empty(x.shape[0], np.int64)
     for s in range(0, x.shape[0], _CHUNK):
-        _, idx = centroids.search(np.ascontiguousarray(x[s : s + _CHUNK], dtype=np.float32), 1)
-        out[s : s + _CHUNK] = idx[:, 0]
+        xs = torch.from_numpy(np.ascontiguousarray(x[s : s + _CHUNK], dtype=np.float32))  # [n, dim]
+        cand = (xs.to(torch.bfloat16) @ c16.T).topk(top, dim=1).indices  # [n, top]
+        exact = torch.einsum("nd,ntd->nt", xs, c32[cand])  # [n, top]
+        out[s : s + _CHUNK] = cand.gather(1, exact.argmax(1, keepdim=True))[:, 0].numpy()
     return out
 
 
@@ -209,10 +217,8 @@ class PlaidIndex:
                           max_points_per_centroid=max(256, n_sample // k + 1), min_points_per_centroid=1)
         km.train(sample)
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        flat = faiss.IndexFlatIP(dim)
-        flat.add(centroids)
         # Bucket cutoffs and weights: per-dimension quantiles of the sample's residuals.
-        res = sample - centroids[_assign(sample, flat)]  # [S, dim]
+        res = sample - centroids[_assign(sample, centroids)]  # [S, dim]
         levels = 2**nbits
         cutoffs = np.quantile(res, np.arange(1, levels) / levels, axis=0).T.astype(np.float32)  # [dim, 2^b - 1]
         weights = np.quantile(res, (np.arange(levels) + 0.5) / levels, axis=0).T.astype(np.float32)  # [dim, 2^b]
@@ -222,7 +228,7 @@ class PlaidIndex:
         residuals = np.empty((t, dim * nbits // 8), np.uint8)
         for s in range(0, t, _CHUNK):
             x = np.asarray(tokens[s : s + _CHUNK], dtype=np.float32)
-            c = _assign(x, flat)
+            c = _assign(x, centroids)
             codes[s : s + _CHUNK] = c
             r = x - centroids[c]  # [n, dim]
             buckets = np.zeros(r.shape, np.uint8)
