@@ -180,7 +180,8 @@ class LateInteractionRetriever:
             (``nbits`` and ``seed`` are then the plaid ones; faiss options and ``candidate_k`` are an error).
         """
         encoder = encoder_argument(encoder, options, default="minilm")
-        plaid_mode = plaid is not None or any(options.get(n) == PLAID for n in ("index", "index_type"))
+        plaid_mode = (plaid is not None or any(options.get(n) == PLAID for n in ("index", "index_type"))
+                      or getattr(config, "index_type", None) == PLAID)  # should LateInteractionConfig list "plaid"
         if plaid_mode:
             options = {n: v for n, v in options.items() if not (n in ("index", "index_type") and v == PLAID)}
             given, options = split_plaid_options(options)
