@@ -129,6 +129,8 @@ def check_options(kind: str, name: str, options: Mapping[str, Any] | None) -> No
             fusion, dense = _split_hybrid(options)
             config_from_options(_resolve("attnsift.retrieval.config:FusionConfig"), fusion)
             config_from_options(_resolve(RETRIEVER_CONFIGS["dense"]), dense)
+        elif name == "late":  # the faiss token index or the compressed (plaid) one: options of either
+            _resolve("attnsift.retrieval.late_interaction:check_late_options")(options)
         elif name in RETRIEVER_CONFIGS:
             config_from_options(_resolve(RETRIEVER_CONFIGS[name]), options)
         else:

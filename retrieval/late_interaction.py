@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,6 +68,37 @@ PLAID = "plaid"
 #: faiss build options (LateInteractionConfig fields) that have no meaning for a plaid index.
 _FAISS_ONLY = ("hnsw_m", "ef_construction", "ef_search", "nlist", "pq_m", "nprobe", "train_size", "m")
 _DOC_CHUNK_TOKENS = 131_072  # tokens of candidate documents scored per MaxSim call (~200 MB float32 at dim 384)
+
+
+def split_late_options(options: Mapping[str, Any], config: Any = None,
+                       plaid: PlaidConfig | None = None) -> tuple[bool, PlaidConfig | None, dict[str, Any]]:
+    """``(plaid mode, its PlaidConfig, the LateInteractionConfig options)`` from loose options; one-line
+    errors for options of the other mode (faiss options with ``index="plaid"``, plaid ones without)."""
+    options = dict(options)
+    plaid_mode = (plaid is not None or any(options.get(n) == PLAID for n in ("index", "index_type"))
+                  or getattr(config, "index_type", None) == PLAID)
+    if not plaid_mode:
+        only = sorted(set(options) & (set(PLAID_OPTIONS) - {"nbits", "seed"}))
+        if only:
+            raise ValueError(f"{', '.join(only)} appl{'ies' if len(only) == 1 else 'y'} to the compressed index; "
+                             "add index='plaid' or drop them")
+        return False, None, options
+    options = {n: v for n, v in options.items() if not (n in ("index", "index_type") and v == PLAID)}
+    given, options = split_plaid_options(options)
+    faiss_given = sorted(set(options) & {"index", "index_type", "candidate_k", *_FAISS_ONLY})
+    if faiss_given:
+        raise ValueError(f"{', '.join(faiss_given)} appl{'ies' if len(faiss_given) == 1 else 'y'} to the faiss token "
+                         "index, not to index='plaid'; drop "
+                         f"{'it' if len(faiss_given) == 1 else 'them'} (plaid options: {', '.join(PLAID_OPTIONS)})")
+    return True, plaid_config(given, base=plaid), options
+
+
+def check_late_options(options: Mapping[str, Any]) -> None:
+    """The option checks of :meth:`LateInteractionRetriever.from_corpus`, without building anything."""
+    from attnsift.config import config_from_options
+
+    _, _, rest = split_late_options(options)
+    config_from_options(LateInteractionConfig, rest)
 
 
 class LateInteractionRetriever:
@@ -135,6 +166,11 @@ class LateInteractionRetriever:
         self.searcher = PlaidSearcher(index, self.plaid.ncells, self.plaid.candidates) if self.mode == PLAID else None
         self.stats: dict[str, float] = {}
 
+    @property
+    def num_docs(self) -> int:
+        """How many documents the index holds."""
+        return len(self.documents)
+
     def __repr__(self) -> str:
         where = repr(self.searcher) if self.searcher is not None else f"ann={self.index.ann.index_type!r}"
         return (
@@ -180,21 +216,7 @@ class LateInteractionRetriever:
             (``nbits`` and ``seed`` are then the plaid ones; faiss options and ``candidate_k`` are an error).
         """
         encoder = encoder_argument(encoder, options, default="minilm")
-        plaid_mode = (plaid is not None or any(options.get(n) == PLAID for n in ("index", "index_type"))
-                      or getattr(config, "index_type", None) == PLAID)  # should LateInteractionConfig list "plaid"
-        if plaid_mode:
-            options = {n: v for n, v in options.items() if not (n in ("index", "index_type") and v == PLAID)}
-            given, options = split_plaid_options(options)
-            pcfg = plaid_config(given, base=plaid)
-            faiss_given = sorted(set(options) & {"index", "index_type", "candidate_k", *_FAISS_ONLY})
-            if faiss_given:
-                raise ValueError(f"{', '.join(faiss_given)} apply to the faiss token index, not to index='plaid'; drop "
-                                 f"{'it' if len(faiss_given) == 1 else 'them'} (plaid options: {', '.join(PLAID_OPTIONS)})")
-        else:
-            only = sorted(set(options) & (set(PLAID_OPTIONS) - {"nbits", "seed"}))
-            if only:
-                raise ValueError(f"{', '.join(only)} appl{'ies' if len(only) == 1 else 'y'} to the compressed index; "
-                                 "add index='plaid' or drop them")
+        plaid_mode, pcfg, options = split_late_options(options, config, plaid)
         cfg = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         check_encoder_argument(encoder)
         docs = collect_documents(corpus)

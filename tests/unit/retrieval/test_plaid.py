@@ -189,8 +189,8 @@ def _never_iterated():
     ({"index": "plaid", "ncells": 0}, "ncells must be an integer >= 1"),
     ({"index": "plaid", "candidates": -5}, "candidates must be an integer >= 1"),
     ({"index": "plaid", "ncentroids": 100_000}, "at most 65536"),
-    ({"index": "plaid", "nlist": 8}, "apply to the faiss token index"),
-    ({"index": "plaid", "candidate_k": 8}, "apply to the faiss token index"),
+    ({"index": "plaid", "nlist": 8}, "applies to the faiss token index"),
+    ({"index": "plaid", "candidate_k": 8}, "applies to the faiss token index"),
     ({"ncells": 4}, "add index='plaid'"),
     ({"index_type": "plaid", "kmeans_sample": 10, "ncentroids": 20}, "kmeans_sample"),
 ])
