@@ -41,7 +41,9 @@ FAISS_SEARCH_OPTIONS = ("nprobe", "ef_search")
 #: Short spellings (faiss's own names): ``index`` for ``index_type``; ``m`` for ``pq_m`` (ivfpq) or ``hnsw_m`` (hnsw).
 FAISS_ALIASES = ("index", "m")
 #: Encoder options a dense / late-interaction config may override.
-ENCODER_OPTIONS = ("batch_size", "max_length", "query_prefix", "doc_prefix", "pooling")
+ENCODER_OPTIONS = ("batch_size", "max_length", "query_prefix", "doc_prefix", "pooling", "backend", "threads")
+#: What runs an encoder's forward pass (:class:`attnsift.retrieval.encoders.Encoder`).
+EncoderBackend = Literal["torch", "onnx", "onnx-int8"]
 
 
 def check_bm25_params(k1: Any, b: Any, **more: Any) -> None:
@@ -147,7 +149,8 @@ class _EncodedIndexConfig(Config):
     """What dense and late-interaction indexes share: an encoding cache, encoder overrides, faiss options.
 
     Encoder fields left at None keep the encoder's defaults (:class:`EncoderConfig`); they are an
-    error when the model given is an already built Encoder. faiss fields left at None keep
+    error when the model given is an already built Encoder. ``backend`` (``torch``, ``onnx``,
+    ``onnx-int8``) and ``threads`` (ONNX Runtime's) choose what runs the encoder. faiss fields left at None keep
     :meth:`FaissIndex.build`'s defaults. ``cache=False`` with a ``cache_dir`` is a contradiction.
     ``index`` and ``m`` are faiss's short spellings (:data:`FAISS_ALIASES`), resolved at construction
     into ``index_type`` and ``pq_m`` / ``hnsw_m`` (they read None afterwards).
@@ -160,6 +163,8 @@ class _EncodedIndexConfig(Config):
     query_prefix: str | None = None
     doc_prefix: str | None = None
     pooling: Pooling | None = None
+    backend: EncoderBackend | None = None
+    threads: int | None = None
     hnsw_m: int | None = None
     ef_construction: int | None = None
     ef_search: int | None = None
@@ -199,7 +204,7 @@ class _EncodedIndexConfig(Config):
                 f"cache=False turns the encoding cache off, but cache_dir={str(self.cache_dir)!r} was given; drop one of them"
             )
         _check_encoder_fields(self)
-        _check_positive(self, tuple(n for n in HNSW_OPTIONS + IVFPQ_OPTIONS if n != "seed"))
+        _check_positive(self, ("threads", *(n for n in HNSW_OPTIONS + IVFPQ_OPTIONS if n != "seed")))
         index_type = getattr(self, "index_type")
         types_here = typing.get_args(typing.get_type_hints(type(self))["index_type"])
         for names, applies in ((HNSW_OPTIONS, ("hnsw",)), (IVFPQ_OPTIONS, ("ivfpq", "auto"))):

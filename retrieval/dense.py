@@ -195,6 +195,7 @@ def load_encoder(model: Any, manifest_encoder: dict, device: Any = None, dtype: 
         doc_prefix=manifest_encoder.get("doc_prefix", ""),
         normalize=manifest_encoder.get("normalize", True),
         pooling=manifest_encoder.get("pooling", "auto"),
+        backend=manifest_encoder.get("backend"),  # the queries go through what encoded the documents
     )
 
 
