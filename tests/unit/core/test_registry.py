@@ -115,7 +115,7 @@ def test_hybrid_and_dense_conflicts(minilm_ready, tmp_path: Path):
         build_retriever("hybrid", DOCS, options={"weights": "1,1,1"})
     with pytest.raises(ValueError, match="nlist applies to index_type ivfpq, got index_type='flat'"):
         build_retriever("dense", DOCS, options={"nlist": "4"})
-    with pytest.raises(ValueError, match="unknown option.*colour for DenseConfig; accepted: batch_size"):
+    with pytest.raises(ValueError, match="unknown option.*colour for DenseConfig; accepted: backend, batch_size"):
         build_retriever("dense", DOCS, options={"colour": "red"})
     with pytest.raises(IndexCorruptedError, match="has no manifest.json"):
         build_retriever("hybrid", index=tmp_path)
