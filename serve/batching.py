@@ -181,6 +181,8 @@ class MicroBatcher:
             for job in batch:
                 job.batch_size = len(batch)
                 job.queue_seconds = started - job.enqueued
+            if self.on_batch is not None:  # recorded when the batch starts: its answers may be read at once
+                self.on_batch(len(batch), [j.queue_seconds for j in batch])
             loop = asyncio.get_running_loop()
 
             def resolved(job: Job, ok: bool, value: Any) -> None:  # called from the thread
@@ -199,8 +201,6 @@ class MicroBatcher:
                     _resolve(job, False, exc)
             finally:
                 self.running = 0
-            if self.on_batch is not None:
-                self.on_batch(len(batch), [j.queue_seconds for j in batch])
 
 
 def _resolve(job: Job, ok: bool, value: Any) -> None:
