@@ -7,7 +7,9 @@ returning integer row positions (callers map them to document ids):
 - ``"hnsw"``: graph search (``IndexHNSWFlat``), fast and near-exact; memory ~ the vectors + the graph
   (``4 * dim + 8 * hnsw_m`` bytes per vector and more), so it must fit in RAM whole.
 - ``"ivfpq"``: inverted lists + product quantisation (``IndexIVFPQ``), compact (``pq_m * nbits / 8``
-  bytes per vector + an 8-byte id) and approximate; trained on a seeded sample of the vectors.
+  bytes per vector + an 8-byte id) and approximate; trained on a seeded sample of the vectors. With
+  ``refine="sq8" | "fp16" | "flat"`` its ``k_factor * k`` candidates are re-scored with finer codes
+  (``IndexRefine``, see :mod:`attnsift.indexes.faiss_refine`).
 
 Large collections never need all their vectors at once: :meth:`FaissIndex.build_streaming` takes a
 function that yields the vectors in batches, collects the training sample in a first pass (only the
@@ -22,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from attnsift.errors import IndexCorruptedError, require
+from attnsift.indexes import faiss_refine as refining
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ INDEX_FILE = "index.faiss"
 #: Rows handed to faiss per ``add`` call; fixed, so an HNSW graph does not depend on the caller's batch size.
 ADD_CHUNK = 65_536
 HNSW_PARAMS = ("hnsw_m", "ef_construction", "ef_search")
-IVFPQ_PARAMS = ("nlist", "pq_m", "nbits", "nprobe", "train_size", "seed")
+IVFPQ_PARAMS = ("nlist", "pq_m", "nbits", "nprobe", "train_size", "seed", *refining.REFINE_PARAMS)
 
 
 def _faiss() -> Any:
@@ -73,7 +75,8 @@ def resolve_index_params(index_type: str, n: int, dim: int, metric: str = "ip", 
     **params
         ``hnsw_m`` [32], ``ef_construction`` [200], ``ef_search`` [128] for hnsw; ``nlist``
         [~4 sqrt(n), at most one per 39 training vectors], ``pq_m`` [~dim / 8, a divisor of dim], ``nbits`` [8, fewer for
-        tiny collections], ``nprobe`` [min(nlist, 16)], ``train_size`` [100,000], ``seed`` [0] for ivfpq.
+        tiny collections], ``nprobe`` [min(nlist, 16)], ``train_size`` [100,000], ``seed`` [0], ``refine``
+        [None; ``sq8``, ``fp16``, ``flat``], ``k_factor`` [8, with refine] for ivfpq.
 
     Returns
     -------
@@ -140,7 +143,7 @@ def resolve_index_params(index_type: str, n: int, dim: int, metric: str = "ip", 
                          f"vectors exist; use nbits <= {int(math.log2(n_train)) if n_train > 1 else 1}")
     nprobe = _positive_int("nprobe", params.get("nprobe", min(nlist, 16)))
     return {"nlist": nlist, "pq_m": pq_m, "nbits": nbits, "nprobe": min(nprobe, nlist), "train_size": train_size,
-            "seed": int(seed)}
+            "seed": int(seed), **refining.resolve_refine(params)}
 
 
 def estimated_bytes(index_type: str, n: int, dim: int, params: dict[str, Any]) -> int:
@@ -150,7 +153,8 @@ def estimated_bytes(index_type: str, n: int, dim: int, params: dict[str, Any]) -
     if index_type == "hnsw":
         # level 0 holds 2M links of 4 bytes, upper levels ~1/M more; plus levels and offsets.
         return int(n * (4 * dim + 8.5 * params["hnsw_m"] + 16))
-    return n * (math.ceil(params["pq_m"] * params["nbits"] / 8) + 8) + 4 * params["nlist"] * dim
+    second = n * refining.refine_bytes_per_vector(params["refine"], dim) if params.get("refine") else 0
+    return n * (math.ceil(params["pq_m"] * params["nbits"] / 8) + 8) + 4 * params["nlist"] * dim + second
 
 
 def sample_positions(n: int, train_size: int, seed: int) -> np.ndarray:
@@ -169,13 +173,13 @@ def _check_batch(x: Any, dim: int) -> np.ndarray:
     return x
 
 
-def _check_memory(index_type: str, n: int, dim: int, params: dict[str, Any]) -> None:
-    need = estimated_bytes(index_type, n, dim, params)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: nothing to check against
-        return
-    if need > total:
+def check_memory(index_type: str, n: int, dim: int, params: dict[str, Any]) -> None:
+    """One-line ValueError when an index that lives in RAM whole (hnsw; ivfpq's refine copy) exceeds it."""
+    if params.get("refine"):
+        base = estimated_bytes(index_type, n, dim, {**params, "refine": None})
+        return refining.check_refine_memory(params["refine"], n, dim, base)
+    need, total = estimated_bytes(index_type, n, dim, params), refining.total_ram()
+    if index_type == "hnsw" and total is not None and need > total:  # None: not POSIX, nothing to check against
         raise ValueError(f"a {index_type} index of {n} x {dim} needs about {need / 1e9:.1f} GB in memory, more than this "
                          f"machine's {total / 1e9:.1f} GB; use index_type=ivfpq (about "
                          f"{estimated_bytes('ivfpq', n, dim, resolve_index_params('ivfpq', n, dim)) / 1e9:.1f} GB)")
@@ -209,6 +213,14 @@ class FaissIndex:
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
+    @property
+    def refined(self) -> bool:
+        """Whether the candidates are re-scored with a second copy (``refine``)."""
+        return bool(self.params.get("refine"))
+
+    def _ivf(self) -> Any:
+        return refining.base_index(_faiss(), self.index)
+
     # ------------------------------------------------------------------ building
     @classmethod
     def create(cls, dim: int, n: int, index_type: str = "flat", metric: str = "ip", **params: Any) -> "FaissIndex":
@@ -218,8 +230,7 @@ class FaissIndex:
         """
         faiss = _faiss()
         params = resolve_index_params(index_type, n, dim, metric, **params)
-        if index_type == "hnsw":
-            _check_memory(index_type, n, dim, params)
+        check_memory(index_type, n, dim, params)
         fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         if index_type == "flat":
             index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
@@ -232,6 +243,9 @@ class FaissIndex:
             index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["pq_m"], params["nbits"], fmetric)
             index.nprobe = params["nprobe"]
             index.cp.seed = params["seed"]  # k-means seed: the same sample gives the same lists
+            if params.get("refine"):
+                index = refining.make_refined(faiss, index, params["refine"], dim, metric, params["k_factor"])
+                refining.reserve(faiss, index, n)  # no doubling copy of the second copy while filling
         return cls(index, index_type, metric, params)
 
     def train(self, sample: np.ndarray) -> None:
@@ -276,19 +290,9 @@ class FaissIndex:
                                    progress=False, **params)
 
     @classmethod
-    def build_streaming(
-        cls,
-        batches: Callable[[], Iterable[np.ndarray]],
-        n: int,
-        dim: int,
-        index_type: str = "flat",
-        metric: str = "ip",
-        *,
-        train: np.ndarray | None = None,
-        add_chunk: int = ADD_CHUNK,
-        progress: bool | None = None,
-        **params: Any,
-    ) -> "FaissIndex":
+    def build_streaming(cls, batches: Callable[[], Iterable[np.ndarray]], n: int, dim: int, index_type: str = "flat",
+                        metric: str = "ip", *, train: np.ndarray | None = None, add_chunk: int = ADD_CHUNK,
+                        progress: bool | None = None, **params: Any) -> "FaissIndex":
         """Build an index over ``n`` vectors that arrive in batches, never holding them all.
 
         Parameters
@@ -358,8 +362,8 @@ class FaissIndex:
         return out
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
-               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None,
+               k_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows for each query.
 
         Parameters
@@ -368,8 +372,9 @@ class FaissIndex:
             ``[B, dim]``.
         k : int
             Capped at the number of indexed vectors.
-        nprobe, ef_search : int, optional
-            For this call only (ivfpq / hnsw): lists probed, HNSW beam width; default: the index's.
+        nprobe, ef_search, k_factor : int, optional
+            For this call only (ivfpq / hnsw / refined ivfpq): lists probed, HNSW beam width, candidates
+            re-scored per result; default: the index's.
 
         Returns
         -------
@@ -385,26 +390,32 @@ class FaissIndex:
         k = min(int(k), self.ntotal)
         if q.shape[0] == 0 or k == 0:
             return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
-        search_params = self._search_params(nprobe, ef_search)
+        search_params = self._search_params(nprobe, ef_search, k_factor)
         if search_params is None:
             scores, pos = self.index.search(q, k)
         else:
-            scores, pos = self.index.search(q, k, params=search_params)
+            scores, pos = self.index.search(q, k, params=search_params[0])
         if self.metric == "l2":
             scores = -scores
         return scores.astype(np.float32, copy=False), pos.astype(np.int64, copy=False)
 
-    def _search_params(self, nprobe: int | None, ef_search: int | None) -> Any:
-        self.check_search_params(nprobe=nprobe, ef_search=ef_search)
+    def _search_params(self, nprobe: int | None, ef_search: int | None, k_factor: int | None) -> tuple | None:
+        """``(params, what they point to...)`` for one search, or None for the index's own settings."""
+        self.check_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         faiss = _faiss()
+        if self.refined and (nprobe is not None or k_factor is not None):
+            return refining.refine_search_params(faiss, k_factor or self.params["k_factor"], nprobe or self._ivf().nprobe)
         if nprobe is not None:
-            return faiss.SearchParametersIVF(nprobe=int(nprobe))
+            return (faiss.SearchParametersIVF(nprobe=int(nprobe)),)
         if ef_search is not None:
-            return faiss.SearchParametersHNSW(efSearch=int(ef_search))
+            return (faiss.SearchParametersHNSW(efSearch=int(ef_search)),)
         return None
 
-    def check_search_params(self, *, nprobe: Any = None, ef_search: Any = None) -> None:
-        """ValueError unless ``nprobe`` (ivfpq) / ``ef_search`` (hnsw) are positive and fit this index."""
+    def check_search_params(self, *, nprobe: Any = None, ef_search: Any = None, k_factor: Any = None) -> None:
+        """ValueError unless ``nprobe`` (ivfpq) / ``ef_search`` (hnsw) / ``k_factor`` (refined ivfpq) are
+        positive and fit this index."""
+        if k_factor is not None:
+            refining.check_k_factor(k_factor, self.index_type if not self.refined else None)
         if nprobe is not None:
             if self.index_type != "ivfpq":
                 raise ValueError(f"nprobe applies to an ivfpq index, this one is {self.index_type!r}")
@@ -416,11 +427,16 @@ class FaissIndex:
                 raise ValueError(f"ef_search applies to an hnsw index, this one is {self.index_type!r}")
             _positive_int("ef_search", ef_search)
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Trade speed for recall at query time from now on (IVF ``nprobe``, HNSW ``efSearch``)."""
-        self.check_search_params(nprobe=nprobe, ef_search=ef_search)
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                          k_factor: int | None = None) -> None:
+        """Trade speed for recall at query time from now on (IVF ``nprobe``, HNSW ``efSearch``, refine
+        ``k_factor``)."""
+        self.check_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
+        if k_factor is not None:
+            self.index.k_factor = float(k_factor)
+            self.params["k_factor"] = int(k_factor)
         if nprobe is not None:
-            self.index.nprobe = int(nprobe)
+            self._ivf().nprobe = int(nprobe)
             self.params["nprobe"] = int(nprobe)
         if ef_search is not None:
             self.index.hnsw.efSearch = int(ef_search)
@@ -428,8 +444,10 @@ class FaissIndex:
 
     # ------------------------------------------------------------------ persistence
     def nbytes(self) -> int:
-        """Serialised size in bytes."""
-        return int(_faiss().serialize_index(self.index).nbytes)
+        """Serialised size in bytes (counted as it is written, without a copy of the index in memory)."""
+        faiss, size = _faiss(), [0]
+        faiss.write_index(self.index, faiss.PyCallbackIOWriter(lambda buf: size.__setitem__(0, size[0] + len(buf))))
+        return size[0]
 
     def save(self, directory: str | Path, filename: str = INDEX_FILE) -> Path:
         """Write the index into ``directory`` (a folder the caller writes atomically)."""
@@ -458,7 +476,10 @@ class FaissIndex:
         if out.index_type == "hnsw":
             index.hnsw.efSearch = int(out.params.get("ef_search", 128))
         elif out.index_type == "ivfpq":
-            index.nprobe = int(out.params.get("nprobe", 16))
+            out._ivf().nprobe = int(out.params.get("nprobe", 16))
+            if out.refined != isinstance(index, faiss.IndexRefine):
+                raise IndexCorruptedError(f"{path} and its manifest disagree on refine ({out.params.get('refine')}); "
+                                          "rebuild the index")
         return out
 
 

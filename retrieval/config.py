@@ -36,8 +36,11 @@ DEFAULT_NORMALIZATION = "minmax"
 #: faiss build options (see :meth:`attnsift.indexes.faiss_index.FaissIndex.build`), by the index type they apply to.
 HNSW_OPTIONS = ("hnsw_m", "ef_construction", "ef_search")
 IVFPQ_OPTIONS = ("nlist", "pq_m", "nbits", "nprobe", "train_size", "seed")
-#: Search-time faiss options: a loaded index takes them (``nprobe`` for ivfpq, ``ef_search`` for hnsw).
-FAISS_SEARCH_OPTIONS = ("nprobe", "ef_search")
+#: Dense IVF-PQ's re-ranking stage (:mod:`attnsift.indexes.faiss_refine`): the second copy, the candidates re-scored.
+REFINE_OPTIONS = ("refine", "k_factor")
+#: Search-time faiss options: a loaded index takes them (``nprobe`` for ivfpq, ``ef_search`` for hnsw,
+#: ``k_factor`` for an ivfpq index built with ``refine``).
+FAISS_SEARCH_OPTIONS = ("nprobe", "ef_search", "k_factor")
 #: Short spellings (faiss's own names): ``index`` for ``index_type``; ``m`` for ``pq_m`` (ivfpq) or ``hnsw_m`` (hnsw).
 FAISS_ALIASES = ("index", "m")
 #: Encoder options a dense / late-interaction config may override.
@@ -254,15 +257,38 @@ class DenseConfig(_EncodedIndexConfig):
         vectors sampled to train [100,000], sampling and k-means seed [0]. Checked against the corpus
         size and the encoder's dimension before any encoding
         (:func:`attnsift.indexes.faiss_index.resolve_index_params`).
+    refine : {"sq8", "fp16", "flat"} or None
+        IVF-PQ only: keep a second, finer copy of every vector (8-bit scalar quantised: ``dim`` bytes per
+        vector; 16-bit floats; the float32 vectors) and re-score the PQ candidates with it [None: the PQ
+        codes alone]. Refused in one line when it would not fit in RAM.
+    k_factor : int or None
+        With ``refine``: PQ candidates re-scored per result (``k_factor * k`` of them) [8].
     index, m
         Short spellings: ``index=ivfpq`` is ``index_type=ivfpq``; ``m`` is ``pq_m`` (ivfpq) or
         ``hnsw_m`` (hnsw).
 
-    ``nprobe`` and ``ef_search`` (:data:`FAISS_SEARCH_OPTIONS`) also apply to a loaded index.
+    ``nprobe``, ``ef_search`` and ``k_factor`` (:data:`FAISS_SEARCH_OPTIONS`) also apply to a loaded index.
     """
 
     index_type: Literal["flat", "hnsw", "ivfpq"] = "flat"
     normalize: bool | None = None
+    refine: Literal["sq8", "fp16", "flat"] | None = None
+    k_factor: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _check_positive(self, ("k_factor",))
+        if self.refine is not None and self.index_type != "ivfpq":
+            raise ValueError(f"refine={self.refine} re-scores an IVF-PQ index's candidates; got index_type="
+                             f"{self.index_type!r}: give index_type=ivfpq (index=ivfpq) or drop refine")
+        if self.k_factor is not None and self.refine is None:
+            raise ValueError(f"k_factor={self.k_factor} sets how many PQ candidates refine re-scores; give refine=sq8 "
+                             "(or fp16, flat) with index_type=ivfpq, or drop k_factor")
+
+    def index_options(self) -> dict[str, Any]:
+        out = super().index_options()
+        out.update({n: getattr(self, n) for n in REFINE_OPTIONS if getattr(self, n) is not None})
+        return out
 
     def encoder_options(self) -> dict[str, Any]:
         out = super().encoder_options()

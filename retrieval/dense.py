@@ -283,7 +283,7 @@ class DenseRetriever:
         **options
             :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``cache=False``).
         """
-        from attnsift.indexes.faiss_index import FaissIndex, resolve_index_params
+        from attnsift.indexes.faiss_index import FaissIndex, check_memory, resolve_index_params
 
         encoder = encoder_argument(encoder, options, default="minilm")
         cfg = resolve_config(DenseConfig, config, options, "DenseRetriever")
@@ -291,7 +291,8 @@ class DenseRetriever:
         docs = collect_documents(corpus)
         enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
         # nlist against the corpus size, pq_m against the encoder's dimension: before any encoding
-        resolve_index_params(cfg.index_type, len(docs), enc_model.dim, "ip", **cfg.index_options())
+        params = resolve_index_params(cfg.index_type, len(docs), enc_model.dim, "ip", **cfg.index_options())
+        check_memory(cfg.index_type, len(docs), enc_model.dim, params)  # hnsw, refine: they live in RAM whole
         t0 = time.perf_counter()
         enc = encode_documents_cached(enc_model, docs, cfg, ("dense",), progress)
         t1 = time.perf_counter()
@@ -346,10 +347,12 @@ class DenseRetriever:
             self.__dict__["_id_rank_cache"] = rank
         return rank
 
-    def set_search_options(self, *, nprobe: int | None = None, ef_search: int | None = None) -> "DenseRetriever":
+    def set_search_options(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                           k_factor: int | None = None) -> "DenseRetriever":
         """Trade speed for recall from now on: IVF-PQ ``nprobe`` (lists probed per query), HNSW
-        ``ef_search`` (beam width). Returns self. A ValueError for an option of another index type."""
-        self.index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+        ``ef_search`` (beam width), ``k_factor`` (PQ candidates re-scored per result, for an index built
+        with ``refine``). Returns self. A ValueError for an option of another index type."""
+        self.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -397,7 +400,8 @@ class DenseRetriever:
             For the query encoder (as in :meth:`from_corpus`).
         **options
             Search-time options only (strings allowed): ``nprobe`` for an ivfpq index, ``ef_search`` for
-            hnsw. A dense index keeps how it was built: build options are an error (the message says so).
+            hnsw, ``k_factor`` for an ivfpq index built with ``refine``. A dense index keeps how it was
+            built: build options are an error (the message says so).
 
         Raises
         ------
@@ -417,7 +421,7 @@ class DenseRetriever:
         if options:
             raise ValueError(
                 f"a saved dense index keeps how it was built; got options {', '.join(sorted(options))}: "
-                f"rebuild the index with them or drop them (a loaded index takes {' and '.join(FAISS_SEARCH_OPTIONS)})"
+                f"rebuild the index with them or drop them (a loaded index takes {', '.join(FAISS_SEARCH_OPTIONS)})"
             )
         path = Path(path)
         manifest = read_manifest(path, KIND, verify=verify)
