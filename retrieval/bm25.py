@@ -79,6 +79,8 @@ class BM25Retriever:
         self._vocab_ids: dict[str, int] = {}
         self._matrix: Any = None  # scipy.sparse.csr_matrix [V, N]
         self._id_rank: np.ndarray | None = None
+        self._source: tuple[Path, Mapping[str, Any], bool] | None = None  # (folder, manifest, verify) if loaded
+        self._blockmax: Any = None  # bm25_blockmax.BlockMax, made on first use
 
     # ------------------------------------------------------------------ properties
     # the scoring parameters, read from the config (one source of truth)
@@ -268,6 +270,7 @@ class BM25Retriever:
         from attnsift.indexes.bm25_build import PostingsBuilder
         from attnsift.indexes.bm25_index import LineWriter, document_to_json, id_ranks, write_index_manifest
         from attnsift.io import atomic_dir
+        from attnsift.retrieval.bm25_blockmax import build_sidecar
 
         self = cls(config=config, **options)
         corpus = corpus_fields(corpus_fingerprint, dataset)
@@ -301,6 +304,9 @@ class BM25Retriever:
             (tmp / "vocab.json").write_text(json.dumps(m["vocab"], ensure_ascii=False), encoding="utf-8")
             del m
             write_index_manifest(tmp, self.params, n, len(builder.vocab), self.store_text, corpus=corpus)
+            built, manifest = load_bm25_index(tmp, verify=False, mmap=True)
+            build_sidecar(tmp, built, manifest)  # block maxima beside the index (checked by their own key)
+            del built
         out = cls.load(path, verify=False, mmap=True)
         out.corpus_fingerprint, out.dataset = corpus["corpus"]["fingerprint"], corpus["corpus"]["dataset"]
         logger.info("built %s: %d documents in %d parts", path, n, builder.parts_written)
@@ -310,7 +316,7 @@ class BM25Retriever:
         import scipy.sparse as sp
 
         index.check(deep=not isinstance(index.data, np.memmap))
-        self._index = index
+        self._index, self._blockmax, self._source = index, None, None
         self._vocab_ids = {t: i for i, t in enumerate(index.vocab)}
         # bm25s's CSC (N x V) read as CSR (V x N): row t holds term t's postings. int32 offsets when
         # they fit, so scipy keeps the (possibly memory-mapped) int32 indices instead of an int64 copy.
@@ -389,7 +395,8 @@ class BM25Retriever:
         """Write the index to the folder ``path`` atomically (temporary folder, then swap).
 
         The manifest records the engine, k1, b, delta, method, stemmer, stopwords, the document count
-        and a sha256 per file. Returns ``path``.
+        and a sha256 per file; the block maxima of the frequent terms are written beside them
+        (:mod:`attnsift.retrieval.bm25_blockmax`). Returns ``path``.
 
         ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
         for :func:`attnsift.indexes.corpus.check_index_corpus`.
@@ -397,7 +404,12 @@ class BM25Retriever:
         # build_index records the corpus it read on the retriever, so index.save(path) keeps it
         corpus = corpus_fields(corpus_fingerprint or getattr(self, "corpus_fingerprint", None),
                                dataset or getattr(self, "dataset", None))
-        return save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s", corpus=corpus)
+        from attnsift.io import read_manifest
+        from attnsift.retrieval.bm25_blockmax import build_sidecar
+
+        out = save_bm25_index(self._require_index(), path, overwrite=overwrite, engine="bm25s", corpus=corpus)
+        build_sidecar(out, self._index, read_manifest(out, "bm25", verify=False))  # block maxima beside it
+        return out
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, *, mmap: bool | None = None, **options: Any) -> "BM25Retriever":
@@ -454,4 +466,5 @@ class BM25Retriever:
         except (TypeError, ValueError) as exc:
             raise IndexCorruptedError(f"{path}/manifest.json has invalid parameters ({exc}); rebuild the index") from exc
         retriever._set_index(index)
+        retriever._source = (Path(path), manifest, verify)
         return retriever

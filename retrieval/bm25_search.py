@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnsift.indexes.bm25_index import BM25IndexData, StoredDocuments
-from attnsift.retrieval.bm25_prune import pruned_top, should_prune
+from attnsift.retrieval.bm25_blockmax import blockmax_for, blockmax_top
+from attnsift.retrieval.bm25_prune import should_prune
 from attnsift.types import Document, Query, Ranking
 
 logger = logging.getLogger("attnsift.retrieval.bm25")
@@ -121,8 +122,8 @@ def score_chunk(retriever: Any, items: list[tuple[Query, list[int] | None]], k: 
         for qi in range(len(items)):
             lo, hi = qmat.indptr[qi], qmat.indptr[qi + 1]
             tids = qmat.indices[lo:hi]
-            if hi > lo + 1 and should_prune(method, int(postings[tids].sum()), k):
-                found = pruned_top(index, index.max_scores(), tids, qmat.data[lo:hi], k)
+            if hi > lo and should_prune(method, int(postings[tids].sum()), k):
+                found = blockmax_top(index, blockmax_for(retriever), tids, qmat.data[lo:hi], k)
                 if found is not None:
                     pruned[qi] = found
     plain = qmat

@@ -9,6 +9,7 @@ import pytest
 
 import attnsift.indexes.bm25_build as bm25_build
 import attnsift.retrieval.bm25_prune as bm25_prune
+import attnsift.retrieval.bm25_search as bm25_search
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.bm25_build import PostingsBuilder
 from attnsift.indexes.bm25_index import PackedIds, StoredDocuments
@@ -202,14 +203,14 @@ def test_pruned_search_equals_the_full_product(monkeypatch, k):
     full = r.retrieve_batch(queries, k=k)
     monkeypatch.setattr(bm25_prune, "PRUNE_MIN_POSTINGS", 0)
     taken = []
-    pruned_top = bm25_prune.pruned_top
+    blockmax_top = bm25_search.blockmax_top
 
     def counting(*a, **kw):
-        out = pruned_top(*a, **kw)
+        out = blockmax_top(*a, **kw)
         taken.append(out is not None)
         return out
 
-    monkeypatch.setattr("attnsift.retrieval.bm25_search.pruned_top", counting)
+    monkeypatch.setattr(bm25_search, "blockmax_top", counting)
     pruned = r.retrieve_batch(queries, k=k)
     assert sum(taken) >= 10  # the pruned path answered many of them
     for q in queries:
