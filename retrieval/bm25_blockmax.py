@@ -46,6 +46,8 @@ BLOCK_SHIFT = 8
 ROW_FRACTION = 1 / 32
 MIN_POSTINGS = 4096
 LEVELS = 65535
+#: A query whose threshold still leaves this fraction of the blocks to score takes the product.
+GIVE_UP = 0.25
 #: Relative margin of every bound comparison: far above float32 rounding of a sum of a few terms.
 MARGIN = 1e-4
 FILES = ("blockmax.npy", "blockmax.terms.npy")
@@ -205,20 +207,6 @@ def blockmax_for(retriever: Any) -> BlockMax:
 
 
 # ---------------------------------------------------------------------------------------- search
-class _Scratch(threading.local):
-    """Per-thread document-sized float64 accumulator, zero between queries."""
-
-    acc: np.ndarray | None = None
-
-    def get(self, n: int) -> np.ndarray:
-        if self.acc is None or len(self.acc) != n:
-            self.acc = np.zeros(n, dtype=np.float64)
-        return self.acc
-
-
-_SCRATCH = _Scratch()
-
-
 def _gather(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(lo[i], hi[i])`` for all i."""
     cnt = hi - lo
@@ -236,14 +224,16 @@ class _Query:
         self.data, self.indices, indptr = np.asarray(index.data), np.asarray(index.indices), index.indptr
         self.bm, self.shift = bm, bm.shift
         rows = np.searchsorted(bm.terms, tids)
-        # (start, end, count, block row or -1, (docs, count * scores) once read whole), ascending term ids
+        # (start, end, count, block row or -1, (docs, count * scores) once read whole, column in table
+        # or -1), ascending term ids
         self.terms: list[list[Any]] = []
         for ti in range(len(tids)):
             t = int(tids[ti])
             s, e, row = int(indptr[t]), int(indptr[t + 1]), int(rows[ti])
             if e > s:
                 has_row = row < len(bm.terms) and bm.terms[row] == t
-                self.terms.append([s, e, np.float32(counts[ti]), row if has_row else -1, None])
+                self.terms.append([s, e, np.float32(counts[ti]), row if has_row else -1, None, -1])
+        self.table = np.zeros((0, 0), dtype=np.float32)
 
     def read(self, term: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         if term[4] is None:
@@ -251,11 +241,15 @@ class _Query:
             term[4] = (self.indices[s:e], c * self.data[s:e])
         return term[4]
 
-    def score_docs(self, docs: np.ndarray) -> np.ndarray:
-        """float32 scores of ``docs`` (ascending), summed as the sparse product sums them."""
+    def score_docs(self, docs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 scores of ``docs`` (ascending), summed as the sparse product sums them; ``rows``:
+        their rows in ``table`` (the rare terms' scores of the documents they match), if all have one."""
         out = np.zeros(len(docs), dtype=np.float32)
         keys = docs.astype(self.indices.dtype)
         for term in self.terms:  # ascending term ids: the product's order of summation
+            if rows is not None and term[5] >= 0:
+                out += self.table[rows, term[5]]  # 0 where absent: adding it changes nothing
+                continue
             if term[4] is not None:
                 d, v = term[4]
             else:
@@ -320,28 +314,37 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
     (docs, scores) or None
         ``docs`` int ``[c]`` unique, ``scores`` float32 ``[c]`` > 0, equal to the sparse product's
         scores of those documents; every document of the exact top ``k`` (and every one tied with the
-        ``k``-th) is among them. None when a term's scores may be negative (the caller runs the product).
+        ``k``-th) is among them. None when a term's scores may be negative, or when the bounds leave
+        more than ``GIVE_UP`` of the blocks to score (the caller runs the product).
     """
     if len(tids) and float(index.max_scores()[tids].min()) <= 0:
         return None  # partial sums would not bound the scores from below
     q = _Query(index, bm, tids, counts)
     shift, n_blocks = bm.shift, bm.n_blocks
     ub = np.zeros(n_blocks, dtype=np.float64)  # bound of the frequent terms in each block
-    acc = _SCRATCH.get(len(index.doc_ids))
-    seen: list[np.ndarray] = []
-    try:
-        for term in q.terms:
-            if term[3] >= 0:
-                ub += bm.maxima[term[3]] * (float(term[2]) * bm.scale[term[3]])
-            else:  # a rare term: read whole into the partial sums (all scores > 0)
-                d, v = q.read(term)
-                seen.append(d[acc[d] == 0])
-                acc[d] += v
-        union = np.concatenate(seen) if len(seen) > 1 else seen[0] if seen else np.zeros(0, dtype=np.int64)
-        part = acc[union]
-    finally:
-        for d in seen:
-            acc[d] = 0.0
+    rare: list[tuple[np.ndarray, np.ndarray]] = []
+    for term in q.terms:
+        if term[3] >= 0:
+            ub += bm.maxima[term[3]] * (float(term[2]) * bm.scale[term[3]])
+        else:  # a rare term: read whole
+            term[5] = len(rare)
+            rare.append(q.read(term))
+    # the documents of the rare terms (ascending) and each one's score for each rare term (0: absent);
+    # each list is sorted, so a stable sort of their concatenation only merges them
+    if not rare:
+        union = np.zeros(0, dtype=np.int64)
+    elif len(rare) == 1:
+        union, q.table = rare[0][0], rare[0][1][:, None]
+    else:
+        d_all = np.concatenate([d for d, _ in rare])
+        order = np.argsort(d_all, kind="stable")
+        d_all = d_all[order]
+        first = np.concatenate(([True], d_all[1:] != d_all[:-1]))
+        union = d_all[first]
+        q.table = np.zeros((len(union), len(rare)), dtype=np.float32)
+        q.table[np.cumsum(first) - 1, np.repeat(np.arange(len(rare)), [len(d) for d, _ in rare])[order]] = (
+            np.concatenate([v for _, v in rare])[order])
+    part = q.table.sum(axis=1, dtype=np.float64)  # the rare terms' partial sums
     live = np.flatnonzero(ub > 0)
     done = np.zeros(n_blocks, dtype=bool)
     found_d: list[np.ndarray] = []
@@ -357,6 +360,8 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
         todo = live[(ub[live] >= theta * (1 - MARGIN)) & ~done[live]]
         if not len(todo):
             break
+        if theta > 0 and len(todo) > len(live) * GIVE_UP:
+            return None  # the bounds prune little (frequent terms only): the sparse product is as fast
         if len(todo) > batch:
             todo = todo[np.argpartition(-ub[todo], batch - 1)[:batch]]
             todo.sort()
@@ -366,11 +371,11 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
         found_v.append(v)
         theta = max(theta, _kth(np.concatenate(found_v + [part[~done[union >> shift]]]), k))
         batch *= 2
-    cut = theta * (1 - MARGIN)
     blk = union >> shift
-    look = np.sort(union[~done[blk] & (part + ub[blk] >= cut)])
+    sel = ~done[blk] & (part + ub[blk] >= theta * (1 - MARGIN))
+    look = union[sel]  # ascending
     if len(look):
-        v = q.score_docs(look)
+        v = q.score_docs(look, np.flatnonzero(sel))
         found_d.append(look)
         found_v.append(v)
     if not found_d:

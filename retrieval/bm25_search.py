@@ -82,8 +82,11 @@ class _StoredTexts:
         return self.documents.at(self.positions[: len(ids)].tolist())
 
 
-def query_chunks(retriever: Any, queries: list[Query]) -> list[list[tuple[Query, list[int] | None]]]:
-    """Analyse the queries; group them so a chunk's sparse product stays within the posting budget."""
+def query_chunks(retriever: Any, queries: list[Query],
+                 max_queries: int | None = None) -> list[list[tuple[Query, list[int] | None]]]:
+    """Analyse the queries; group them so a chunk's sparse product stays within the posting budget
+    (and a chunk within ``max_queries`` queries, ``QUERY_CHUNK`` by default)."""
+    max_queries = QUERY_CHUNK if max_queries is None else max(1, min(max_queries, QUERY_CHUNK))
     vocab, analyze = retriever._vocab_ids, retriever.analyzer
     lengths = np.diff(retriever._matrix.indptr)
     chunks: list[list[tuple[Query, list[int] | None]]] = [[]]
@@ -99,7 +102,7 @@ def query_chunks(retriever: Any, queries: list[Query]) -> list[list[tuple[Query,
         else:
             tids = [vocab[t] for t in terms if t in vocab]
             item, cost = (q, tids), int(lengths[tids].sum()) if tids else 0
-        if chunks[-1] and (len(chunks[-1]) >= QUERY_CHUNK or budget + cost > POSTING_BUDGET):
+        if chunks[-1] and (len(chunks[-1]) >= max_queries or budget + cost > POSTING_BUDGET):
             chunks.append([])
             budget = 0
         chunks[-1].append(item)

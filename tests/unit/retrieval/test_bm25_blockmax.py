@@ -52,9 +52,9 @@ def small_blocks(monkeypatch):
     for name, key in (("score_blocks", "blocks"), ("score_docs", "docs")):
         orig = getattr(bb._Query, name)
 
-        def counted(self, arg, _orig=orig, _key=key):
+        def counted(self, *args, _orig=orig, _key=key):
             calls[_key] += 1
-            return _orig(self, arg)
+            return _orig(self, *args)
 
         monkeypatch.setattr(bb._Query, name, counted)
     top = bs.blockmax_top
