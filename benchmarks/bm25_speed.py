@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{f('attnsift_objects_1')} | {f('bm25s_all')} | {f('attnsift_all')} | "
                          f"{e['ratio_all_threads']:.2f} | {e['queries_same_scores']}/{row['queries']} | "
                          f"{min(e['load_avg_1min']):.1f}-{max(e['load_avg_1min']):.1f} |")
-    lines += ["", NOTES]
+    loads = [x for row in results["datasets"].values() for e in row["k"].values() for x in e["load_avg_1min"]]
+    lines += ["", NOTES.format(load=f"{min(loads):.1f}-{max(loads):.1f}" if loads else "unknown")]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
@@ -157,8 +158,11 @@ NOTES = """## Reading
   the larger ratio there; at k=1000 both spend more of their time selecting and returning results.
 - "same scores": queries whose top-k score list equals bm25s' (rtol 1e-6; ties are ordered
   differently: attnsift by document id).
-- The machine was shared (load average ~20 on 2 cores during the run): absolute queries/s are a
+- The machine was shared (load average {load} on 2 cores during the run): absolute queries/s are a
   fraction of an idle machine's; the ratios come from interleaved rounds of the same process.
+- Queries whose terms hold >= 200K postings take the exact block-max path
+  (retrieval/bm25_blockmax.py); no SciFact or NFCorpus query does, so these rows time the sparse
+  product (MS MARCO scale: scale.md).
 """
 
 

@@ -44,6 +44,17 @@ def _topk_indices(scores: np.ndarray, docs: np.ndarray, k: int, id_rank: np.ndar
     n = scores.shape[0]
     if n <= k:
         return np.arange(n)
+    keep = None
+    if n > 32 * k:
+        # the k-th best of every 16th score is at most the k-th best of all: only the scores that
+        # reach it (about 16 k of them, unless many tie) can be selected
+        sample = scores[::16]
+        cut = np.partition(sample, len(sample) - k)[len(sample) - k]
+        keep = np.flatnonzero(scores >= cut)
+        if len(keep) > n // 2:
+            keep = None
+        else:
+            scores, docs = scores[keep], docs[keep]
     part = np.argpartition(-scores, k - 1)[:k]
     threshold = scores[part].min()
     above = np.flatnonzero(scores > threshold)
@@ -51,7 +62,8 @@ def _topk_indices(scores: np.ndarray, docs: np.ndarray, k: int, id_rank: np.ndar
     need = k - above.shape[0]
     if tied.shape[0] > need:
         tied = tied[np.argsort(id_rank[docs[tied]], kind="stable")[:need]]
-    return np.concatenate([above, tied])
+    out = np.concatenate([above, tied])
+    return out if keep is None else keep[out]
 
 
 class _MappedTexts:

@@ -190,3 +190,16 @@ def test_packed_ids_take_gathers_utf8_ids():
     p = PackedIds(blob, offsets)
     assert p.take(np.array([4, 1, 2, 0, 3])) == ["ünï-42", "bé", "", "a", "x\ty"]
     assert p.take(np.array([], dtype=np.int64)) == [] and p.take([3]) == ["x\ty"]
+
+
+def test_top_k_selection_keeps_ties_by_id_on_long_score_lists():
+    from attnsift.retrieval.bm25_search import _topk_indices
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n, k = int(rng.integers(1, 60000)), int(rng.integers(1, 1500))
+        levels = int(rng.integers(1, 40))  # few distinct scores: many ties at the k-th
+        scores = (rng.integers(0, levels, n) if trial % 2 else rng.random(n)).astype(np.float32)
+        docs, id_rank = rng.permutation(n), rng.permutation(n)
+        expected = np.lexsort((id_rank[docs], -scores))[:k]
+        assert sorted(_topk_indices(scores, docs, k, id_rank).tolist()) == sorted(expected.tolist())
