@@ -38,7 +38,7 @@ import numpy as np
 
 logger = logging.getLogger("attnsift.retrieval.bm25")
 
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
 #: Documents per block: ``2**BLOCK_SHIFT``. Module attributes, so tests can force small blocks.
 BLOCK_SHIFT = 8
 #: Terms in at least ``ROW_FRACTION`` of the documents (and ``MIN_POSTINGS`` of them) get a stored row
@@ -50,7 +50,7 @@ LEVELS = 65535
 GIVE_UP = 0.25
 #: Relative margin of every bound comparison: far above float32 rounding of a sum of a few terms.
 MARGIN = 1e-4
-FILES = ("blockmax.npy", "blockmax.terms.npy")
+FILES = ("blockmax.npy", "blockmax.terms.npy", "blockmax.bits.npy")
 
 _LOCK = threading.Lock()
 
@@ -71,6 +71,9 @@ class BlockMax:
         ``[T, B]`` uint16: block ``j`` of term ``terms[i]`` scores at most ``maxima[i, j] * scale[i]``.
     scale : np.ndarray
         ``[T]`` float64, the term's highest score over ``LEVELS`` (times ``1 + 1e-6``).
+    bits : np.ndarray
+        ``[T, ceil(N / 8)]`` uint8: which documents hold the term (``np.packbits`` order), so a
+        candidate that lacks a frequent term is bounded without it and not looked up in its postings.
     """
 
     shift: int
@@ -78,6 +81,11 @@ class BlockMax:
     terms: np.ndarray
     maxima: np.ndarray
     scale: np.ndarray
+    bits: np.ndarray
+
+    def has(self, row: int, docs: np.ndarray) -> np.ndarray:
+        """Whether each of ``docs`` holds the term of ``row`` (bool ``[len(docs)]``)."""
+        return ((self.bits[row][docs >> 3] >> (7 - (docs & 7)).astype(np.uint8)) & 1).astype(bool)
 
     @property
     def n_blocks(self) -> int:
@@ -108,7 +116,9 @@ def compute_blockmax(index: Any, shift: int | None = None, min_postings: int | N
     term_max = index.max_scores()
     scale = _scale(term_max, terms)
     maxima = np.zeros((len(terms), n_blocks), dtype=np.uint16)
+    bits = np.zeros((len(terms), (n + 7) // 8), dtype=np.uint8)
     data, indices = np.asarray(index.data), np.asarray(index.indices)
+    present = np.zeros(n, dtype=bool)
     for i, t in enumerate(terms.tolist()):
         s, e = int(indptr[t]), int(indptr[t + 1])
         blk = indices[s:e] >> shift
@@ -117,7 +127,10 @@ def compute_blockmax(index: Any, shift: int | None = None, min_postings: int | N
         if scale[i] > 0:
             q = np.ceil(np.maximum(top, 0.0) / scale[i])  # scale carries 1e-6 headroom: q * scale >= top
             maxima[i, blk[starts]] = np.minimum(q, LEVELS).astype(np.uint16)
-    return BlockMax(shift, min_postings, terms, maxima, scale)
+        present[indices[s:e]] = True
+        bits[i] = np.packbits(present)
+        present[indices[s:e]] = False
+    return BlockMax(shift, min_postings, terms, maxima, scale, bits)
 
 
 # ---------------------------------------------------------------------------------------- sidecar
@@ -151,9 +164,11 @@ def read_sidecar(folder: Path, key: str, term_max: np.ndarray, verify: bool) -> 
                 return None
         terms = np.load(folder / "blockmax.terms.npy", allow_pickle=False)
         maxima = np.load(folder / "blockmax.npy", allow_pickle=False, mmap_mode="r")
-        if maxima.ndim != 2 or maxima.shape[0] != len(terms) or maxima.dtype != np.uint16:
+        bits = np.load(folder / "blockmax.bits.npy", allow_pickle=False, mmap_mode="r")
+        if (maxima.ndim != 2 or maxima.shape[0] != len(terms) or maxima.dtype != np.uint16
+                or bits.ndim != 2 or bits.shape[0] != len(terms) or bits.dtype != np.uint8):
             return None
-        return BlockMax(int(meta["shift"]), int(meta["min_postings"]), terms, maxima, _scale(term_max, terms))
+        return BlockMax(int(meta["shift"]), int(meta["min_postings"]), terms, maxima, _scale(term_max, terms), bits)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("cannot read the block maxima beside the index (%s); recomputing them", exc)
         return None
@@ -163,7 +178,7 @@ def write_sidecar(folder: Path, bm: BlockMax, key: str) -> None:
     """Write ``bm`` into ``folder`` (each file atomically, the json last)."""
     from attnsift.io import atomic_file, atomic_write_json, sha256_file
 
-    for name, arr in zip(FILES, (bm.maxima, bm.terms)):
+    for name, arr in zip(FILES, (bm.maxima, bm.terms, bm.bits)):
         with atomic_file(folder / name, "wb", encoding=None) as fh:
             np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
     files = {n: {"bytes": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in FILES}
@@ -234,6 +249,7 @@ class _Query:
                 has_row = row < len(bm.terms) and bm.terms[row] == t
                 self.terms.append([s, e, np.float32(counts[ti]), row if has_row else -1, None, -1])
         self.table = np.zeros((0, 0), dtype=np.float32)
+        self.frequent = [term for term in self.terms if term[3] >= 0]
 
     def read(self, term: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         if term[4] is None:
@@ -241,14 +257,24 @@ class _Query:
             term[4] = (self.indices[s:e], c * self.data[s:e])
         return term[4]
 
-    def score_docs(self, docs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def score_docs(self, docs: np.ndarray, rows: np.ndarray | None = None,
+                   holds: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
         """float32 scores of ``docs`` (ascending), summed as the sparse product sums them; ``rows``:
-        their rows in ``table`` (the rare terms' scores of the documents they match), if all have one."""
+        their rows in ``table`` (the rare terms' scores of the documents they match), if all have one;
+        ``holds``: block row -> which of ``docs`` hold that frequent term (only those are looked up)."""
         out = np.zeros(len(docs), dtype=np.float32)
         keys = docs.astype(self.indices.dtype)
         for term in self.terms:  # ascending term ids: the product's order of summation
             if rows is not None and term[5] >= 0:
                 out += self.table[rows, term[5]]  # 0 where absent: adding it changes nothing
+                continue
+            if holds is not None and term[3] in holds:
+                has = np.flatnonzero(holds[term[3]])
+                post = self.indices[term[0] : term[1]]
+                pos = np.searchsorted(post, keys[has])  # every one of them is there
+                add = np.zeros(len(docs), dtype=np.float32)
+                add[has] = term[2] * self.data[term[0] + pos]
+                out += add
                 continue
             if term[4] is not None:
                 d, v = term[4]
@@ -372,10 +398,22 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
         theta = max(theta, _kth(np.concatenate(found_v + [part[~done[union >> shift]]]), k))
         batch *= 2
     blk = union >> shift
-    sel = ~done[blk] & (part + ub[blk] >= theta * (1 - MARGIN))
-    look = union[sel]  # ascending
+    cut = theta * (1 - MARGIN)
+    rows = np.flatnonzero(~done[blk] & (part + ub[blk] >= cut))
+    look = union[rows]  # ascending
+    holds = {}
+    if len(look) and q.frequent:
+        # a tighter bound: each frequent term counts only for the candidates that hold it
+        lb = look >> shift
+        bound = part[rows].copy()
+        for term in q.frequent:
+            holds[term[3]] = has = bm.has(term[3], look)
+            bound[has] += bm.maxima[term[3]][lb[has]] * (float(term[2]) * bm.scale[term[3]])
+        keep = bound >= cut
+        rows, look = rows[keep], look[keep]
+        holds = {row: has[keep] for row, has in holds.items()}
     if len(look):
-        v = q.score_docs(look, np.flatnonzero(sel))
+        v = q.score_docs(look, rows, holds)
         found_d.append(look)
         found_v.append(v)
     if not found_d:

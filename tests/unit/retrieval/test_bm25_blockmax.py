@@ -106,6 +106,9 @@ def test_bounds_hold_for_every_block(small_blocks):
         bound = bm.maxima[row].astype(np.float64) * bm.scale[row]
         assert np.all(index.data[s:e] <= bound[blocks])
         assert np.all(bound[blocks] <= index.data[s:e].max() * (1 + 1e-4))
+        holders = np.zeros(len(r.doc_ids), dtype=bool)
+        holders[index.indices[s:e]] = True
+        assert np.array_equal(bm.has(row, np.arange(len(r.doc_ids))), holders)
 
 
 def test_threads_give_the_same_results(monkeypatch, small_blocks):
