@@ -265,11 +265,19 @@ NOTES = """## How it works
   512 MiB): the postings stay on disk (numpy `mmap_mode="r"`, handed to scipy without a copy), ids and
   texts are read from their files for the results that need them; no Document objects are held (with
   `store_text=False`, as here, texts come from the corpus through Pipeline's `corpus=` path).
-- **Queries**: a chunk of queries is one sparse product over the matching postings; queries whose
-  terms hold >= 200K postings take an exact MaxScore path (retrieval/bm25_prune.py) that reads the
-  rare terms' postings, bounds what the frequent ones ("what", "how") can add with each term's
-  highest score, and only looks those up for the candidates; the candidates are then scored exactly
-  as the product scores them, so the rankings are bit-identical (tested).
+- **Queries**: a chunk of queries is one sparse product over the matching postings; a query whose
+  terms hold >= 200K postings takes the exact block-max path instead (retrieval/bm25_blockmax.py).
+  Beside the index, for each frequent term (in >= 1/32 of the passages: "what", "how"), a row of
+  per-block score bounds (blocks of 256 passages, uint16) and a presence bitmap; they are written by
+  the build, or computed at the first query of an older index and stored then, with their own key
+  (the index's checksums) and sha256. The query reads its rare terms whole (their lists merged by a
+  stable sort), takes the k-th best partial sum as a threshold, scores whole only the blocks whose
+  frequent-term bound reaches it (in growing batches that raise it), and looks the frequent terms up
+  (binary search) only for the candidates that hold them and whose bound reaches it. Candidates are
+  scored as the product scores them (float32, term-id order), so rankings and scores are
+  bit-identical (tests/unit/retrieval/test_bm25_blockmax.py). Queries whose bounds prune little
+  (two frequent terms, few rare matches) give up after a first batch and take the product. Top-k
+  selection over long score lists is prefiltered by the k-th best of a strided sample.
 
 ## Reading
 

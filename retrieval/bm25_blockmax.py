@@ -381,7 +381,9 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
     # partial sums of documents outside the scored blocks, all distinct documents)
     postings = sum(t[1] - t[0] for t in q.terms if t[3] >= 0)
     per_block = max(1.0, min(float(1 << shift), postings / max(len(live), 1)))
-    batch = max(16, int(4 * k / per_block) + 1)
+    # a block's bound is reached by one of its documents when one frequent term bounds it: k - |union|
+    # blocks of the best bounds give k documents at least about that good
+    batch = max(16, int(4 * k / per_block) + 1, k - len(union))
     while True:
         todo = live[(ub[live] >= theta * (1 - MARGIN)) & ~done[live]]
         if not len(todo):
