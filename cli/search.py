@@ -186,7 +186,6 @@ def _engine_encoder(runner, documents, encoder: Optional[str], options: dict, de
     """``(encoder, options)`` for ``build_index`` when a dense index is encoded on ``runner``: the encoder
     built here with the encoder options (it encodes the queries and the probe), its document chunks
     planned on the engine (:func:`attnsift.engines.encoding.engine_encoder`)."""
-    from attnsift.documents import corpus_record
     from attnsift.engines.encoding import engine_encoder
     from attnsift.config import config_from_options
     from attnsift.retrieval.config import DenseConfig
@@ -199,8 +198,8 @@ def _engine_encoder(runner, documents, encoder: Optional[str], options: dict, de
     rest = {k: v for k, v in options.items() if k not in enc_opts}
     runner.start()
     local = Encoder(encoder, device=device, **enc_opts)
-    texts = [d.contents for d in corpus_record(documents)[0]]
-    return engine_encoder(local, runner, texts, device=device), rest
+    # A file the workers can read is planned as shards they read themselves; texts in memory are sent.
+    return engine_encoder(local, runner, documents, device=device), rest
 
 
 # --------------------------------------------------------------------------------------------- search

@@ -28,6 +28,7 @@ import warnings
 from typing import Any, Iterable, Iterator, Sequence
 
 from attnsift.engines.base import EngineResult, merge_truncation
+from attnsift.engines.encoding import Shard, read_shard
 from attnsift.engines.recipe import EncoderRecipe, recipe_of
 
 __all__ = ["RayEngine", "require_ray", "check_address", "RAY_EXTRA"]
@@ -93,17 +94,11 @@ class _RerankWorker:
 
     def __init__(self) -> None:
         recipe, depth, threads, kill_once = self.ARGS
-        _pin_threads(threads)
-        from attnsift.progress import quiet_third_party
-
-        quiet_third_party()
+        _setup_worker(threads)
         self.reranker = recipe.build()
-        self.depth = depth
-        self.kill_once = kill_once
+        self.depth, self.kill_once = depth, kill_once
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import contextlib
-
         import numpy as np
 
         _maybe_die(self.kill_once)
@@ -128,27 +123,33 @@ class _EncodeWorker:
 
     def __init__(self) -> None:
         recipe, want, threads, kill_once = self.ARGS
-        _pin_threads(threads)
-        from attnsift.progress import quiet_third_party
-
-        quiet_third_party()
+        _setup_worker(threads)
         self.encoder = recipe.build()
-        self.want = want
-        self.kill_once = kill_once
+        self.want, self.kill_once = want, kill_once
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         _maybe_die(self.kill_once)
-        out = [pickle.dumps(self.encoder._encode(pickle.loads(p), is_query=False, want=self.want, progress=False))
-               for p in batch["payload"]]
+        out: list[bytes] = []
+        for payload in batch["payload"]:
+            chunk = pickle.loads(payload)
+            try:
+                texts = read_shard(chunk) if isinstance(chunk, Shard) else chunk  # a shard: read here, on this node
+            except (OSError, ValueError) as exc:  # this node cannot read it: the driver raises the same error
+                out.append(pickle.dumps(exc))
+                continue
+            out.append(pickle.dumps(self.encoder._encode(texts, is_query=False, want=self.want, progress=False)))
         return {"i": np.asarray(batch["i"], dtype=np.int64), "result": np.array(out, dtype=object)}
 
 
-def _pin_threads(threads: int) -> None:
+def _setup_worker(threads: int) -> None:
     import torch
 
+    from attnsift.progress import quiet_third_party
+
     torch.set_num_threads(int(threads))
+    quiet_third_party()
 
 
 def _maybe_die(kill_once: str | None) -> None:
@@ -228,6 +229,8 @@ class RayEngine:
         self._kill_once = _kill_once
         self._started = False
         self.truncation: dict[str, Any] | None = None
+        #: sent to encode, over this engine's life: chunks, of them shards (read by the workers), texts, bytes
+        self.sent = {"chunks": 0, "shards": 0, "texts": 0, "bytes": 0}
 
     def __repr__(self) -> str:
         where = self.address or "local"
@@ -287,9 +290,7 @@ class RayEngine:
     def close(self) -> None:
         """Stop the local Ray this engine started (a cluster it connected to is only disconnected)."""
         if self._started:
-            import ray
-
-            ray.shutdown()
+            require_ray().shutdown()
             self._started = False
 
     def __enter__(self) -> "RayEngine":
@@ -371,12 +372,20 @@ class RayEngine:
         if missing:
             raise RuntimeError(f"the Ray engine returned {len(seen)} of {len(rankings)} queries; rerun (a bench resumes)")
 
-    def encode_stream(self, encoder: Any, chunks: Sequence[Sequence[str]], want: str = "pooled",
+    def encode_stream(self, encoder: Any, chunks: Sequence[Any], want: str = "pooled",
                       device: Any = None) -> Iterator[tuple[int, Any]]:
-        """Encode ``chunks`` of document texts on the actor pool; yield ``(chunk index, Encoder._encode
-        output)`` in chunk order. ``encoder``: a built Encoder (its recipe travels) or an EncoderRecipe."""
+        """Encode ``chunks`` of documents on the actor pool; yield ``(chunk index, Encoder._encode output)``
+        in chunk order. ``encoder``: a built Encoder (its recipe travels) or an EncoderRecipe. A chunk is
+        a list of texts (sent from here) or a :class:`~attnsift.engines.encoding.Shard` (a few hundred
+        bytes: the worker reads the texts from its own copy of the file, or raises FileNotFoundError when
+        it has none). :attr:`sent` counts what was sent."""
         recipe = encoder if isinstance(encoder, EncoderRecipe) else EncoderRecipe.of(encoder, device)
-        payloads = [pickle.dumps(list(c), protocol=pickle.HIGHEST_PROTOCOL) for c in chunks]
+        chunks = [c if isinstance(c, Shard) else list(c) for c in chunks]
+        payloads = [pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL) for c in chunks]
+        for key, add in (("chunks", len(chunks)), ("shards", sum(isinstance(c, Shard) for c in chunks)),
+                         ("texts", sum(len(c) for c in chunks if not isinstance(c, Shard))),
+                         ("bytes", sum(len(p) for p in payloads))):
+            self.sent[key] += add
         pending: dict[int, Any] = {}
         nxt = 0
         for batch in self._map(_EncodeWorker, (recipe, want, self.threads_per_worker, self._kill_once), payloads):
@@ -385,6 +394,8 @@ class RayEngine:
                     continue
                 pending[int(i)] = pickle.loads(blob)
                 while nxt in pending:
+                    if isinstance(pending[nxt], BaseException):  # a worker could not read its shard
+                        raise pending[nxt]
                     yield nxt, pending.pop(nxt)
                     nxt += 1
         if nxt < len(payloads):
@@ -484,5 +495,6 @@ def _quiet_data() -> None:
     ctx.enable_auto_log_stats = False
     ctx.verbose_stats_logs = False
     ctx.print_on_execution_start = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    # A worker's error reaches the user once, as the exception _map raises (not also as Ray Data's log lines).
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)

@@ -145,3 +145,93 @@ def test_smollm2_scifact_10_queries_on_ray_equal_the_local_run(data_dir, tmp_pat
     ray = _invoke([*args, "--save-run", str(tmp_path / "ray.trec"), "--engine", "ray"])
     assert ray.exit_code == 0, ray.output
     assert (tmp_path / "ray.trec").read_bytes() == (tmp_path / "local.trec").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ corpus shards
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    """A random 1-layer BERT with MiniLM's tokenizer, saved as a model folder (an encoder in milliseconds)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from attnsift.retrieval.encoders import resolve_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    return str(folder)
+
+
+def _corpus(root, n=700):
+    """A BEIR folder of ``n`` short documents: two encoding chunks (512 + the rest)."""
+    from helpers import write_tiny_beir
+
+    words = "vitamin scurvy iron zinc sleep memory stars helium milk calcium ships atlantic".split()
+    docs = {f"d{i}": (f"T{i % 13}", " ".join(words[(i * k) % len(words)] for k in range(1, 4 + i % 9)))
+            for i in range(n)}
+    return write_tiny_beir(root, docs)
+
+
+def _saved(index, folder):
+    """The files of a saved index (bytes) and the manifest's record of them."""
+    path = index.save(folder)
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "manifest.json"}
+    return files, json.loads((path / "manifest.json").read_text())["files"]
+
+
+def test_workers_read_their_corpus_shards_and_the_build_is_the_local_one(tmp_path, local_ray, two_threads,
+                                                                        tiny_encoder_dir):
+    import numpy as np
+
+    from attnsift.engines.encoding import engine_encoder
+    from attnsift.engines.ray import RayEngine
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.registry import build_index
+    from attnsift.retrieval.encoders import Encoder
+
+    pytest.importorskip("faiss")
+    ds = load_dataset(str(_corpus(tmp_path / "corpus")))
+    local = build_index(ds, "dense", encoder=tiny_encoder_dir, options={"cache_dir": str(tmp_path / "cache-local")})
+    engine = RayEngine(num_workers=2)
+    encoder = engine_encoder(Encoder(tiny_encoder_dir), engine, ds)
+    on_ray = build_index(ds, "dense", encoder=encoder, options={"cache_dir": str(tmp_path / "cache-ray")})
+    # Two chunks went out as shard descriptors: no document text left this process.
+    assert engine.sent["chunks"] == engine.sent["shards"] == 2 and engine.sent["texts"] == 0
+    assert engine.sent["bytes"] < 2 * 1024  # two descriptors (the texts are ~30 KB)
+    assert _saved(on_ray, tmp_path / "ray") == _saved(local, tmp_path / "local")  # index.faiss byte for byte
+    a, b = tmp_path / "cache-local", tmp_path / "cache-ray"
+    assert (a / "cache.json").read_bytes() == (b / "cache.json").read_bytes()
+    for name in ("chunk_000000.npz", "chunk_000001.npz"):  # (a zip's entry times may differ: compare the arrays)
+        assert np.array_equal(np.load(a / name)["dense"], np.load(b / name)["dense"])
+    # An interrupted build (the second chunk never saved) resumes: only that chunk is encoded on Ray.
+    (b / "chunk_000001.npz").unlink()
+    engine.sent.update(chunks=0, shards=0, bytes=0)
+    again = build_index(ds, "dense", encoder=engine_encoder(Encoder(tiny_encoder_dir), engine, ds),
+                        options={"cache_dir": str(b)})
+    assert engine.sent["chunks"] == engine.sent["shards"] == 1
+    assert _saved(again, tmp_path / "again") == _saved(local, tmp_path / "local2")
+
+
+def test_a_worker_that_cannot_read_the_corpus_refuses_in_one_line(tmp_path, local_ray, tiny_encoder_dir):
+    import numpy as np
+
+    from attnsift.engines.encoding import plan_shards, shard_source
+    from attnsift.engines.ray import RayEngine
+    from attnsift.retrieval.encoders import Encoder
+
+    corpus = _corpus(tmp_path / "corpus", n=10) / "corpus.jsonl"
+    shards = plan_shards(shard_source(corpus))
+    corpus.rename(tmp_path / "moved.jsonl")  # the node (here: this one) no longer has the file
+    texts = [f"text number {i}" for i in range(10)]  # texts in memory travel from here (the other path)
+    engine = RayEngine(num_workers=1, max_retries=0)
+    stream = engine.encode_stream(Encoder(tiny_encoder_dir), [texts, *shards])
+    i, (vectors, _) = next(stream)
+    assert i == 0 and np.array_equal(vectors, Encoder(tiny_encoder_dir)._encode(texts, False, "pooled", False)[0])
+    with pytest.raises(FileNotFoundError) as err:
+        next(stream)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{corpus} cannot be read on the Ray node ")
+    assert msg.endswith("put the data on every node (at the same path) or use --engine local")
+    assert engine.sent["chunks"] == 2 and engine.sent["shards"] == 1 and engine.sent["texts"] == 10
