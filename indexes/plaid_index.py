@@ -8,11 +8,15 @@ Every token vector ``x`` (L2-normalised, ``dim`` wide) is stored as
   (the ``1/2^b .. (2^b-1)/2^b`` quantiles of the sample's residuals in that dimension) and bucket
   weights (the midpoint quantiles of each bucket), packed ``8 / nbits`` dimensions per byte.
 
-Bytes per token: ``2 + dim * nbits / 8`` (all-MiniLM-L6-v2, 384 dims, 2 bits: 98 bytes, against 768
-for float16 vectors), plus an inverted list ``centroid -> documents`` (``int32`` per distinct
-(centroid, document) pair, about 2 bytes per token on SciFact), plus the centroids (``ncentroids * dim *
+Bytes per token: ``2 + dim * nbits / 8 + 1`` (all-MiniLM-L6-v2, 384 dims, 2 bits: 99 bytes, against 768
+for float16 vectors; the last byte is the renormalisation scale below), plus an inverted list
+``centroid -> documents`` (``int32`` per distinct (centroid, document) pair, about 2 bytes per token on
+SciFact), plus the centroids (``ncentroids * dim *
 4`` bytes, shared by the whole corpus). A token decompresses as ``c + weights[bucket]``, renormalised
-(:meth:`PlaidIndex.gather`).
+(:meth:`PlaidIndex.gather`); the renormalisation factor ``1 / ||c + r||`` is stored per token as one byte
+(``scales``, linear over the corpus's range, ~0.1% steps), so :meth:`PlaidIndex.exact_scores` scores
+``q . x = (q . c + q . r) / ||c + r||`` from the query's centroid scores and a bfloat16 product with the
+residuals, never building float32 tokens: 99 bytes per token.
 
 Candidate generation and scoring live in :mod:`attnsift.retrieval.plaid`.
 """
@@ -39,6 +43,8 @@ FILES = {
     "weights": "plaid_weights.npy",
     "ivf_offsets": "plaid_ivf_offsets.npy",
     "ivf_docs": "plaid_ivf_docs.npy",
+    "scales": "plaid_scales.npy",
+    "scale_range": "plaid_scale_range.npy",
 }
 NBITS = (1, 2, 4)
 #: Tokens assigned / quantised per step while building (memory stays bounded; results do not depend on it).
@@ -81,6 +87,23 @@ def _lut(weights: np.ndarray, nbits: int) -> np.ndarray:
     return np.ascontiguousarray(lut.reshape(-1, per), dtype=np.float32)
 
 
+def _word_table(lut: np.ndarray) -> tuple[np.ndarray, int]:
+    """The residual table in bfloat16, one byte's values as 4-, 8- or 16-byte words (``[P * 256 * w]`` int32 or
+    int64, ``w`` words per byte), so decoding is one ``np.take`` of plain integers."""
+    import torch
+
+    b16 = torch.from_numpy(lut).to(torch.bfloat16).view(torch.int16).numpy()  # [P*256, per]
+    if b16.shape[1] == 2:
+        return np.ascontiguousarray(b16).view(np.int32).reshape(-1), 1
+    return np.ascontiguousarray(b16).view(np.int64).reshape(-1), b16.shape[1] // 4
+
+
+def _segment_max_sum(m: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``m`` ``[t, Lq]`` with documents as row segments from ``starts`` (``[n]``, non-empty segments) -> ``[n]``:
+    the sum over query tokens of each segment's max (MaxSim)."""
+    return np.maximum.reduceat(m, starts, axis=0).sum(1, dtype=np.float32)
+
+
 def _assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Nearest centroid (inner product) of each row of ``x``, in fixed chunks: the best 4 by a bfloat16
     product (4x faster than float32 on CPUs with bf16 units), then the best of those in float32."""
@@ -120,11 +143,15 @@ class PlaidIndex:
     ivf_offsets, ivf_docs : np.ndarray
         ``[K+1]`` int64 and ``[E]`` int32: centroid ``c``'s documents are
         ``ivf_docs[ivf_offsets[c]:ivf_offsets[c+1]]`` (sorted, distinct).
+    scales, scale_range : np.ndarray, optional
+        ``[T]`` uint8 and ``[2]`` float32 ``(lo, hi)``: token ``t``'s ``1 / ||c + r||`` is
+        ``lo + (hi - lo) * scales[t] / 255`` [None: computed from the tokens].
     """
 
     def __init__(self, centroids: np.ndarray, codes: np.ndarray, residuals: np.ndarray, offsets: np.ndarray,
                  cutoffs: np.ndarray, weights: np.ndarray, nbits: int, ivf_offsets: np.ndarray,
-                 ivf_docs: np.ndarray) -> None:
+                 ivf_docs: np.ndarray, scales: np.ndarray | None = None,
+                 scale_range: np.ndarray | None = None) -> None:
         if nbits not in NBITS:
             raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
         k, dim = centroids.shape
@@ -151,6 +178,15 @@ class PlaidIndex:
         self.ivf_offsets = np.asarray(ivf_offsets, np.int64)
         self.ivf_docs = ivf_docs
         self._lut = _lut(self.weights, self.nbits)
+        self._words, self._wpb = _word_table(self._lut)
+        self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
+        if scales is None or scale_range is None:
+            scales, scale_range = self._quantise_scales()
+        if scales.shape != (t,) or scales.dtype != np.uint8 or np.shape(scale_range) != (2,):
+            raise ValueError(f"scales must be [{t}] uint8 and scale_range [2], got {scales.shape} {scales.dtype} / "
+                             f"{np.shape(scale_range)}")
+        self.scales = scales
+        self.scale_range = np.asarray(scale_range, np.float32)
 
     def __repr__(self) -> str:
         return (f"PlaidIndex(docs={self.num_docs}, tokens={self.num_tokens}, dim={self.dim}, "
@@ -279,17 +315,105 @@ class PlaidIndex:
             return np.zeros(0, np.int64), offs
         return np.repeat(starts - offs[:-1], lens) + np.arange(total), offs
 
-    def decompress(self, rows: np.ndarray) -> np.ndarray:
-        """Token vectors at ``rows``: centroid plus dequantised residual, renormalised; ``[t, dim]`` float32."""
-        rows = np.asarray(rows, dtype=np.int64)
-        per = 8 // self.nbits
+    def _unnormalised(self, rows: np.ndarray) -> np.ndarray:
+        """``c + r`` at ``rows`` (``[t, dim]`` float32, not renormalised)."""
         packed = self.residuals[rows]  # [t, P] uint8
         p = packed.shape[1]
         idx = packed.astype(np.int32) + (np.arange(p, dtype=np.int32) * 256)[None, :]  # [t, P]
-        x = self._lut[idx].reshape(rows.size, p * per)  # [t, dim] residuals
+        x = self._lut[idx].reshape(rows.size, self.dim)  # [t, dim] residuals
         x += self.centroids[self.codes[rows]]
+        return x
+
+    def _quantise_scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token ``1 / ||c + r||`` as uint8 over its range (in chunks of tokens)."""
+        t = self.num_tokens
+        inv = np.empty(t, np.float32)
+        for s in range(0, t, _CHUNK):
+            x = self._unnormalised(np.arange(s, min(t, s + _CHUNK)))
+            inv[s : s + x.shape[0]] = 1.0 / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+        lo, hi = (float(inv.min()), float(inv.max())) if t else (1.0, 1.0)
+        step = (hi - lo) / 255 if hi > lo else 1.0
+        return np.rint((inv - lo) / step).astype(np.uint8), np.array([lo, hi], np.float32)
+
+    def inverse_norms(self, rows: np.ndarray) -> np.ndarray:
+        """The stored ``1 / ||c + r||`` of the tokens at ``rows`` (``[t]`` float32)."""
+        lo, hi = (float(x) for x in self.scale_range)
+        return (lo + (hi - lo) / 255 * self.scales[rows].astype(np.float32)).astype(np.float32)
+
+    def decompress(self, rows: np.ndarray) -> np.ndarray:
+        """Token vectors at ``rows``: centroid plus dequantised residual, renormalised; ``[t, dim]`` float32."""
+        x = self._unnormalised(np.asarray(rows, dtype=np.int64))
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x
+
+    def residuals_bf16(self, rows: np.ndarray) -> Any:
+        """The dequantised residuals at ``rows`` as a ``[t, dim]`` bfloat16 torch tensor (one integer gather
+        per packed byte)."""
+        import torch
+
+        packed = self.residuals[rows]  # [t, P]
+        idx = packed.astype(np.int32)
+        idx += (np.arange(packed.shape[1], dtype=np.int32) * 256)[None, :]
+        if self._wpb > 1:
+            idx = (idx[:, :, None] * self._wpb + np.arange(self._wpb, dtype=np.int32)).reshape(idx.shape[0], -1)
+        words = np.take(self._words, idx)  # [t, P * w]
+        return torch.from_numpy(words.view(np.int16).reshape(rows.size, self.dim)).view(torch.bfloat16)
+
+    def doc_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's distinct centroids, ``(offsets [N+1] int64, cells [E] int32)``: the inverted lists
+        transposed, built in memory on first use (not stored)."""
+        if self._doc_cells is None:
+            cells = np.repeat(np.arange(self.ncentroids, dtype=np.int32), np.diff(self.ivf_offsets))
+            order = np.argsort(self.ivf_docs, kind="stable")
+            offs = np.concatenate([[0], np.cumsum(np.bincount(self.ivf_docs, minlength=self.num_docs))])
+            self._doc_cells = (offs.astype(np.int64), np.ascontiguousarray(cells[order]))
+        return self._doc_cells
+
+    def centroid_interaction(self, centroid_scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """PLAID's centroid interaction over all of each document's tokens: ``sum over query tokens of max over
+        the document's distinct centroids c of S[q, c]`` (``centroid_scores`` ``S``: ``[Lq, K]``); ``[n]`` float32,
+        0 for a document without tokens."""
+        offs, cells = self.doc_cells()
+        docs = np.asarray(docs, dtype=np.int64)
+        starts, lens = offs[docs], offs[docs + 1] - offs[docs]
+        out = np.zeros(docs.size, np.float32)
+        some = lens > 0
+        if not some.any():
+            return out
+        starts, lens = starts[some], lens[some]
+        seg = np.concatenate([[0], np.cumsum(lens)])
+        picked = cells[np.repeat(starts - seg[:-1], lens) + np.arange(seg[-1])]
+        s_t = np.ascontiguousarray(centroid_scores.T)  # [K, Lq]: row gathers are the cheap ones
+        out[some] = _segment_max_sum(s_t[picked], seg[:-1])
+        return out
+
+    def exact_scores(self, query_tokens: np.ndarray, centroid_scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """MaxSim of one query against the decompressed, renormalised tokens of ``docs``, without building them:
+        ``q . x = (S[q, code] + q . r) * scale``, with ``q . r`` a bfloat16 product (float32 sums) and the stored
+        per-token scale; ``[n]`` float32, 0 for a document without tokens.
+
+        Parameters
+        ----------
+        query_tokens : np.ndarray
+            ``[Lq, dim]`` float32.
+        centroid_scores : np.ndarray
+            ``[Lq, K]`` float32, ``query_tokens @ centroids.T``.
+        docs : np.ndarray
+            ``[n]`` document positions.
+        """
+        import torch
+
+        rows, offs = self.token_positions(docs)
+        out = np.zeros(offs.size - 1, np.float32)
+        if rows.size == 0:
+            return out
+        q = torch.from_numpy(np.ascontiguousarray(query_tokens, dtype=np.float32)).to(torch.bfloat16)
+        m = (self.residuals_bf16(rows) @ q.T).float().numpy()  # [t, Lq]
+        m += np.ascontiguousarray(centroid_scores.T)[self.codes[rows]]
+        m *= self.inverse_norms(rows)[:, None]
+        some = np.diff(offs) > 0  # an empty document owns no row
+        out[some] = _segment_max_sum(m, offs[:-1][some])
+        return out
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decompressed token vectors of ``docs`` as ``([t, dim] float32, offsets [n+1] int64)`` (as
@@ -300,11 +424,12 @@ class PlaidIndex:
         return self.decompress(rows), offs
 
     def bytes_per_token(self) -> dict[str, float]:
-        """Bytes per token: ``vectors`` (code + packed residual), ``ivf`` (inverted lists), ``shared``
+        """Bytes per token: ``vectors`` (code + packed residual + scale), ``ivf`` (inverted lists), ``shared``
         (centroids, buckets, offsets, amortised over the tokens) and ``total``."""
         t = max(1, self.num_tokens)
         vectors = self.codes.itemsize + self.residuals.shape[1]
         ivf = (self.ivf_docs.nbytes + self.ivf_offsets.nbytes) / t
+        vectors += self.scales.itemsize
         shared = (self.centroids.nbytes + self.cutoffs.nbytes + self.weights.nbytes + self.offsets.nbytes) / t
         return {"vectors": float(vectors), "ivf": ivf, "shared": shared, "total": vectors + ivf + shared}
 
@@ -325,7 +450,8 @@ class PlaidIndex:
         directory = Path(directory)
         arrays = {"centroids": self.centroids, "codes": self.codes, "residuals": self.residuals,
                   "offsets": self.offsets, "cutoffs": self.cutoffs, "weights": self.weights,
-                  "ivf_offsets": self.ivf_offsets, "ivf_docs": self.ivf_docs}
+                  "ivf_offsets": self.ivf_offsets, "ivf_docs": self.ivf_docs,
+                  "scales": self.scales, "scale_range": self.scale_range}
         for name, arr in arrays.items():
             np.save(directory / FILES[name], np.ascontiguousarray(arr), allow_pickle=False)
         return self.info()
@@ -338,7 +464,10 @@ class PlaidIndex:
         arrays = {}
         try:
             for name, file in FILES.items():
-                big = mmap and name in ("codes", "residuals")
+                if name.startswith("scale") and not (directory / file).exists():
+                    arrays[name] = None  # written before the scales were stored: computed below
+                    continue
+                big = mmap and name in ("codes", "residuals", "scales")
                 arrays[name] = np.load(directory / file, mmap_mode="r" if big else None, allow_pickle=False)
             t, dim, k, nbits = (int(info[f]) for f in ("num_tokens", "dim", "ncentroids", "nbits"))
         except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
@@ -348,6 +477,7 @@ class PlaidIndex:
                                       "centroids); rebuild the index")
         try:
             return cls(arrays["centroids"], arrays["codes"], arrays["residuals"], arrays["offsets"],
-                       arrays["cutoffs"], arrays["weights"], nbits, arrays["ivf_offsets"], arrays["ivf_docs"])
+                       arrays["cutoffs"], arrays["weights"], nbits, arrays["ivf_offsets"], arrays["ivf_docs"],
+                       arrays["scales"], arrays["scale_range"])
         except ValueError as exc:
             raise IndexCorruptedError(f"{directory}: {exc}; rebuild the index") from exc

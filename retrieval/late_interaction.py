@@ -118,11 +118,11 @@ class LateInteractionRetriever:
     probe : sequence of float, optional
         The index's probe vector (recorded in saved manifests).
     plaid : PlaidConfig, optional
-        With a :class:`~attnsift.indexes.plaid_index.PlaidIndex`: its search options ``ncells`` and
-        ``candidates`` (or give them as keywords).
+        With a :class:`~attnsift.indexes.plaid_index.PlaidIndex`: its search options ``ncells``,
+        ``candidates`` and ``pool`` (or give them as keywords).
     **options
         :class:`LateInteractionConfig` fields as keywords, instead of ``config``; with a plaid index
-        also ``ncells`` and ``candidates``.
+        also ``ncells``, ``candidates`` and ``pool``.
     """
 
     name = "late"
@@ -163,7 +163,8 @@ class LateInteractionRetriever:
         self.normalize = self.config.normalize
         self.impl = self.config.impl
         self.probe = list(probe) if probe is not None else None
-        self.searcher = PlaidSearcher(index, self.plaid.ncells, self.plaid.candidates) if self.mode == PLAID else None
+        self.searcher = (PlaidSearcher(index, self.plaid.ncells, self.plaid.candidates, self.plaid.pool)
+                         if self.mode == PLAID else None)
         self.stats: dict[str, float] = {}
 
     @property
@@ -332,14 +333,16 @@ class LateInteractionRetriever:
         rankings = []
         pairs = list(zip(qs, query_tokens))
         for q, t in bar(pairs, desc="late interaction", unit="query", progress=progress if len(pairs) > 1 else False):
-            if self.searcher is not None:
-                cand = self.searcher.shortlist(t, k)
+            if self.searcher is not None:  # plaid: the searcher's four steps, exact scores of its short list
+                cand, s = self.searcher.search(t, k, impl=self.impl)
+                if self.normalize == "query_length":
+                    s = s / max(1, t.shape[0])
             else:
                 cand = self.index.candidates(t, self.candidate_k)
+                s = self.score([t], cand)[0]  # [n]
             if cand.size == 0:
                 rankings.append(Ranking(q, ()))
                 continue
-            s = self.score([t], cand)[0]  # [n]
             # Deterministic top-k: score descending, then doc id (the Ranking order).
             top = sorted(range(cand.size), key=lambda j: (-s[j], self.doc_ids[cand[j]]))[:k]
             rankings.append(Ranking(q, tuple(Candidate(self.doc_ids[cand[j]], float(s[j]), self.documents[cand[j]]) for j in top)))
@@ -388,7 +391,7 @@ class LateInteractionRetriever:
 
         ``mmap=True`` maps the token vectors (plaid: codes and residuals) from disk instead of reading them
         into memory. ``options`` override the recorded search options ``candidate_k``, ``normalize``,
-        ``impl`` (plaid: ``ncells``, ``candidates``, ``normalize``, ``impl``); build options (index type,
+        ``impl`` (plaid: ``ncells``, ``candidates``, ``pool``, ``normalize``, ``impl``); build options (index type,
         encoder, faiss, centroids, bits) are an error: the index keeps how it was built.
         """
         encoder = encoder_argument(encoder, options)

@@ -1,18 +1,23 @@
 """Late interaction over a compressed token index, in the manner of PLAID (Santhanam et al., 2022).
 
 The index (:class:`attnsift.indexes.plaid_index.PlaidIndex`) stores each token as a centroid id plus a
-2-bit residual per dimension. A query is answered in three steps, each over fewer documents:
+2-bit residual per dimension and a one-byte renormalisation scale. A query is answered in four steps,
+each over fewer documents:
 
-1. **centroid interaction**: the query's token vectors against all centroids (``S = Q C^T``,
-   ``[Lq, K]``, one small matrix product); each query token probes its ``ncells`` best centroids;
+1. **centroid scores**: the query's token vectors against all centroids (``S = Q C^T``, ``[Lq, K]``,
+   one float32 product); each query token probes its ``ncells`` best centroids;
 2. **candidate generation and pruning**: the inverted lists of the probed centroids give the candidate
    documents, each with an approximate score ``sum over query tokens of max over the probed centroids
    the document holds of S[q, c]`` (a query token none of whose probed centroids the document holds
-   adds the lowest probed score of that token: the document's true centroid score is at most that);
-   the ``candidates`` best by this score are kept;
-3. **exact MaxSim** on those candidates' decompressed token vectors (centroid + dequantised residual),
-   by :func:`attnsift.attention_kernels.maxsim.api.maxsim` (Triton on a GPU, the PyTorch reference on
-   the CPU), and the top ``k`` by that score.
+   adds the lowest probed score of that token); the ``pool`` best are kept;
+3. **centroid interaction** (PLAID's third stage) on the pool: ``sum over query tokens of max over all
+   of the document's distinct centroids of S[q, c]``, a gather of ``S``; the ``max(candidates, k)``
+   best are kept;
+4. **exact MaxSim** on those: on the CPU without decompressing
+   (:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`: ``q . x = (S[q, code] + q . r) *
+   scale``, a bfloat16 product with the residuals); with ``impl="reference"`` or ``"triton"``, over
+   the decompressed float32 tokens by :func:`attnsift.attention_kernels.maxsim.api.maxsim` (Triton on
+   a GPU). Every returned document is scored exactly: the top ``k`` by that score.
 
 Every step is per query, so results do not depend on how queries are batched.
 """
@@ -57,11 +62,14 @@ class PlaidConfig(Config):
     candidates : int or None
         Documents rescored by exact MaxSim (always at least ``k``) [None: ``2 sqrt(N)`` clamped to
         [64, 512]: 144 on SciFact].
+    pool : int or None
+        Documents scored by centroid interaction over all their tokens, of which the ``candidates``
+        best go on to exact MaxSim (at least ``candidates`` and ``k``) [None: ``4 x candidates``].
 
-    Only ``ncells`` and ``candidates`` (:data:`SEARCH_OPTIONS`) apply to a loaded index.
+    Only ``ncells``, ``candidates`` and ``pool`` (:data:`SEARCH_OPTIONS`) apply to a loaded index.
     """
 
-    SEARCH_OPTIONS = ("ncells", "candidates")
+    SEARCH_OPTIONS = ("ncells", "candidates", "pool")
 
     ncentroids: int | None = None
     nbits: int = 2
@@ -70,11 +78,12 @@ class PlaidConfig(Config):
     seed: int = 0
     ncells: int | None = None
     candidates: int | None = None
+    pool: int | None = None
 
     def validate(self) -> None:
         if self.nbits not in (1, 2, 4):
             raise ValueError(f"PlaidConfig.nbits must be 1, 2 or 4 (bits per residual dimension), got {self.nbits}")
-        for name in ("ncentroids", "kmeans_sample", "kmeans_iters", "ncells", "candidates"):
+        for name in ("ncentroids", "kmeans_sample", "kmeans_iters", "ncells", "candidates", "pool"):
             _check_int(self, name, 1)
         if self.ncentroids is not None and self.ncentroids > 65_536:
             raise ValueError(f"PlaidConfig.ncentroids must be at most 65536 (codes are 2 bytes), got {self.ncentroids}")
@@ -90,7 +99,7 @@ class PlaidConfig(Config):
 
 
 #: Every option name :class:`PlaidConfig` takes.
-PLAID_OPTIONS = ("ncentroids", "nbits", "kmeans_sample", "kmeans_iters", "seed", "ncells", "candidates")
+PLAID_OPTIONS = ("ncentroids", "nbits", "kmeans_sample", "kmeans_iters", "seed", "ncells", "candidates", "pool")
 
 
 def split_plaid_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,36 +123,51 @@ def default_candidates(num_docs: int) -> int:
     return int(min(num_docs, max(64, min(512, round(2 * math.sqrt(num_docs))))))
 
 
+def default_pool(num_docs: int, candidates: int) -> int:
+    """Documents scored by centroid interaction: ``4 x candidates`` (at most ``N``)."""
+    return int(min(num_docs, 4 * candidates))
+
+
 class PlaidSearcher:
-    """Candidate generation over a :class:`~attnsift.indexes.plaid_index.PlaidIndex` (steps 1-2 above).
+    """The four steps above over a :class:`~attnsift.indexes.plaid_index.PlaidIndex`.
 
     Parameters
     ----------
     index : PlaidIndex
-    ncells, candidates : int or None
+    ncells, candidates, pool : int or None
         As in :class:`PlaidConfig` (None: the defaults for this index).
     """
 
-    def __init__(self, index: Any, ncells: int | None = None, candidates: int | None = None) -> None:
+    def __init__(self, index: Any, ncells: int | None = None, candidates: int | None = None,
+                 pool: int | None = None) -> None:
         self.index = index
         self.ncells = int(min(index.ncentroids, ncells or default_ncells(index.ncentroids)))
         self.candidates = int(candidates or default_candidates(index.num_docs))
+        self.pool = int(max(self.candidates, pool or default_pool(index.num_docs, self.candidates)))
+        self._centroids: Any = None
 
     def __repr__(self) -> str:
-        return f"PlaidSearcher(ncells={self.ncells}, candidates={self.candidates})"
+        return f"PlaidSearcher(ncells={self.ncells}, candidates={self.candidates}, pool={self.pool})"
 
     def centroid_scores(self, query_tokens: np.ndarray) -> np.ndarray:
-        """``[Lq, K]`` float32: each query token against each centroid."""
-        q = np.ascontiguousarray(query_tokens, dtype=np.float32)
-        return q @ self.index.centroids.T
+        """``[Lq, K]`` float32: each query token against each centroid (one query per product, so a query's
+        scores do not depend on what it is batched with)."""
+        import torch
 
-    def approximate(self, query_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate documents with their centroid-interaction scores (step 2).
+        if self._centroids is None:
+            self._centroids = torch.from_numpy(self.index.centroids)
+        q = torch.from_numpy(np.ascontiguousarray(query_tokens, dtype=np.float32))
+        return (q @ self._centroids.T).numpy()
+
+    def approximate(self, query_tokens: np.ndarray, s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate documents with their probed-centroid scores (step 2).
 
         Parameters
         ----------
         query_tokens : np.ndarray
             ``[Lq, dim]``.
+        s : np.ndarray, optional
+            Their :meth:`centroid_scores`, when already computed.
 
         Returns
         -------
@@ -155,38 +179,44 @@ class PlaidSearcher:
         lq = query_tokens.shape[0]
         if lq == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        s = self.centroid_scores(query_tokens)  # [Lq, K]
+        s = self.centroid_scores(query_tokens) if s is None else s  # [Lq, K]
         nc = self.ncells
         part = np.argpartition(-s, nc - 1, axis=1)[:, :nc] if nc < s.shape[1] else np.tile(np.arange(nc), (lq, 1))
         ps = np.take_along_axis(s, part, axis=1)  # [Lq, nc]
-        # Best cell first within each query token (ties: lower centroid id), so a document's first
-        # entry per token is its best probed centroid.
-        order = np.lexsort((part, -ps), axis=1)
+        order = np.lexsort((part, -ps), axis=1)  # best cell first (ties: lower centroid id)
         cells = np.take_along_axis(part, order, axis=1)  # [Lq, nc]
-        cscore = np.take_along_axis(ps, order, axis=1).astype(np.float64)  # [Lq, nc]
-        floor = cscore[:, -1]  # [Lq] the lowest probed score: what an absent document is credited
+        cscore = np.take_along_axis(ps, order, axis=1)  # [Lq, nc]
         docs, owner = self.index.cell_documents(cells.reshape(-1))  # [E], [E] (position in cells)
         if docs.size == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         cand, local = np.unique(docs, return_inverse=True)
-        row = owner // nc
-        key = row * cand.size + local
-        _, first = np.unique(key, return_index=True)  # stable: the first entry of each (token, doc) is its max
-        gain = cscore.reshape(-1)[owner[first]] - floor[row[first]]
-        approx = np.bincount(local[first], weights=gain, minlength=cand.size) + floor.sum()
-        return cand.astype(np.int64), approx
+        best = np.repeat(cscore[:, -1:], cand.size, axis=1)  # [Lq, n]: absent -> the lowest probed score
+        row, rank, flat = owner // nc, owner % nc, cscore.reshape(-1)
+        for r in range(nc - 2, -1, -1):  # worse cells first: a better one overwrites (pairs unique per rank)
+            sel = rank == r
+            best[row[sel], local[sel]] = flat[owner[sel]]
+        return cand.astype(np.int64), best.sum(0, dtype=np.float64)
 
-    def shortlist(self, query_tokens: np.ndarray, k: int) -> np.ndarray:
-        """The ``max(candidates, k)`` best candidates by approximate score (ties: lower position), as positions."""
-        docs, approx = self.approximate(query_tokens)
-        keep = max(self.candidates, k)
+    @staticmethod
+    def _best(docs: np.ndarray, scores: np.ndarray, keep: int) -> np.ndarray:
+        """The ``keep`` best ``docs`` by ``scores`` (ties: lower position), as sorted positions."""
         if docs.size <= keep:
             return docs
-        top = np.lexsort((docs, -approx))[:keep]
-        return np.sort(docs[top])
+        return np.sort(docs[np.lexsort((docs, -scores))[:keep]])
+
+    def shortlist(self, query_tokens: np.ndarray, k: int, s: np.ndarray | None = None) -> np.ndarray:
+        """The documents exact MaxSim scores (steps 1-3): the ``max(pool, k)`` best by probed-centroid score,
+        then the ``max(candidates, k)`` best of those by centroid interaction; sorted positions."""
+        s = self.centroid_scores(query_tokens) if s is None else s
+        docs, approx = self.approximate(query_tokens, s)
+        keep = max(self.candidates, k)
+        pool = self._best(docs, approx, max(self.pool, keep))
+        if pool.size <= keep:
+            return pool
+        return self._best(pool, self.index.centroid_interaction(s, pool), keep)
 
     def search(self, query_tokens: np.ndarray, k: int, impl: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` documents by exact MaxSim over the decompressed shortlist (steps 1-3).
+        """Top-``k`` documents by exact MaxSim over the short list (steps 1-4).
 
         Parameters
         ----------
@@ -194,7 +224,10 @@ class PlaidSearcher:
             ``[Lq, dim]`` unit-norm query token vectors.
         k : int
         impl : {"auto", "reference", "triton"}
-            The MaxSim implementation (:func:`attnsift.attention_kernels.maxsim.api.maxsim`).
+            ``auto``: the CPU path that scores the compressed tokens directly
+            (:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`); ``reference`` / ``triton``:
+            decompressed float32 tokens through :func:`attnsift.attention_kernels.maxsim.api.maxsim`
+            (``triton`` on the GPU).
 
         Returns
         -------
@@ -203,15 +236,23 @@ class PlaidSearcher:
         scores : np.ndarray
             ``[<= k]`` float32 MaxSim scores.
         """
-        import torch
-
-        from attnsift.attention_kernels.maxsim.api import maxsim
-
-        cand = self.shortlist(query_tokens, k)
+        q = np.ascontiguousarray(query_tokens, dtype=np.float32)
+        if q.shape[0] == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        s = self.centroid_scores(q)
+        cand = self.shortlist(q, k, s)
         if cand.size == 0:
             return cand, np.zeros(0, np.float32)
-        toks, offs = self.index.gather(cand)
-        q = torch.from_numpy(np.ascontiguousarray(query_tokens, dtype=np.float32))[None]  # [1, Lq, D]
-        s = maxsim(q, torch.from_numpy(toks), torch.from_numpy(offs), impl=impl)[0].cpu().numpy()  # [n]
-        top = np.lexsort((cand, -s))[:k]
-        return cand[top], s[top]
+        if impl == "auto":
+            sc = self.index.exact_scores(q, s, cand)
+        else:
+            import torch
+
+            from attnsift.attention_kernels.maxsim.api import maxsim
+
+            dev = "cuda" if impl == "triton" else "cpu"
+            toks, offs = self.index.gather(cand)
+            sc = maxsim(torch.from_numpy(q)[None].to(dev), torch.from_numpy(toks).to(dev), torch.from_numpy(offs),
+                        impl=impl)[0].cpu().numpy()
+        top = np.lexsort((cand, -sc))[:k]
+        return cand[top], sc[top]

@@ -84,8 +84,8 @@ def test_top10_agrees_with_exhaustive_maxsim(corpus, index):
 
 def test_compression_bytes_and_fidelity(corpus, index):
     b = index.bytes_per_token()
-    assert b["vectors"] == 2 + DIM * 2 / 8 == 98  # uint16 code + 2 bits x 384 dims, against 768 for float16
-    assert b["vectors"] + b["ivf"] <= 104
+    assert b["vectors"] == 2 + DIM * 2 / 8 + 1 == 99  # uint16 code + 2 bits x 384 dims + scale, against 768
+    assert b["vectors"] + b["ivf"] <= 105
     assert index.codes.dtype == np.uint16 and index.residuals.shape == (index.num_tokens, 96)
     assert index.ncentroids == default_ncentroids(index.num_tokens)
     dec, offs = index.gather(np.arange(index.num_docs))
@@ -94,7 +94,7 @@ def test_compression_bytes_and_fidelity(corpus, index):
     assert cos.mean() > 0.9 and cos.min() > 0.6  # measured 0.918 and 0.707
     # one bit: half the residual bytes, a coarser reconstruction
     one = PlaidIndex.build(corpus["tokens"], corpus["lengths"], nbits=1, ncentroids=64)
-    assert one.bytes_per_token()["vectors"] == 2 + DIM / 8
+    assert one.bytes_per_token()["vectors"] == 2 + DIM / 8 + 1
     cos1 = (one.gather(np.arange(one.num_docs))[0] * corpus["tokens"].astype(np.float32)).sum(1)
     assert cos1.mean() < cos.mean()
 
@@ -151,12 +151,13 @@ def test_results_do_not_depend_on_batch_size(late, encoder):
         one = late.retrieve_encoded([q], [t], k=5)[q.id]
         assert one.doc_ids == batch[q.id].doc_ids
         assert [c.score for c in one] == [c.score for c in batch[q.id]]  # bit for bit
-    # Through the encoder, a query batched with longer ones is padded: its vectors move by ~1e-7.
+    # Through the encoder, a query batched with longer ones is padded: its vectors move by ~1e-7, which can
+    # flip one bfloat16 rounding of the query in the exact stage (measured: 8e-5 relative).
     texts = late.retrieve_batch(QUERIES, k=5)
     for q in QUERIES:
         alone = late.retrieve(q, k=5)
         assert alone.doc_ids == texts[q.id].doc_ids
-        np.testing.assert_allclose([c.score for c in alone], [c.score for c in texts[q.id]], rtol=1e-5)
+        np.testing.assert_allclose([c.score for c in alone], [c.score for c in texts[q.id]], rtol=1e-3)
 
 
 def test_save_load_round_trip_and_corruption(tmp_path, late, encoder):
