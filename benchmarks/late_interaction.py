@@ -47,6 +47,38 @@ def timed(retriever, queries, qtok, k) -> tuple[list, float, float]:
     return list(run.values()), time.perf_counter() - w, time.thread_time() - c
 
 
+def stages(searcher, qtok, k) -> dict:
+    """CPU ms per query of each plaid step: centroid scores, probed-cell candidates, centroid interaction
+    (the rest of the short list), exact MaxSim on the compressed tokens."""
+    t0 = time.thread_time()
+    s = [searcher.centroid_scores(q) for q in qtok]
+    t1 = time.thread_time()
+    for q, s_ in zip(qtok, s):
+        searcher.approximate(q, s_)
+    t2 = time.thread_time()
+    short = [searcher.shortlist(q, k, s_) for q, s_ in zip(qtok, s)]
+    t3 = time.thread_time()
+    for q, s_, d in zip(qtok, s, short):
+        searcher.index.exact_scores(q, s_, d)
+    t4 = time.thread_time()
+    ms = lambda x: round(x / len(qtok) * 1e3, 2)  # noqa: E731
+    return {"centroid_scores": ms(t1 - t0), "probed_candidates": ms(t2 - t1),
+            "centroid_interaction": ms(t3 - t2 - (t2 - t1)), "exact": ms(t4 - t3),
+            "exact_docs": float(np.mean([d.size for d in short]))}
+
+
+def two_threads(retriever, queries, qtok, k) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds of the queries split between two threads (one torch thread each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    half = len(queries) // 2
+    parts = [(queries[:half], qtok[:half]), (queries[half:], qtok[half:])]
+    w, c = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda p: retriever.retrieve_encoded(p[0], p[1], k=k, progress=False), parts))
+    return time.perf_counter() - w, time.process_time() - c
+
+
 def msmarco_tokens(encoder: Encoder, name: str, limit: int) -> float:
     """Mean MiniLM tokens per passage (special tokens dropped, truncated as the encoder truncates)."""
     ds = load_dataset(name)
@@ -63,8 +95,11 @@ def main(argv=None) -> int:
     ap.add_argument("--block", type=int, default=50, help="queries per interleaved block")
     ap.add_argument("--candidate-k", type=int, default=32, help="today's faiss path: nearest tokens per query token")
     ap.add_argument("--plaid", nargs="*", default=[], help="plaid options key=value (ncentroids, nbits, ncells, candidates)")
-    ap.add_argument("--sweep", nargs="*", default=[], help="more plaid search settings NCELLS:CANDIDATES, run once each")
+    ap.add_argument("--sweep", nargs="*", default=[],
+                    help="more plaid search settings NCELLS:CANDIDATES[:POOL], run once each (one thread, then two)")
     ap.add_argument("--msmarco", default="trec-dl19-passage", help="MS MARCO passages for the mean token count")
+    ap.add_argument("--max-docs", type=int, default=None, help="dry run: the first N documents only")
+    ap.add_argument("--max-queries", type=int, default=None, help="dry run: the first N queries only")
     ap.add_argument("--out", default="benchmarks/results/late_interaction")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -76,8 +111,8 @@ def main(argv=None) -> int:
     plaid_opts = parse_option_strings(args.plaid)
     encoder = Encoder("minilm", device="cpu")
     ds = load_dataset(args.dataset)
-    docs = list(ds.corpus.iter_documents())
-    queries = list(ds.queries.values())
+    docs = list(ds.corpus.iter_documents())[: args.max_docs]
+    queries = list(ds.queries.values())[: args.max_queries]
     result: dict = {
         "command": "ATTNSIFT_DATA=/work/shared/data .venv/bin/python benchmarks/late_interaction.py " + " ".join(argv or sys.argv[1:]),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -113,24 +148,25 @@ def main(argv=None) -> int:
         log.info("repeat %d: %s (load %s)", rep, tot, os.getloadavg())
     result["load_avg_end"] = os.getloadavg()
 
-    # Where the plaid time goes: candidate generation + pruning, against the whole search.
-    w, c = time.perf_counter(), time.thread_time()
-    for t_ in qtok:
-        plaid_r.searcher.shortlist(t_, args.k)
-    stage = {"shortlist_ms_per_query_cpu": round((time.thread_time() - c) / len(qtok) * 1e3, 2),
-             "shortlist_ms_per_query_wall": round((time.perf_counter() - w) / len(qtok) * 1e3, 2)}
+    stage = stages(plaid_r.searcher, qtok, args.k)
+    log.info("plaid stages (cpu ms per query): %s", stage)
 
     from attnsift.types import Run
 
     sweep = []
-    for item in args.sweep:
-        nc, cand = (int(x) for x in item.split(":"))
+    for item in [f"{plaid_r.searcher.ncells}:{plaid_r.searcher.candidates}:{plaid_r.searcher.pool}", *args.sweep]:
+        nc, cand, *pool = (int(x) for x in item.split(":"))
         r = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
-                                     ncells=nc, candidates=cand)
+                                     ncells=nc, candidates=cand, pool=pool[0] if pool else None)
         rk, w, c = timed(r, queries, qtok, args.k)
         rep_ = evaluate(Run(rk, name="plaid"), ds.qrels, metrics=METRICS, rel_level=ds.rel_level)
-        sweep.append({"ncells": nc, "candidates": cand, **{k_: round(float(rep_[k_]), 4) for k_ in METRICS},
-                      "qps_cpu": round(len(queries) / c, 1), "qps_wall": round(len(queries) / w, 1)})
+        w2, c2 = two_threads(r, queries, qtok, args.k)
+        sweep.append({"ncells": nc, "candidates": cand, "pool": r.searcher.pool,
+                      **{k_: round(float(rep_[k_]), 4) for k_ in METRICS},
+                      "qps_cpu": round(len(queries) / c, 1), "qps_wall": round(len(queries) / w, 1),
+                      "two_threads_qps_wall": round(len(queries) / w2, 1),
+                      "two_threads_qps_per_cpu_s": round(len(queries) / c2, 1),
+                      "stages_ms_cpu": stages(r.searcher, qtok, args.k), "load_avg": os.getloadavg()})
         log.info("sweep %s", sweep[-1])
     result["sweep"] = sweep
 
@@ -163,7 +199,8 @@ def main(argv=None) -> int:
         if m == "plaid":
             rows[m].update({"bytes_per_token": {k_: round(v, 2) for k_, v in r.index.bytes_per_token().items()},
                             "ncentroids": r.index.ncentroids, "nbits": r.index.nbits, "ncells": r.searcher.ncells,
-                            "candidates": r.searcher.candidates, **stage})
+                            "candidates": r.searcher.candidates, "pool": r.searcher.pool,
+                            "stages_ms_cpu": stage})
         else:
             rows[m].update({"ann": r.index.ann.info(), "candidate_k": args.candidate_k})
     overlap = [len(set(a.doc_ids[:10]) & set(b.doc_ids[:10])) / max(1, min(10, len(a))) for a, b in zip(rankings["faiss"], rankings["plaid"])]
@@ -205,10 +242,11 @@ def write(result: dict, out: Path) -> None:
     lines += [
         "",
         f"- plaid: {p['ncentroids']} centroids, {p['nbits']} bits per dimension, ncells={p['ncells']}, "
-        f"candidates={p['candidates']}; bytes per token: {b['vectors']} (code + residual) + {b['ivf']} (inverted "
-        f"lists) + {b['shared']} (centroids and buckets, shared by the corpus)",
-        f"- plaid time per query (cpu): {p['ms_per_query_cpu']} ms, of which candidate generation and pruning "
-        f"{p['shortlist_ms_per_query_cpu']} ms; the rest is decompressing the short list and exact MaxSim",
+        f"candidates={p['candidates']}, pool={p['pool']}; bytes per token: {b['vectors']} (code + residual) + {b['ivf']} (inverted "
+        f"lists) + {b['shared']} (centroids and buckets, shared by the corpus); vectors = 2 (code) + 96 (residual) + 1 "
+        "(scale)",
+        f"- plaid time per query (cpu): {p['ms_per_query_cpu']} ms; by step (cpu ms, measured apart): "
+        + ", ".join(f"{k_} {v}" for k_, v in p["stages_ms_cpu"].items()),
         f"- top-10 overlap of plaid with today's path: {result['top10_overlap_plaid_vs_faiss']} "
         f"({result['identical_top10_sets']} of {result['queries']} queries identical)",
         f"- MS MARCO projection: {result['msmarco_passages']:,} passages x {result['msmarco_mean_tokens']} MiniLM tokens "
@@ -216,10 +254,15 @@ def write(result: dict, out: Path) -> None:
         "inverted lists, plus the centroids; faiss: float16 vectors + IVF-PQ codes and ids)",
     ]
     if result.get("sweep"):
-        lines += ["", "Other plaid search settings on the same index (one pass each, not interleaved):", "",
-                  "| ncells | candidates | nDCG@10 | R@100 | q/s (cpu) | q/s (wall) |", "|---|---|---|---|---|---|"]
-        lines += [f"| {v['ncells']} | {v['candidates']} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | {v['qps_cpu']} | "
-                  f"{v['qps_wall']} |" for v in result["sweep"]]
+        lines += ["", "Plaid search settings on the same index (the defaults first; one pass each, not interleaved; "
+                  "two threads: the queries split between two threads, wall clock and queries per CPU second):", "",
+                  "| ncells | candidates (exact) | pool (centroid interaction) | nDCG@10 | R@100 | q/s (cpu, 1 thread) | "
+                  "q/s (wall, 1 thread) | q/s (wall, 2 threads) | q/s per CPU s (2 threads) | ms/query by step (cpu) | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {v['ncells']} | {v['candidates']} | {v['pool']} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | "
+                  f"{v['qps_cpu']} | {v['qps_wall']} | {v['two_threads_qps_wall']} | {v['two_threads_qps_per_cpu_s']} | "
+                  + " / ".join(str(x) for x in list(v["stages_ms_cpu"].values())[:4])
+                  + f" | {v['load_avg'][0]:.1f} |" for v in result["sweep"]]
     lines += [
         "",
         "Details (JSON): " + out.with_suffix(".json").name,
