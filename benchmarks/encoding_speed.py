@@ -1,4 +1,5 @@
-"""Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8.
+"""Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8
+(``onnx-int8``: dynamic, per-tensor activations; ``onnx-int8-block``: 8-bit blocks, ``MatMulNBits``).
 
 Speed: the same passages (the first ``--passages`` of the corpus, ``title + " " + text`` as the dense
 retriever encodes them) encoded by each backend in one process, interleaved (torch, onnx, onnx-int8,
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block")
 
 
 def load(dataset: str) -> tuple[object, list]:
@@ -113,7 +114,7 @@ def quality(encoders: dict, ds, docs: list) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8)", "",
+        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, int8 blockwise)", "",
         f"- command: `{res['command']}`",
         f"- date: {res['date']}",
         f"- machine: {res['machine']}",

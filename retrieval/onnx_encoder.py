@@ -6,15 +6,20 @@ prefixes as the torch path; only the transformer's forward pass (token ids -> la
 runs in ONNX Runtime on the CPU:
 
 - ``"onnx"``: the model exported to ONNX in float32 (vectors within ~1e-5 of torch's);
-- ``"onnx-int8"``: that graph with its matrix weights quantised to int8 by ONNX Runtime's dynamic
-  quantisation (:func:`onnxruntime.quantization.quantize_dynamic`; activations are quantised per
-  batch at run time). The vectors move slightly (cosine to torch's ~0.99; see
-  benchmarks/results/encoding_speed.md); it is smaller and, on CPUs with int8 dot products, faster.
+- ``"onnx-int8"``: that graph with int8 weights and activations quantised per tensor at run time
+  (ONNX Runtime's dynamic quantisation): fastest, vectors move (cosine to torch ~0.995);
+- ``"onnx-int8-block"``: 8-bit weights and activations in blocks of input channels (``MatMulNBits``):
+  vectors close to float32's (cosine ~0.999), between float32 and ``onnx-int8`` in speed.
 
-The export happens once per (model identity, backend, opset, exporter versions): it is written
+The int8 recipes are in :mod:`attnsift.retrieval.onnx_quantize`; speed and quality of each are in
+benchmarks/results/encoding_speed.md.
+
+The export happens once per (model identity, backend, opset, exporter versions, and for int8 the
+recipe and ONNX Runtime's version): it is written
 atomically to ``$ATTNSIFT_CACHE/onnx/<model>-<backend>-op<opset>-<key>/`` (``model.onnx`` and a
 ``manifest.json`` with its checksum) and reused. A folder whose file does not match its checksum (a
-damaged or hand-edited export) is not used: it is exported again. The export uses PyTorch's TorchScript
+damaged or hand-edited export) is not used: it is exported again. An int8 export also records the
+sha256 of the float32 export it was quantised from, and is quantised again when that has changed. The export uses PyTorch's TorchScript
 exporter (``torch.onnx.export(..., dynamo=False)``): the newer dynamo exporter needs the ``onnxscript``
 package, which the ``onnx`` extra does not install.
 """
@@ -34,15 +39,12 @@ from attnsift.errors import IndexCorruptedError, require
 
 logger = logging.getLogger("attnsift.retrieval.encoders")
 
-#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime with int8 weights.
-BACKENDS = ("torch", "onnx", "onnx-int8")
+#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime int8 (two recipes).
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block")
 #: The ONNX opset of exported encoders.
 OPSET = 17
 #: Model inputs the exported graph may take (those the tokenizer gives, in this order).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-#: How ``onnx-int8`` quantises (part of its cache key): int8 weights with one scale per output channel
-#: (per-tensor scales moved MiniLM's vectors to a cosine of ~0.90 with torch's; per channel: ~0.99).
-INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True}
 _KIND = "onnx-encoder"
 _FILE = "model.onnx"
 
@@ -70,10 +72,12 @@ def _versions(backend: str) -> dict[str, str]:
     import onnxruntime
     import torch
 
+    from attnsift.retrieval.onnx_quantize import RECIPES, recipe_key
+
     out = {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__}
-    if backend == "onnx-int8":
+    if backend in RECIPES:
         out["onnxruntime"] = onnxruntime.__version__  # the quantiser's version shapes the int8 graph
-        out["int8"] = json.dumps(INT8_SETTINGS, sort_keys=True)
+        out["int8"] = recipe_key(backend)
     return out
 
 
@@ -85,14 +89,14 @@ def export_dir(identity: Mapping[str, Any], backend: str, opset: int = OPSET) ->
     identity : mapping
         What identifies the model's weights: name, location, weights (file sizes and modification
         times), as :func:`attnsift.retrieval.encoding_cache.model_identity` gives.
-    backend : {"onnx", "onnx-int8"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block"}
     opset : int
 
     Returns
     -------
     Path
         ``cache_root() / "onnx" / "<model>-<backend>-op<opset>-<key>"``; the key hashes the identity,
-        backend, opset and the exporter's versions.
+        backend, opset and the exporter's versions (int8: also the recipe and ONNX Runtime's version).
     """
     from attnsift.fingerprint import cache_root
 
@@ -154,31 +158,6 @@ def _export_fp32(location: str, input_names: tuple[str, ...], path: Path, opset:
                           do_constant_folding=True)
 
 
-class _DropPreprocessHint(logging.Filter):
-    """The quantiser logs a hint to the root logger on every call (pre-processing is optional)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in str(record.msg)
-
-
-def _quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of ``src`` into ``dst``: int8 weights (:data:`INT8_SETTINGS`),
-    activations quantised per batch at run time."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    hint = _DropPreprocessHint()
-    logging.getLogger().addFilter(hint)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=getattr(QuantType, INT8_SETTINGS["weight_type"]),
-                             per_channel=bool(INT8_SETTINGS["per_channel"]),
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        logging.getLogger().removeFilter(hint)
-
-
 def ensure_export(location: str, identity: Mapping[str, Any], backend: str, input_names: tuple[str, ...],
                   opset: int = OPSET) -> Path:
     """The cached ONNX file of this model and backend, exported first if there is none (or a bad one).
@@ -189,7 +168,7 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
         What ``from_pretrained`` loads (a folder or a cached hub id).
     identity : mapping
         The model's identity (see :func:`export_dir`).
-    backend : {"onnx", "onnx-int8"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block"}
     input_names : tuple of str
         The model inputs the tokenizer gives (a subset of :data:`INPUT_NAMES`).
     opset : int
@@ -203,24 +182,35 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
 
     require("onnxruntime", "onnx", purpose="the ONNX encoder backends")
     require("onnx", "onnx", purpose="exporting encoders to ONNX")
+    from attnsift.retrieval import onnx_quantize
+
     folder = export_dir(identity, backend, opset)
+    # int8 is quantised from the float32 export (itself cached: exported once for every backend).
+    fp32 = ensure_export(location, identity, "onnx", input_names, opset) if backend in onnx_quantize.RECIPES else None
+    source = _file_sha256(fp32.parent) if fp32 is not None else None
     manifest = _valid_export(folder)
     if manifest is not None and tuple(manifest["inputs"]) == tuple(input_names):
-        return folder / _FILE
-    # int8 is quantised from the float32 export (itself cached: exported once for both backends).
-    fp32 = ensure_export(location, identity, "onnx", input_names, opset) if backend == "onnx-int8" else None
+        if manifest.get("source_sha256") == source:
+            return folder / _FILE
+        logger.warning("ONNX export %s was quantised from another float32 export; quantising again", folder)
     logger.info("exporting encoder %s to ONNX (%s, opset %d) in %s", identity.get("name"), backend, opset, folder)
     with atomic_dir(folder) as tmp:
         if fp32 is None:
             _export_fp32(location, input_names, tmp / _FILE, opset)
         else:
-            _quantize_int8(fp32, tmp / _FILE)
+            onnx_quantize.quantize(fp32, tmp / _FILE, onnx_quantize.recipe(backend))
         for extra in tmp.iterdir():  # the quantiser's scratch files, if any
             if extra.name != _FILE and extra.is_file():
                 extra.unlink()
         write_manifest(tmp, _KIND, backend=backend, opset=opset, inputs=list(input_names),
-                       model=dict(identity), versions=_versions(backend))
+                       model=dict(identity), versions=_versions(backend),
+                       **({"recipe": onnx_quantize.recipe(backend), "source_sha256": source} if source else {}))
     return folder / _FILE
+
+
+def _file_sha256(folder: Path) -> str:
+    """The sha256 of ``folder/model.onnx`` as its (just verified) manifest records it."""
+    return str(json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"][_FILE]["sha256"])
 
 
 class OnnxForward:
