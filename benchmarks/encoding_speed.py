@@ -91,22 +91,25 @@ def agreement(encoders: dict, texts: list[str]) -> dict:
     return out
 
 
-def quality(encoders: dict, ds, docs: list) -> dict:
+def quality(encoders: dict, ds, docs: list, late: bool = False) -> dict:
+    """nDCG@10 / R@100 of a dense retriever per backend (``late``: a late-interaction one, default index)."""
     from attnsift.eval.metrics import evaluate
     from attnsift.retrieval.dense import DenseRetriever
+    from attnsift.retrieval.late_interaction import LateInteractionRetriever
 
     queries = list(ds.queries.values())
     out = {}
     for b, enc in encoders.items():
         t = time.perf_counter()
-        r = DenseRetriever.from_corpus(docs, enc, progress=False)
+        r = (LateInteractionRetriever if late else DenseRetriever).from_corpus(docs, enc, progress=False)
         enc_s = time.perf_counter() - t
         run = r.retrieve_batch(queries, k=100, progress=False)
         rep = evaluate(run, ds.qrels, metrics=["nDCG@10", "R@100"], rel_level=ds.rel_level)
         out[b] = {"nDCG@10": round(float(rep["nDCG@10"]), 4), "R@100": round(float(rep["R@100"]), 4),
                   "corpus_encode_s": round(enc_s, 1), "docs": len(docs), "queries": len(queries),
                   "load_after": round(os.getloadavg()[0], 1)}
-        print(f"  quality {b}: {out[b]}", flush=True)
+        print(f"  {'late' if late else 'dense'} quality {b}: {out[b]}", flush=True)
+        del r
     for b in out:
         out[b]["nDCG@10_minus_torch"] = round(out[b]["nDCG@10"] - out["torch"]["nDCG@10"], 4)
     return out
@@ -142,6 +145,14 @@ def markdown(res: dict) -> str:
                   "| backend | nDCG@10 | - torch | R@100 | corpus encode + index (s) |", "|---|---|---|---|---|"]
         for k, v in res["quality"].items():
             lines.append(f"| {k} | {v['nDCG@10']:.4f} | {v['nDCG@10_minus_torch']:+.4f} | {v['R@100']:.4f} | {v['corpus_encode_s']} |")
+    if res.get("late"):
+        q0 = next(iter(res["late"].values()))
+        lines += ["", f"Late-interaction quality command: `{res.get('late_command')}`", "",
+                  f"Late interaction (token vectors, the retriever's default index) over all {q0['docs']} documents, "
+                  f"{q0['queries']} test queries (run {res.get('late_date')}, load average after {q0['load_after']}):", "",
+                  "| backend | nDCG@10 | - torch | R@100 | corpus encode + index (s) |", "|---|---|---|---|---|"]
+        for k, v in res["late"].items():
+            lines.append(f"| {k} | {v['nDCG@10']:.4f} | {v['nDCG@10_minus_torch']:+.4f} | {v['R@100']:.4f} | {v['corpus_encode_s']} |")
     lines += ["", "Details (JSON): " + Path(res["json"]).name, ""]
     return "\n".join(lines)
 
@@ -156,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS))
     ap.add_argument("--unsorted", action="store_true", help="also time encoding in corpus order (no length sorting)")
     ap.add_argument("--quality", action="store_true", help="nDCG@10 of a dense retriever per backend (whole corpus)")
+    ap.add_argument("--late", action="store_true", help="also nDCG@10 of a late-interaction retriever per backend")
+    ap.add_argument("--quality-backends", nargs="+", default=None,
+                    help="backends of the quality runs [all of --backends; torch is always added]")
     ap.add_argument("--no-speed", action="store_true", help="skip speed and agreement; keep those of <out>.json")
     ap.add_argument("--out", default="benchmarks/results/encoding_speed.md")
     args = ap.parse_args(argv)
@@ -186,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         print("agreement:", flush=True)
         ag = agreement(encoders, texts)
         print(json.dumps(ag, indent=1), flush=True)
-    q = None
+    q = late = None
+    qenc = {b: e for b, e in encoders.items() if args.quality_backends is None or b in {"torch", *args.quality_backends}}
     if args.quality:
         print("quality:", flush=True)
-        q = quality(encoders, ds, docs)
+        q = quality(qenc, ds, docs)
+    if args.late:
+        print("late-interaction quality:", flush=True)
+        late = quality(qenc, ds, docs, late=True)
     # Read what is there only now: a speed run and a quality run may overlap, each keeps the other's part.
     old = json.loads(jpath.read_text(encoding="utf-8")) if jpath.is_file() else {}
     if args.no_speed:
@@ -197,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         load_before, load_after = old.get("load_before"), old.get("load_after")
     if q is None:
         q = old.get("quality")
+    elif args.quality_backends is not None:  # keep the other backends' figures of the last run
+        q = {**{k: v for k, v in (old.get("quality") or {}).items() if k not in q}, **q}
+        for b in q:
+            q[b]["nDCG@10_minus_torch"] = round(q[b]["nDCG@10"] - q["torch"]["nDCG@10"], 4)
+    if late is None:
+        late = old.get("late")
     onnx_threads = sorted({e._onnx.threads for e in encoders.values() if getattr(e, "_onnx", None) is not None})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
@@ -209,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_threads": onnx_threads[0] if len(onnx_threads) == 1 else onnx_threads,
         "dataset": args.dataset,
         "load_before": load_before, "load_after": load_after,
-        "speed": sp, "agreement": ag, "quality": q, "json": str(jpath),
+        "speed": sp, "agreement": ag, "quality": q, "late": late, "json": str(jpath),
         "passages": old.get("passages") if args.no_speed else len(texts),
         "repeats": old.get("repeats") if args.no_speed else args.repeats,
     }
@@ -217,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         res["quality_command"], res["quality_date"] = command, now
     elif q is not None:
         res["quality_command"], res["quality_date"] = old.get("quality_command"), old.get("quality_date")
+    if args.late:
+        res["late_command"], res["late_date"] = command, now
+    elif late is not None:
+        res["late_command"], res["late_date"] = old.get("late_command"), old.get("late_date")
     out.parent.mkdir(parents=True, exist_ok=True)
     jpath.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res)
