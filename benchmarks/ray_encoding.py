@@ -112,7 +112,7 @@ def main() -> None:
         print(json.dumps(run_mode(args.mode, args.dataset, args.encoder, args.workers)))
         return
     modes = ["texts", "shards"] + (["local"] if args.local else [])
-    keep = tempfile.TemporaryDirectory()
+    keep, asked = tempfile.TemporaryDirectory(), args.encoder
     if args.encoder == "tiny":  # a random 1-layer BERT (hidden 32) with MiniLM's tokenizer: the driver's side
         args.encoder = _tiny_encoder(Path(keep.name) / "tiny-encoder")  # is measured, not the model's speed
     runs = []
@@ -131,7 +131,7 @@ def main() -> None:
 
     import torch
 
-    out = {"command": " ".join(sys.argv), "dataset": args.dataset, "encoder": args.encoder, "workers": args.workers,
+    out = {"command": " ".join(sys.argv), "dataset": args.dataset, "encoder": asked, "workers": args.workers,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
            "runs": runs, "same_index": len({r["index_sha256"] for r in runs}) == 1}
     if args.out:

@@ -5,15 +5,15 @@ each actor builds one model from a :class:`~attnsift.engines.recipe.RerankerReci
 (``num_gpus_per_worker`` GPUs and ``num_cpus_per_worker`` CPUs each, torch pinned to that many
 threads) and reranks the batches it is given, one query at a time. Results come back to the driver,
 which puts them in query order (or hands them on as they arrive, for writers that record each one).
+Corpus chunks go the same way; a chunk of a file is a shard the worker reads (:mod:`.encoding`).
 
-A worker that dies (killed, out of memory, its node lost) is restarted by Ray and its batch is run
-again (``max_retries``): the batch of a dead worker never returned, so nothing is lost, and the driver
-keeps the first result of each query, so nothing is counted twice.
+A worker that dies (killed, out of memory, its node lost) is restarted by Ray and its batch is run again
+(``max_retries``): a dead worker's batch never returned (nothing lost); the first result counts (nothing twice).
 
 ``address`` (or ``RAY_ADDRESS``) reaches an existing cluster (``ray start --head`` on the head node,
 ``ray start --address=HEAD:6379 --num-gpus=1`` on each GPU worker); without one a local Ray starts
-with ``num_workers * num_cpus_per_worker`` CPUs and is shut down by :meth:`RayEngine.close`. Ray's
-own log lines stay in its session folder (``/tmp/ray/session_latest/logs``), off the terminal.
+with ``num_workers * num_cpus_per_worker`` CPUs and is shut down by :meth:`RayEngine.close`. Ray's own
+log lines stay in its session folder (``/tmp/ray/session_latest/logs``), off the terminal.
 """
 from __future__ import annotations
 
