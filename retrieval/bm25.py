@@ -379,7 +379,7 @@ class BM25Retriever:
             n_threads = os.cpu_count() or 1
 
         # with threads, chunks small enough that every thread gets several (results do not depend on it)
-        chunks = query_chunks(self, queries, None if n_threads == 1 else -(-len(queries) // (4 * n_threads)))
+        chunks = query_chunks(self, queries, None if n_threads == 1 else max(64, -(-len(queries) // (4 * n_threads))))
         if n_threads > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
                 parts = list(pool.map(lambda c: score_chunk(self, c, k, index), chunks))

@@ -113,7 +113,7 @@ def test_bounds_hold_for_every_block(small_blocks):
 
 def test_threads_give_the_same_results(monkeypatch, small_blocks):
     r = BM25Retriever.from_corpus(_docs(), store_text=False)
-    monkeypatch.setattr(bs, "QUERY_CHUNK", 8)
+    monkeypatch.setattr(bs, "QUERY_CHUNK", 8)  # several chunks per thread
     monkeypatch.setattr(bp, "PRUNE_MIN_POSTINGS", 0)
     queries = _queries(120, seed=7)
     one = _answers(r.retrieve_batch(queries, k=50, n_threads=1))
