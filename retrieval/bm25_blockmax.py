@@ -239,7 +239,7 @@ class _Query:
         self.data, self.indices, indptr = np.asarray(index.data), np.asarray(index.indices), index.indptr
         self.bm, self.shift = bm, bm.shift
         rows = np.searchsorted(bm.terms, tids)
-        # (start, end, count, block row or -1, (docs, count * scores) once read whole, column in table
+        # (start, end, count, block row or -1, (docs, count * scores) once read whole, row in table
         # or -1), ascending term ids
         self.terms: list[list[Any]] = []
         for ti in range(len(tids)):
@@ -266,7 +266,7 @@ class _Query:
         keys = docs.astype(self.indices.dtype)
         for term in self.terms:  # ascending term ids: the product's order of summation
             if rows is not None and term[5] >= 0:
-                out += self.table[rows, term[5]]  # 0 where absent: adding it changes nothing
+                out += self.table[term[5], rows]  # 0 where absent: adding it changes nothing
                 continue
             if holds is not None and term[3] in holds:
                 has = np.flatnonzero(holds[term[3]])
@@ -311,6 +311,27 @@ class _Query:
         return (blocks[nz >> shift].astype(np.int64) << shift) + (nz & (size - 1)), acc[nz]
 
 
+def _merge(q: _Query, terms: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The documents of ``terms`` (read whole), ascending, and ``[len(terms), n]`` float32 each
+    term's score in each (0: absent). Each list is sorted: a stable sort of their concatenation
+    only merges them."""
+    reads = [q.read(t) for t in terms]
+    for j, t in enumerate(terms):
+        t[5] = j
+    if not reads:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    if len(reads) == 1:
+        return reads[0][0], reads[0][1][None, :]
+    d_all = np.concatenate([d for d, _ in reads])
+    order = np.argsort(d_all, kind="stable")
+    d_all = d_all[order]
+    first = np.concatenate(([True], d_all[1:] != d_all[:-1]))
+    table = np.zeros((len(reads), int(first.sum())), dtype=np.float32)
+    table[np.repeat(np.arange(len(reads)), [len(d) for d, _ in reads])[order], np.cumsum(first) - 1] = (
+        np.concatenate([v for _, v in reads])[order])
+    return d_all[first], table
+
+
 def _kth(values: np.ndarray, k: int) -> float:
     return float(np.partition(values, len(values) - k)[len(values) - k]) if len(values) >= k else 0.0
 
@@ -348,29 +369,15 @@ def blockmax_top(index: Any, bm: BlockMax, tids: np.ndarray, counts: np.ndarray,
     q = _Query(index, bm, tids, counts)
     shift, n_blocks = bm.shift, bm.n_blocks
     ub = np.zeros(n_blocks, dtype=np.float64)  # bound of the frequent terms in each block
-    rare: list[tuple[np.ndarray, np.ndarray]] = []
+    rare = []
     for term in q.terms:
         if term[3] >= 0:
             ub += bm.maxima[term[3]] * (float(term[2]) * bm.scale[term[3]])
-        else:  # a rare term: read whole
-            term[5] = len(rare)
-            rare.append(q.read(term))
-    # the documents of the rare terms (ascending) and each one's score for each rare term (0: absent);
-    # each list is sorted, so a stable sort of their concatenation only merges them
-    if not rare:
-        union = np.zeros(0, dtype=np.int64)
-    elif len(rare) == 1:
-        union, q.table = rare[0][0], rare[0][1][:, None]
-    else:
-        d_all = np.concatenate([d for d, _ in rare])
-        order = np.argsort(d_all, kind="stable")
-        d_all = d_all[order]
-        first = np.concatenate(([True], d_all[1:] != d_all[:-1]))
-        union = d_all[first]
-        q.table = np.zeros((len(union), len(rare)), dtype=np.float32)
-        q.table[np.cumsum(first) - 1, np.repeat(np.arange(len(rare)), [len(d) for d, _ in rare])[order]] = (
-            np.concatenate([v for _, v in rare])[order])
-    part = q.table.sum(axis=1, dtype=np.float64)  # the rare terms' partial sums
+        else:
+            rare.append(term)
+    union, table = _merge(q, rare)  # the rare terms read whole
+    q.table = table
+    part = table.sum(axis=0, dtype=np.float64)  # the partial sums of the terms read whole
     live = np.flatnonzero(ub > 0)
     done = np.zeros(n_blocks, dtype=bool)
     found_d: list[np.ndarray] = []
