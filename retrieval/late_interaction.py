@@ -7,12 +7,14 @@ Two index types hold the documents' encoder token vectors (special tokens droppe
   generation takes each query token's ``candidate_k`` nearest document tokens in a faiss index over all
   token vectors; their documents are the candidates (ColBERT v1);
 - ``index="plaid"`` (``index_type="plaid"``): each token compressed to a centroid id plus 2-bit residuals
-  (98 bytes per token at dim 384, see :mod:`attnsift.indexes.plaid_index`); candidates come from
-  centroid interactions and are pruned to a short list (:mod:`attnsift.retrieval.plaid`), whose tokens
-  are decompressed.
+  and a one-byte scale (99 bytes per token at dim 384, see :mod:`attnsift.indexes.plaid_index`);
+  candidates come from centroid interactions, pruned to a pool and then to a short list by centroid
+  interaction over all their tokens (:mod:`attnsift.retrieval.plaid`).
 
 A query is encoded the same way, and the candidates are rescored exactly: ``score(q, d) = sum over query
-tokens of max over d's tokens of q_i . d_j`` (MaxSim), by :func:`attnsift.attention_kernels.maxsim.api.maxsim`.
+tokens of max over d's tokens of q_i . d_j`` (MaxSim), by :func:`attnsift.attention_kernels.maxsim.api.maxsim`
+(plaid with ``impl="auto"``: on the compressed tokens directly, a bfloat16 product with the residuals, see
+:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`).
 
 With ``normalize="query_length"`` the sum is divided by the number of *real* query tokens. Padded
 query positions (when several queries are scored in one batch, :meth:`score`) are masked out of the sum

@@ -50,7 +50,7 @@ class PlaidConfig(Config):
     ncentroids : int or None
         k-means centroids [None: ``2^floor(log2(4 sqrt(T)))`` for ``T`` tokens, 4,096 on SciFact].
     nbits : {1, 2, 4}
-        Bits per dimension of each residual [2: ``2 + dim / 4`` bytes per token, 98 at dim 384].
+        Bits per dimension of each residual [2: ``2 + dim / 4 + 1`` bytes per token, 99 at dim 384].
     kmeans_sample : int or None
         Tokens sampled to train k-means and the residual buckets [None: 32 per centroid, >= 16,384].
     kmeans_iters : int
