@@ -250,7 +250,7 @@ class PlaidSearcher:
 
             from attnsift.attention_kernels.maxsim.api import maxsim
 
-            dev = "cuda" if impl == "triton" else "cpu"
+            dev = "cuda" if impl == "triton" and torch.cuda.is_available() else "cpu"  # else maxsim says why
             toks, offs = self.index.gather(cand)
             sc = maxsim(torch.from_numpy(q)[None].to(dev), torch.from_numpy(toks).to(dev), torch.from_numpy(offs),
                         impl=impl)[0].cpu().numpy()

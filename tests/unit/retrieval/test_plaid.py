@@ -278,3 +278,15 @@ def test_bad_build_input():
         PlaidIndex.build(_unit(np.ones((4, 8))), np.array([2, 2]), ncentroids=5)
     with pytest.raises(ValueError, match="must be 1, 2 or 4"):
         PlaidConfig(nbits=8)
+
+
+def test_triton_maxsim_path_matches_the_compressed_one(corpus, index):
+    """impl="triton": decompressed tokens through the Triton MaxSim kernel (on a GPU; here in Triton's CPU
+    interpreter, which tests/conftest.py turns on without CUDA)."""
+    pytest.importorskip("triton")
+    searcher = PlaidSearcher(index, ncells=4, candidates=16)
+    for q in corpus["queries"][:2]:
+        a_docs, a = searcher.search(q, 10, impl="triton")
+        b_docs, b = searcher.search(q, 10, impl="auto")
+        assert set(a_docs.tolist()) == set(b_docs.tolist())
+        np.testing.assert_allclose(np.sort(a), np.sort(b), atol=5e-3 * q.shape[0])
