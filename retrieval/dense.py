@@ -79,16 +79,18 @@ def check_encoder_argument(encoder: Any) -> None:
 
 
 def encode_documents_cached(encoder: Any, docs: Sequence[Document], cfg: Any, kinds: tuple[str, ...],
-                            progress: bool | None = None) -> dict[str, Any]:
+                            progress: bool | None = None, *, concatenate: bool = True) -> Any:
     """Encode ``docs`` (their ``contents``) through the encoding cache that ``cfg`` (a DenseConfig or
     LateInteractionConfig) asks for: its ``cache_dir``, else the content-keyed default folder, or none
-    with ``cache=False``."""
+    with ``cache=False``. ``concatenate=False`` returns the chunks (an
+    :class:`~attnsift.retrieval.encoding_cache.EncodedChunks`, read back one file at a time)."""
     from attnsift.retrieval.encoding_cache import default_cache_dir, encode_corpus_cached, texts_fingerprint
 
     ids, texts = [d.id for d in docs], [d.contents for d in docs]
     fp = texts_fingerprint(ids, texts) if cfg.cache else None
     cache = cfg.cache_dir if cfg.cache_dir is not None else (default_cache_dir(encoder, fp, kinds) if cfg.cache else None)
-    return encode_corpus_cached(encoder, ids, texts, cache, kinds=kinds, progress=progress, texts_sha256=fp)
+    return encode_corpus_cached(encoder, ids, texts, cache, kinds=kinds, progress=progress, texts_sha256=fp,
+                                concatenate=concatenate)
 
 
 def as_queries(queries: Sequence[Query | str] | Query | str) -> list[Query]:
@@ -294,9 +296,13 @@ class DenseRetriever:
         params = resolve_index_params(cfg.index_type, len(docs), enc_model.dim, "ip", **cfg.index_options())
         check_memory(cfg.index_type, len(docs), enc_model.dim, params)  # hnsw, refine: they live in RAM whole
         t0 = time.perf_counter()
-        enc = encode_documents_cached(enc_model, docs, cfg, ("dense",), progress)
+        # The chunks, never concatenated: with the cache on they are read back one file at a time (twice
+        # for ivfpq: training sample, then filling), so the [N, dim] vectors are never all in memory
+        # beside the index; the index is the one FaissIndex.build makes of the same vectors.
+        enc = encode_documents_cached(enc_model, docs, cfg, ("dense",), progress, concatenate=False)
         t1 = time.perf_counter()
-        index = FaissIndex.build(enc["dense"], index_type=cfg.index_type, metric="ip", **cfg.index_options())
+        index = FaissIndex.build_streaming(enc.batch_source("dense"), enc.n, enc.dim, cfg.index_type, "ip",
+                                           progress=progress, **cfg.index_options())
         t2 = time.perf_counter()
         probe = enc_model.encode_documents([PROBE_TEXT], progress=False)[0, :PROBE_DIMS].tolist()
         out = cls(enc_model, index, docs, probe=probe)

@@ -24,8 +24,9 @@ import hashlib
 import json
 import logging
 import re
+import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -148,6 +149,64 @@ def _load_chunk(path: Path, kinds: tuple[str, ...]) -> dict[str, np.ndarray] | N
     return data
 
 
+def _chunk_has(path: Path, kinds: tuple[str, ...]) -> bool:
+    """Whether the chunk file exists and lists every kind (its zip directory only: no array is read)."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as z:
+            names = set(z.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        logger.warning("cache chunk %s is unreadable (%s); re-encoding it", path, exc)
+        return False
+    return all(k in names for k in kinds)
+
+
+class EncodedChunks:
+    """An encoded corpus as its chunks, never concatenated (``encode_corpus_cached(concatenate=False)``).
+
+    Attributes
+    ----------
+    n, dim : int
+        Documents in all and the vectors' dimension.
+    kinds : tuple of str
+        What each chunk holds (``"dense"``; ``"tokens"`` with ``"lengths"``).
+
+    :meth:`batches` reads the chunk files one at a time from the cache folder, so only one chunk is in
+    memory; without a cache folder the chunks are held in memory (as the concatenated result would be).
+    """
+
+    def __init__(self, n: int, dim: int, kinds: tuple[str, ...], files: Sequence[Path] | None = None,
+                 parts: Sequence[dict[str, np.ndarray]] | None = None) -> None:
+        self.n, self.dim, self.kinds = int(n), int(dim), tuple(kinds)
+        self._files = list(files) if files is not None else None
+        self._parts = list(parts) if parts is not None else None
+
+    def __repr__(self) -> str:
+        where = "in memory" if self._files is None else f"{len(self._files)} chunk files"
+        return f"EncodedChunks(n={self.n}, dim={self.dim}, kinds={self.kinds}, {where})"
+
+    def batches(self, kind: str = "dense") -> Iterator[np.ndarray]:
+        """The chunks' ``kind`` arrays in document order (``dense``: ``[b, dim]`` float32; ``tokens``:
+        float16; ``lengths``: int32), one chunk read at a time."""
+        wanted = {"dense": "dense", "tokens": "tokens", "lengths": "tokens"}
+        if wanted.get(kind) not in self.kinds:
+            raise ValueError(f"kind must be one of the encoded kinds {self.kinds} (or 'lengths' with tokens), got {kind!r}")
+        dtype = {"dense": np.float32, "tokens": np.float16, "lengths": np.int32}[kind]
+        if self._files is None:
+            for part in self._parts or ():
+                yield part[kind].astype(dtype, copy=False)
+            return
+        for path in self._files:
+            with np.load(path) as z:
+                yield z[kind].astype(dtype, copy=False)
+
+    def batch_source(self, kind: str = "dense") -> Callable[[], Iterator[np.ndarray]]:
+        """A function returning a fresh :meth:`batches` iterator per call (for
+        :meth:`~attnsift.indexes.faiss_index.FaissIndex.build_streaming`, which reads them twice for ivfpq)."""
+        return lambda: self.batches(kind)
+
+
 def encode_corpus_cached(
     encoder: Any,
     ids: Sequence[str],
@@ -158,7 +217,8 @@ def encode_corpus_cached(
     progress: bool | None = None,
     *,
     texts_sha256: str | None = None,
-) -> dict[str, Any]:
+    concatenate: bool = True,
+) -> dict[str, Any] | EncodedChunks:
     """Encode documents in chunks, saving each chunk to ``cache_dir`` as it finishes.
 
     A rerun with the same encoder, texts and chunk size loads the finished chunks and encodes only the
@@ -181,12 +241,16 @@ def encode_corpus_cached(
         A progress counter while encoding; None: the process setting (:mod:`attnsift.progress`).
     texts_sha256 : str, optional
         :func:`texts_fingerprint` of ``ids`` and ``texts`` when already computed.
+    concatenate : bool
+        True: return the concatenated arrays. False: return an :class:`EncodedChunks` whose batches are
+        read back one chunk file at a time, so the whole encoding is never in memory (with
+        ``cache_dir=None`` the chunks are kept in memory instead).
 
     Returns
     -------
-    dict
+    dict or EncodedChunks
         ``"dense"``: ``[N, dim]`` float32; ``"tokens"``: ``[T, dim]`` float16; ``"lengths"``: ``[N]``
-        int32 tokens per document (only the kinds asked for).
+        int32 tokens per document (only the kinds asked for); an EncodedChunks with ``concatenate=False``.
     """
     kinds = tuple(sorted(set(kinds)))
     if not kinds or any(k not in ("dense", "tokens") for k in kinds):
@@ -197,7 +261,8 @@ def encode_corpus_cached(
     starts = list(range(0, n, chunk_size))
     cache = Path(cache_dir) if cache_dir is not None else None
     label = getattr(encoder, "label", encoder.name)
-    done: dict[int, dict[str, np.ndarray]] = {}
+    done: dict[int, dict[str, np.ndarray] | None] = {}  # None: the chunk file is there (streaming: not read)
+    stream = cache is not None and not concatenate
     if cache is not None:
         backend = encoder_backend(encoder)
         meta = {
@@ -222,8 +287,11 @@ def encode_corpus_cached(
                 p.unlink()
             atomic_write_json(cache / "cache.json", meta)
         for s in starts:
-            data = _load_chunk(cache / f"chunk_{s // chunk_size:06d}.npz", kinds)
-            if data is not None:
+            path = cache / f"chunk_{s // chunk_size:06d}.npz"
+            if stream:
+                if _chunk_has(path, kinds):
+                    done[s] = None
+            elif (data := _load_chunk(path, kinds)) is not None:
                 done[s] = data
     resumed = sum(min(chunk_size, n - s) for s in done)
     if resumed and resumed == n:
@@ -238,6 +306,8 @@ def encode_corpus_cached(
     tok_parts: list[np.ndarray] = []
     len_parts: list[np.ndarray] = []
     for s in starts:
+        if s in done and done[s] is None:  # streaming from the cache: read back by EncodedChunks.batches
+            continue
         data = done.get(s)
         if data is None:
             chunk_texts = list(texts[s : s + chunk_size])
@@ -252,12 +322,23 @@ def encode_corpus_cached(
                 with atomic_file(cache / f"chunk_{s // chunk_size:06d}.npz", "wb") as fh:
                     np.savez(fh, **data)
             counter.update(len(chunk_texts))
+            if stream:
+                continue
         if "dense" in kinds:
             dense_parts.append(data["dense"].astype(np.float32, copy=False))
         if "tokens" in kinds:
             tok_parts.append(data["tokens"].astype(np.float16, copy=False))
             len_parts.append(data["lengths"].astype(np.int32, copy=False))
     counter.close()
+    if stream:
+        return EncodedChunks(n, encoder.dim, kinds, files=[cache / f"chunk_{s // chunk_size:06d}.npz" for s in starts])
+    if not concatenate:
+        parts: list[dict[str, np.ndarray]] = [{} for _ in starts]
+        for part, d in zip(parts, dense_parts):
+            part["dense"] = d
+        for part, t, ln in zip(parts, tok_parts, len_parts):
+            part["tokens"], part["lengths"] = t, ln
+        return EncodedChunks(n, encoder.dim, kinds, parts=parts)
     out: dict[str, Any] = {}
     if "dense" in kinds:
         out["dense"] = np.concatenate(dense_parts) if dense_parts else np.zeros((0, encoder.dim), np.float32)
