@@ -231,9 +231,10 @@ def render(paths: list[str], out: Path) -> None:
                     cell = {"qps_median": q[f"qps_top{k}"], "qps_per_cpu_second": q[f"qps_per_cpu_second_top{k}"]}
                 measured = "not measured" if cell is None else (
                     f"{cell['qps_median']:,} (best {cell.get('qps_best', '?')}; {cell['qps_per_cpu_second']} per CPU s)")
+                first = (f"after a first pass ({q['cold_pass_qps_top1000']} q/s)" if "cold_pass_qps_top1000" in q
+                         else "after a 20-query warm-up (the first round reads the postings from disk)")
                 note = (f"{q.get('queries', '?')} dev/small queries, median of {q.get('repeats', 1)} interleaved rounds "
-                        f"after a first pass ({q.get('cold_pass_qps_top1000', 'not measured')} q/s); load avg "
-                        f"{q.get('load_avg', ['?'])[0]}") if k == 1000 and t == 1 else ""
+                        f"{first}; load avg {q.get('load_avg', ['?'])[0]}") if k == 1000 and t == 1 else ""
                 if k == 1000 and t != 1:
                     note = f"same rankings as 1 thread: {q.get('same_results_all_threads', '?')}"
                 if k == 100 and t == 1:
