@@ -129,7 +129,7 @@ def score_chunk(retriever: Any, items: list[tuple[Query, list[int] | None]], k: 
     cols = np.fromiter((t for _, tids in items for t in (tids or ())), dtype=np.int64, count=len(rows))
     qmat = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(items), len(index.vocab)))
     qmat.sum_duplicates()  # [Q, V] query-term counts, term ids ascending
-    # Queries over frequent terms skip their postings (exact: see bm25_prune); the rest share one product.
+    # Queries over frequent terms skip most postings (exact: see bm25_blockmax); the rest share one product.
     pruned: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     method = index.params.get("method", "lucene")
     if index.nonoccurrence is None and len(index.doc_ids) > k:
