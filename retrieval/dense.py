@@ -266,7 +266,11 @@ class DenseRetriever:
 
         The encoded corpus is cached by (texts, encoder) under ``$ATTNSIFT_CACHE/encodings``, so a
         second call on the same texts with the same encoder loads the vectors instead of encoding
-        (``cache=False`` turns that off; ``cache_dir=`` chooses the folder).
+        (``cache=False`` turns that off; ``cache_dir=`` chooses the folder). The index is filled from
+        the cache's chunk files read back one at a time (:class:`~attnsift.retrieval.encoding_cache.EncodedChunks`,
+        :meth:`FaissIndex.build_streaming`): beside the index, memory holds one ``add_chunk`` of
+        vectors and, for ivfpq, the training sample, never the whole ``[N, dim]`` encoding (without
+        the cache the chunks stay in memory); the index is the one :meth:`FaissIndex.build` makes.
 
         Parameters
         ----------

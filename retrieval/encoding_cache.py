@@ -16,7 +16,9 @@ The folder is ``$ATTNSIFT_CACHE/encodings/<encoder>[-<backend>]-<kinds>-<key>``
 (:func:`attnsift.fingerprint.cache_root`), so a cache made by another encoder or for other texts is
 never found, and the folder's ``cache.json`` is still checked against the texts and encoder (a
 mismatch starts afresh). Chunks are written atomically. Batch size does not change the vectors and is
-not part of the key.
+not part of the key. ``concatenate=False`` returns the chunks as an :class:`EncodedChunks` that reads
+them back one file at a time (a dense index of a large corpus is filled from it without ever holding
+every vector).
 """
 from __future__ import annotations
 
