@@ -294,30 +294,35 @@ NOTES = """## How it works
 ## Reading
 
 - **Queries at full size** (2026-12-01, after the block-max path; the qps and run steps ran under the
-  shared lock at load average ~1.5-2.5, other helpers' jobs still running): top-1000 with one thread
-  90 q/s as the median of two rounds (126 per CPU second): the first round, right after a 20-query
-  warm-up, read the postings from disk (the page cache had been taken by other jobs); the second,
-  warm, ran at 135 q/s, 244 q/s
-  with 2 threads; top-100 174 q/s with one thread, 319 with 2. The whole dev/small run (6,980
-  queries, 1,000 each) retrieves in 53 s with one thread (132 q/s; 28 s, 245 q/s with 2 threads) and
-  takes 68 s end to end with loading and evaluation, against 127 s before. Before this change the
-  same 1,000 queries ran at 35 q/s (55 per CPU second) at top-1000 and 86 q/s at top-100 (under more
-  load): the >= 100 queries/s target is met at top-100 and, warm, at top-1000 (one thread: 135 q/s in the
-  warm round, 132 q/s over the whole run; 244 q/s with two threads) on this machine at this load; at a load of 10+ (most of the afternoon) wall figures are 2-4x lower.
+  shared lock at load average ~1.7-2.5, other helpers' jobs still running): top-1000 with one thread
+  131 q/s (median of two rounds, 131 per CPU second), 222 q/s with 2 threads; top-100 172 q/s with
+  one thread, 289 with 2. The whole dev/small run (6,980 queries, 1,000 each) retrieves in 53 s with
+  one thread (132 q/s; 28 s, 245 q/s with 2 threads) and takes 68 s end to end with loading and
+  evaluation, against 127 s before. Before this change the same 1,000 queries ran at 35 q/s (55 per
+  CPU second) at top-1000 and 86 q/s at top-100 (at load ~4): the >= 100 queries/s target is met at
+  top-1000 and top-100, one thread and two, on this machine at this load. Not in the table: the
+  first pass over the 1,000 queries (before the rounds) ran at 28 q/s (116 per CPU second): it read
+  the postings from disk, other jobs having taken the page cache; an earlier run of the qps step
+  without that pass recorded 90 q/s (median of a cold and a warm round, 135 warm). At a load of 10+
+  (most of the afternoon) wall figures are 2-4x lower.
 - **Where a top-1000 query's time goes now** (cProfile and timers at full size, ~4 ms of CPU for a
   pruned query): merging the rare terms' postings (~1.3 ms: a stable argsort of their concatenation),
   looking the frequent terms up for the surviving candidates (~0.7 ms, binary searches), the k-th
   best partial sum (~0.6 ms), the per-query numpy calls; then per query the analysis, the selection
   and the 1,000 ids. The sparse product is now paid only by queries below 200K postings (cheap) and
   by the ~2% whose bounds prune little (two frequent terms and almost no rare matches: they give up
-  after the first batch). Threads scale ~1.8x at top-1000: numpy's kernels release the GIL.
+  after the first batch).
+- **Threads**: 2 threads give 1.7x at top-1000 and top-100 at full size (numpy's kernels release the
+  GIL; the per-query work is large enough). At 1M passages a query's work is small and mostly
+  Python-side: 2 threads are slower than one there (527 against 606 q/s).
 - **Exact**: pruned and plain rankings and scores are bit-identical (tests on small corpora with
   forced pruning, both the block and the look-up scoring; at full size 200 sampled dev/small queries
   at k = 1000, 100 and 10: 0 differences); 1 and 2 threads give the same rankings (recorded above).
 - **Block maxima beside the index**: 117 frequent terms (>= 276,306 postings), 7.7 MiB of bounds and
-  123 MiB of presence bitmaps, memory-mapped (the RSS after the queries, 2.2 GB, counts the index's
+  123 MiB of presence bitmaps, memory-mapped (the RSS after the queries, 2.4 GB, counts the index's
   mapped pages the queries touched). The build writes them; an index built before them computes
-  them at its first pruned query (a few seconds: one pass over those terms' postings) and stores them with their own key and checksums.
+  them at its first pruned query (18 s here, 1.4 CPU s: reading those terms' postings from disk) and
+  stores them with their own key and checksums.
 - **Build rows** are the integrator's measurement, kept: the index files are the same. The rebuild for
   this run (the same code plus the block maxima) took 3,620 s wall, 1,169 CPU s, 4,197 MB peak at
   load 6-12 (started at nice 19, raised to nice 0 after 10 minutes so it would finish in time).
