@@ -309,7 +309,7 @@ class FaissIndex:
             ``[t, dim]`` training vectors to use instead of the seeded sample of the batches.
         add_chunk : int
             Rows per faiss ``add`` call: batches are regrouped into chunks of this size, so the index
-            does not depend on the batch size (peak extra memory: one chunk).
+            does not depend on the batch size (peak extra memory: one chunk, one reused buffer).
         progress : bool or None
             Progress on stderr (None: the process setting).
 
@@ -338,23 +338,23 @@ class FaissIndex:
                 out.train(train)
             del train
         counter = prog.bar(total=n, desc=f"filling the {index_type} index", unit="vec", progress=progress)
-        buf: list[np.ndarray] = []
+        chunk = np.empty((min(add_chunk, n), dim), np.float32)  # one buffer, reused: batches are copied in
         held = seen = 0
         for batch in batches():
             x = _check_batch(batch, dim)
             seen += x.shape[0]
             if seen > n:
                 raise ValueError(f"the batches hold more than the {n} vectors announced")
-            buf.append(x)
-            held += x.shape[0]
-            while held >= add_chunk:
-                whole = np.concatenate(buf) if len(buf) > 1 else buf[0]
-                out.add(whole[:add_chunk])
-                counter.update(add_chunk)
-                rest = whole[add_chunk:]
-                buf, held = ([rest] if rest.shape[0] else []), rest.shape[0]
+            while x.shape[0]:
+                take = min(add_chunk - held, x.shape[0])
+                chunk[held : held + take] = x[:take]
+                x, held = x[take:], held + take
+                if held == add_chunk:
+                    out.add(chunk)  # faiss copies (or encodes) the rows: the buffer is free again
+                    counter.update(held)
+                    held = 0
         if held:
-            out.add(np.concatenate(buf) if len(buf) > 1 else buf[0])
+            out.add(chunk[:held])
             counter.update(held)
         counter.close()
         if seen != n:
