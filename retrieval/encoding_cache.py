@@ -95,13 +95,17 @@ def encoder_identity(encoder: Any) -> dict[str, Any]:
     -------
     dict
         ``encoder.config`` plus ``location``, ``dtype``, ``lowercase`` and ``weights`` (file sizes and
-        modification times; None when the model is not a local folder or cached hub snapshot), and
-        ``backend`` when it is not ``"torch"``.
+        modification times; None when the model is not a local folder or cached hub snapshot),
+        ``backend`` when it is not ``"torch"``, and ``int8_recipe`` for a quantised backend (so a
+        changed recipe never reuses vectors made by the old one).
     """
+    from attnsift.retrieval.onnx_quantize import RECIPES
+
     backend = encoder_backend(encoder)
     return {
         **encoder.config,
         **({"backend": backend} if backend != "torch" else {}),
+        **({"int8_recipe": dict(RECIPES[backend])} if backend in RECIPES else {}),
         "location": str(encoder.location),
         "dtype": str(getattr(encoder, "dtype", "torch.float32")),
         "lowercase": bool(getattr(encoder, "lowercase", False)),

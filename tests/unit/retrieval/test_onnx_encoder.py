@@ -222,3 +222,20 @@ def test_minilm_onnx_matches_torch(tmp_path, monkeypatch):
     assert np.abs(onnx_v - torch_v).max() < 1e-5
     assert (int8_v * torch_v).sum(1).min() >= 0.98
     assert (block_v * torch_v).sum(1).min() >= 0.995
+
+
+def test_int8_recipe_is_part_of_the_encoding_cache_key(monkeypatch):
+    """A changed int8 recipe must not reuse corpus vectors made by the old one."""
+    from attnsift.retrieval import onnx_quantize
+
+    class _Enc:
+        config = {"name": "x", "dim": 4}
+        location = "/nowhere"
+        backend = "onnx-int8"
+
+    before = encoder_identity(_Enc())
+    assert before["int8_recipe"] == onnx_quantize.RECIPES["onnx-int8"]
+    monkeypatch.setitem(onnx_quantize.RECIPES, "onnx-int8", {**onnx_quantize.RECIPES["onnx-int8"], "per_channel": False})
+    assert encoder_identity(_Enc()) != before
+    _Enc.backend = "onnx"
+    assert "int8_recipe" not in encoder_identity(_Enc())
