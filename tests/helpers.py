@@ -51,6 +51,24 @@ SIX_TOPIC_TEXTS = [
     "Insulin resistance is a hallmark of type 2 diabetes.",
 ]
 
+def clustered_vectors(n: int, dim: int, seed: int = 0, centres: int = 300):
+    """Unit vectors around ``centres`` fixed random centres, ~10 per centre (neighbourhoods to find,
+    not ties in noise); ``seed`` draws the points (queries: another seed, the same centres)."""
+    import numpy as np
+
+    c = np.random.default_rng(99).standard_normal((centres, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+#: 48 short notes over six topics (dense index tests that need more documents than lists).
+TOPIC_NOTES = [f"{topic} note {i}: {detail}" for i, (topic, detail) in enumerate(
+    (t, d) for t in ("cats and kittens", "stock markets", "vitamin D and bones", "python programming",
+                     "french history", "insulin and diabetes")
+    for d in ("a short summary", "the main findings", "an open question", "a worked example", "common mistakes",
+              "a brief history", "recent results", "what experts say"))]
+
 
 #: A tiny BEIR data set whose every query has an unambiguous best document (CLI tests of the first stages).
 TINY_DOCS = {"d1": ("Scurvy", "Vitamin C deficiency causes scurvy in sailors."),

@@ -8,30 +8,17 @@ import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.faiss_index import FaissIndex, estimated_bytes, resolve_index_params, sample_positions
+from helpers import TOPIC_NOTES, clustered_vectors
 
 N, DIM = 3000, 32
 
 
 def clustered(n: int = N, seed: int = 0, centres: int = 300) -> np.ndarray:
-    """Unit vectors around ``centres`` fixed random centres, ~10 per centre (neighbourhoods to find,
-    not ties in noise); ``seed`` draws the points (queries: another seed, the same centres)."""
-    c = np.random.default_rng(99).standard_normal((centres, DIM)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    x = c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """One OpenMP thread: spinning threads made k-means 10x slower on the shared CI VM, and a parallel
-    HNSW insert depends on the threads' timing."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+    return clustered_vectors(n, DIM, seed, centres)
 
 
 @pytest.fixture(scope="module")
@@ -155,19 +142,8 @@ def test_search_options_belong_to_their_index_type(data):
 
 
 # ------------------------------------------------------------------------------------ the retriever
-TEXTS = [f"{topic} note {i}: {detail}" for i, (topic, detail) in enumerate(
-    (t, d) for t in ("cats and kittens", "stock markets", "vitamin D and bones", "python programming",
-                     "french history", "insulin and diabetes")
-    for d in ("a short summary", "the main findings", "an open question", "a worked example", "common mistakes",
-              "a brief history", "recent results", "what experts say"))]
+TEXTS = TOPIC_NOTES
 
-
-@pytest.fixture(scope="module")
-def encoder():
-    pytest.importorskip("sentence_transformers")
-    from attnsift.retrieval.encoders import Encoder
-
-    return Encoder("minilm", device="cpu")
 
 
 def test_dense_ivfpq_round_trip_with_search_options_and_checksums(tmp_path, encoder):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 from attnsift.indexes.faiss_index import FaissIndex
 from attnsift.retrieval.dense import DenseRetriever
@@ -22,14 +23,6 @@ DOCS = [Document(f"d{i}", " ".join(WORDS[(i * 7 + j * (i % 5 + 1)) % len(WORDS)]
 IVFPQ = {"nlist": 8, "pq_m": 8, "nbits": 4, "nprobe": 4, "train_size": 1000}  # a seeded sample of 1,000
 HNSW = {"hnsw_m": 8, "ef_construction": 32, "ef_search": 32}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """One OpenMP thread: a parallel HNSW insert depends on the threads' timing."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,28 +9,19 @@ import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes import faiss_refine
 from attnsift.indexes.faiss_index import FaissIndex, check_memory, estimated_bytes, resolve_index_params
+from helpers import TOPIC_NOTES, clustered_vectors
 
 N, DIM = 3000, 32
 PQ = {"nlist": 16, "pq_m": 4, "nbits": 6, "nprobe": 4}  # 3 bytes of codes per vector: PQ-limited recall
 
 
 def clustered(n: int = N, seed: int = 0, centres: int = 300) -> np.ndarray:
-    c = np.random.default_rng(99).standard_normal((centres, DIM)).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    x = c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+    return clustered_vectors(n, DIM, seed, centres)
 
 
 @pytest.fixture(scope="module")
@@ -158,19 +149,8 @@ def test_a_second_copy_larger_than_ram_is_refused_before_any_allocation(plain, d
 
 
 # ------------------------------------------------------------------------------------ the retriever
-TEXTS = [f"{topic} note {i}: {detail}" for i, (topic, detail) in enumerate(
-    (t, d) for t in ("cats and kittens", "stock markets", "vitamin D and bones", "python programming",
-                     "french history", "insulin and diabetes")
-    for d in ("a short summary", "the main findings", "an open question", "a worked example", "common mistakes",
-              "a brief history", "recent results", "what experts say"))]
+TEXTS = TOPIC_NOTES
 
-
-@pytest.fixture(scope="module")
-def encoder():
-    pytest.importorskip("sentence_transformers")
-    from attnsift.retrieval.encoders import Encoder
-
-    return Encoder("minilm", device="cpu")
 
 
 def test_dense_retriever_with_refine_round_trip_and_k_factor_at_load(tmp_path, encoder):
