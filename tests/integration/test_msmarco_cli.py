@@ -1,5 +1,5 @@
 """`attnsift rerank --dataset msmarco` offline, on a synthetic collection in the official format placed in
-``$ATTNSIFT_DATA/msmarco-passage/`` (written by benchmarks/synthetic_msmarco.py)."""
+``$ATTNSIFT_DATA/msmarco-passage/`` (written by attnsift.eval.datasets.synthetic_msmarco)."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "synthetic_msmarco.py"
 
 
 def _rerank(tmp_path: Path, passages: int, *extra: str) -> dict:
     data = tmp_path / "data"
-    gen = subprocess.run([sys.executable, str(SCRIPT), "--passages", str(passages), "--queries", "100", "--out",
+    gen = subprocess.run([sys.executable, "-m", "attnsift.eval.datasets.synthetic_msmarco", "--passages", str(passages), "--queries", "100", "--out",
                           str(data / "msmarco-passage"), "--top1000-queries", "60", "--top1000-depth", "100", *extra],
                          capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr[-2000:]

@@ -1,7 +1,6 @@
-"""benchmarks/synthetic_msmarco.py: the official format, byte-for-byte reproducibility, findable queries."""
+"""attnsift.eval.datasets.synthetic_msmarco (behind benchmarks/synthetic_msmarco.py): the official format, byte-for-byte reproducibility, findable queries."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -11,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "synthetic_msmarco.py"
+MODULE = ["-m", "attnsift.eval.datasets.synthetic_msmarco"]
 FILES = ("collection.tsv", "queries.dev.small.tsv", "qrels.dev.small.tsv", "top1000.dev.tsv")
 
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("synthetic_msmarco", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from attnsift.eval.datasets import synthetic_msmarco
+
+    return synthetic_msmarco
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +87,11 @@ def test_bm25_finds_the_relevant_passage(small):
 
 
 def test_command_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--passages", "500", "--queries", "10", "--out",
+    proc = subprocess.run([sys.executable, *MODULE, "--passages", "500", "--queries", "10", "--out",
                            str(tmp_path / "o"), "--seed", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "500/500 passages" in proc.stderr and '"passages": 500' in proc.stdout
     assert sum(1 for _ in open(tmp_path / "o" / "collection.tsv")) == 500
-    bad = subprocess.run([sys.executable, str(SCRIPT), "--passages", "5", "--queries", "10", "--out",
+    bad = subprocess.run([sys.executable, *MODULE, "--passages", "5", "--queries", "10", "--out",
                           str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "cannot exceed" in bad.stderr
