@@ -26,7 +26,6 @@ folders (``doc_ids.json``, no offsets or ranks) are still read.
 from __future__ import annotations
 
 import json
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +34,16 @@ import numpy as np
 
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.corpus import corpus_fields
+from attnsift.indexes.doc_store import (  # noqa: F401  (re-exported: the BM25 modules import them from here)
+    DocumentStore,
+    LineWriter,
+    PackedIds,
+    _map_file,
+    document_from_json,
+    document_to_json,
+    id_ranks,
+    rank_ids,
+)
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.types import Document
 
@@ -43,96 +52,28 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 
 
-def _map_file(path: Path) -> Any:
-    """The file's bytes, memory-mapped read-only (an empty file: b"")."""
-    import mmap
-
-    if not path.stat().st_size:
-        return b""
-    with open(path, "rb") as fh:
-        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-class PackedIds(Sequence[str]):
-    """Document ids read from a ``"\\n"``-separated UTF-8 file (memory-mapped) by position."""
-
-    def __init__(self, blob: Any, offsets: np.ndarray) -> None:
-        self._blob, self._offsets = blob, offsets  # bytes or mmap.mmap: slicing gives bytes
-        self._positions: dict[str, int] | None = None
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self._blob[int(self._offsets[i]) : int(self._offsets[i + 1]) - 1].decode("utf-8")
-
-    def take(self, positions: np.ndarray) -> list[str]:
-        """The ids at ``positions`` (``[k]`` ints), as a list of str (one gather of their bytes)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if not len(positions):
-            return []
-        lo, hi = self._offsets[positions], self._offsets[positions + 1]  # each line ends in "\n"
-        cnt = hi - lo
-        pos = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()), dtype=np.int64)
-        raw = np.frombuffer(self._blob, dtype=np.uint8)[pos].tobytes()
-        return raw.decode("utf-8").split("\n")[:-1]
-
-    def __iter__(self) -> Iterator[str]:
-        step = 1 << 16
-        for start in range(0, len(self), step):
-            stop = min(start + step, len(self))
-            chunk = self._blob[int(self._offsets[start]) : int(self._offsets[stop])].decode("utf-8")
-            yield from chunk.split("\n")[:-1]
-
-    def position(self, doc_id: str) -> int | None:
-        """Index of ``doc_id`` (a ``dict`` over all ids is built on first use)."""
-        if self._positions is None:
-            self._positions = {d: i for i, d in enumerate(self)}
-        return self._positions.get(doc_id)
-
-
 class StoredDocuments(Mapping[str, Document]):
-    """``doc_id -> Document`` read on demand from ``documents.jsonl`` (memory-mapped) and its offsets."""
+    """``doc_id -> Document`` over a :class:`DocumentStore` (a BM25 index's texts)."""
 
     def __init__(self, path: Path, offsets: np.ndarray, doc_ids: Sequence[str]) -> None:
-        self._path, self._offsets, self._ids = path, offsets, doc_ids
-        self._blob = _map_file(path)
+        self.store = DocumentStore(path, offsets, doc_ids)
+        self._ids = doc_ids
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return len(self.store)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
 
     def at(self, positions: Iterable[int]) -> list[Document]:
         """The documents at index positions ``positions``."""
-        out = []
-        for i in positions:
-            raw = self._blob[int(self._offsets[i]) : int(self._offsets[i + 1])]
-            try:
-                out.append(document_from_json(json.loads(raw)))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise IndexCorruptedError(f"{self._path} line {i + 1} is unreadable ({exc}); rebuild the index") from exc
-        return out
+        return self.store.at(positions)
 
     def __getitem__(self, doc_id: str) -> Document:
-        pos = self._ids.position(doc_id) if isinstance(self._ids, PackedIds) else _list_position(self, doc_id)
+        pos = self.store.position(doc_id)
         if pos is None:
             raise KeyError(doc_id)
-        return self.at([pos])[0]
-
-
-def _list_position(docs: StoredDocuments, doc_id: str) -> int | None:
-    pos = docs.__dict__.get("_pos")
-    if pos is None:
-        pos = docs.__dict__["_pos"] = {d: i for i, d in enumerate(docs._ids)}
-    return pos.get(doc_id)
+        return self.store.at([pos])[0]
 
 
 @dataclass
@@ -205,72 +146,6 @@ class BM25IndexData:
             problems.append(f"term_max has shape {self.term_max.shape}, expected ({v},)")
         if problems:
             raise IndexCorruptedError(f"{where} is inconsistent ({'; '.join(problems)}); rebuild the index")
-
-
-def document_to_json(doc: Document) -> dict[str, Any]:
-    return {"id": doc.id, "title": doc.title, "text": doc.text, "metadata": dict(doc.metadata)}
-
-
-def document_from_json(d: Mapping[str, Any]) -> Document:
-    return Document(d["id"], d["text"], d.get("title"), d.get("metadata") or {})
-
-
-class LineWriter:
-    """Write lines to a file and record the byte offset of each (``[n + 1]`` int64 when done)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh = open(path, "wb")
-        self._offsets = array("q", [0])
-        self._pos = 0
-
-    def write(self, line: str) -> None:
-        raw = line.encode("utf-8") + b"\n"
-        self._fh.write(raw)
-        self._pos += len(raw)
-        self._offsets.append(self._pos)
-
-    def close(self, offsets_path: Path) -> np.ndarray:
-        self._fh.close()
-        offsets = np.frombuffer(self._offsets, dtype=np.int64)
-        np.save(offsets_path, offsets, allow_pickle=False)
-        return offsets
-
-
-def id_ranks(ids_file: Path, n: int) -> np.ndarray:
-    """``[n]`` each id's position in sorted (code point) order; raises ValueError on a duplicate id."""
-    blob = ids_file.read_bytes()
-    parts = blob.split(b"\n")[:-1]
-    longest = max((len(p) for p in parts), default=0)
-    if longest <= 64 and b"\x00" not in blob:
-        keys = np.array(parts, dtype=f"S{max(longest, 1)}")  # UTF-8 byte order = code point order
-        del parts
-        order = np.argsort(keys, kind="stable")
-        sk = keys[order]
-        dup = np.flatnonzero(sk[1:] == sk[:-1])
-        first_dup = sk[dup[0]].decode("utf-8") if dup.size else None
-    else:
-        strs = [p.decode("utf-8") for p in parts]
-        order = np.asarray(sorted(range(len(strs)), key=strs.__getitem__), dtype=np.int64)
-        first_dup = next((strs[order[j]] for j in range(len(order) - 1) if strs[order[j]] == strs[order[j + 1]]), None)
-    if first_dup is not None:
-        raise ValueError(f"duplicate document id {first_dup!r}: every document id in the corpus must be unique")
-    rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
-    rank[order] = np.arange(n, dtype=rank.dtype)
-    return rank
-
-
-def rank_ids(ids: Sequence[str]) -> np.ndarray:
-    """``[n]`` each id's position in sorted (code point) order, as Python's string order gives it."""
-    n = len(ids)
-    arr = np.asarray(list(ids), dtype=str) if n else np.zeros(0, dtype="U1")
-    if n and arr.dtype.itemsize <= 4 * 64 and int(np.char.str_len(arr).sum()) == sum(map(len, ids)):
-        order = np.argsort(arr, kind="stable")  # fixed-width unicode compares by code point
-    else:  # long ids, or ids ending in NUL (numpy strips those): Python's comparison
-        order = np.argsort(np.asarray(list(ids), dtype=object), kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    return rank
 
 
 def write_doc_ids(doc_ids: Iterable[str], folder: Path) -> int:

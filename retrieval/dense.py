@@ -4,11 +4,16 @@ Documents (``title + " " + text``, as BEIR's dense baselines encode them) are em
 :class:`~attnsift.retrieval.encoders.Encoder` and indexed with faiss (exact ``flat`` inner product by
 default; ``hnsw`` and ``ivfpq`` as options). Faiss row positions map back to string document ids.
 
-An index folder holds ``index.faiss``, ``doc_ids.json``, ``documents.jsonl`` (the texts, so
-candidates carry their Documents) and ``manifest.json`` (encoder name and configuration, dimension,
-normalisation, metric, document count, a probe vector, sha256 per file). :meth:`DenseRetriever.load`
-checks the manifest: a query encoder that differs from the one that built the index is an error, not
-silently meaningless scores.
+An index folder holds ``index.faiss``, the documents (``documents.jsonl`` with its offsets and the ids,
+see :mod:`attnsift.indexes.doc_store`, so candidates carry their Documents) and ``manifest.json``
+(encoder name and configuration, dimension, normalisation, metric, document count, a probe vector,
+sha256 per file). :meth:`DenseRetriever.load` checks the manifest: a query encoder that differs from
+the one that built the index is an error, not silently meaningless scores.
+
+Documents in memory (a list, a dict) stay a list. A streamed corpus (a path, an attnsift Corpus, a
+generator) is written once to a :class:`~attnsift.indexes.doc_store.DocumentStore` on disk and encoded
+from it in chunks; a loaded index memory-maps its store: neither holds the corpus's Documents, only
+the ``k`` a ranking returns are built.
 
 Usage::
 
@@ -18,8 +23,8 @@ Usage::
 """
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,6 +35,7 @@ from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.indexes.corpus import corpus_fields
+from attnsift.indexes.doc_store import DocumentStore, TextsHash, export_store, open_store, spool_documents, take_documents
 from attnsift.retrieval.config import DenseConfig
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
@@ -43,15 +49,66 @@ PROBE_TOL = 1e-3
 
 
 # ------------------------------------------------------------------------------- shared helpers
-def collect_documents(corpus: Iterable[Document | str] | Mapping[str, Any] | Any) -> list[Document]:
-    """A corpus as a list of Documents: Documents, plain strings (ids ``d0, d1, ...``), mappings, a dict
-    ``id -> text`` or an attnsift Corpus (see :func:`attnsift.documents.as_documents`).
+def collect_documents(corpus: Iterable[Document | str] | Mapping[str, Any] | Any, store_dir: str | Path | None = None,
+                      progress: bool | None = None) -> Sequence[Document]:
+    """A corpus in index order: Documents, plain strings (ids ``d0, d1, ...``), mappings, a dict
+    ``id -> text`` (see :func:`attnsift.documents.as_documents`), a path (see
+    :func:`attnsift.documents.read_documents`), an attnsift Corpus or an iterator of them.
+
+    What is already in memory (a list, tuple or dict; no ``store_dir``) comes back as a list. A streamed
+    source (a path, a Corpus, a generator or other iterator) is written once to a
+    :class:`~attnsift.indexes.doc_store.DocumentStore` in ``store_dir`` (default: a temporary folder
+    deleted with the store), which is returned: the Documents are never all in memory.
 
     Raises ValueError on an empty corpus or a duplicate id, TypeError on an item of another type.
     """
     from attnsift.documents import as_documents
 
-    return as_documents(corpus)
+    if isinstance(corpus, os.PathLike):
+        from attnsift.documents import _source  # its readers, without iter_documents' dict of every id
+
+        path, reader = _source(Path(corpus))
+        source: Iterable[Document] = (d for _, d in reader(path))
+    elif callable(getattr(corpus, "iter_documents", None)):  # an attnsift Corpus: its store knows the order
+        source = corpus.iter_documents()
+    elif isinstance(corpus, (str, bytes, Sequence, Mapping)) or not hasattr(corpus, "__iter__"):
+        docs = as_documents(corpus)
+        return docs if store_dir is None else spool_documents(docs, store_dir, progress=progress)
+    else:
+        from attnsift.documents import _items  # types checked as as_documents does; duplicates: by the store
+
+        source = (d for _, d in _items(corpus))
+    return spool_documents(source, store_dir, progress=progress)
+
+
+def held_documents(documents: Sequence[Document]) -> tuple[Sequence[Document], Sequence[str]]:
+    """``(documents, ids)`` as a retriever keeps them: a store as it is (its ids read from disk), any
+    other sequence as a list."""
+    if isinstance(documents, DocumentStore):
+        return documents, documents.ids
+    docs = list(documents)
+    return docs, [d.id for d in docs]
+
+
+def id_rank(owner: Any) -> np.ndarray:
+    """``[N]`` each of ``owner.doc_ids``' position in doc-id order (the tie-break), computed once (a
+    store's is read from its ``id_rank.npy``)."""
+    rank = owner.__dict__.get("_id_rank_cache")
+    if rank is None or len(rank) != len(owner.doc_ids):
+        if isinstance(owner.documents, DocumentStore):
+            rank = owner.documents.id_rank
+        else:
+            ids = np.asarray(owner.doc_ids, dtype=object)
+            rank = np.empty(len(ids), np.int64)
+            rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        owner.__dict__["_id_rank_cache"] = rank
+    return rank
+
+
+def ids_at(ids: Sequence[str], positions: np.ndarray) -> list[str]:
+    """The ids at ``positions`` (one gather for ids read from disk)."""
+    take = getattr(ids, "take", None)
+    return take(positions) if take is not None else [ids[p] for p in positions.tolist()]
 
 
 def encoder_argument(encoder: Any, options: dict[str, Any], default: Any = None) -> Any:
@@ -86,8 +143,17 @@ def encode_documents_cached(encoder: Any, docs: Sequence[Document], cfg: Any, ki
     :class:`~attnsift.retrieval.encoding_cache.EncodedChunks`, read back one file at a time)."""
     from attnsift.retrieval.encoding_cache import default_cache_dir, encode_corpus_cached, texts_fingerprint
 
-    ids, texts = [d.id for d in docs], [d.contents for d in docs]
-    fp = texts_fingerprint(ids, texts) if cfg.cache else None
+    fp = None
+    if isinstance(docs, DocumentStore):  # the texts read from disk a chunk at a time
+        ids, texts, fp = docs.ids, docs.texts(), docs.texts_sha256
+        if fp is None and cfg.cache:
+            h = TextsHash()
+            for d in docs:
+                h.add(d.id, d.contents)
+            fp = h.hexdigest()
+    else:
+        ids, texts = [d.id for d in docs], [d.contents for d in docs]
+        fp = texts_fingerprint(ids, texts) if cfg.cache else None
     cache = cfg.cache_dir if cfg.cache_dir is not None else (default_cache_dir(encoder, fp, kinds) if cfg.cache else None)
     return encode_corpus_cached(encoder, ids, texts, cache, kinds=kinds, progress=progress, texts_sha256=fp,
                                 concatenate=concatenate)
@@ -106,38 +172,6 @@ def as_queries(queries: Sequence[Query | str] | Query | str) -> list[Query]:
         else:
             raise TypeError(f"queries must be Query objects or strings, got {type(q).__name__}: {q!r}")
     return out
-
-
-def write_documents(path: Path, docs: Sequence[Document]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for d in docs:
-            rec = {"_id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
-            fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-
-
-def read_indexed_documents(path: Path, doc_count: int, stored: int, what: str) -> list[Document]:
-    """The documents of an index folder, checked against ``doc_ids.json``, the manifest's count and the
-    number of ``stored`` entries (vectors, token offsets) of the index itself."""
-    try:
-        doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndexCorruptedError(f"{path}/doc_ids.json is unreadable ({exc}); rebuild the index") from exc
-    docs = read_documents(path / "documents.jsonl")
-    if len(docs) != doc_count or [d.id for d in docs] != doc_ids or stored != doc_count:
-        raise IndexCorruptedError(f"{path}: documents, ids and {what} disagree in count or order; rebuild the index")
-    return docs
-
-
-def read_documents(path: Path) -> list[Document]:
-    docs = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                r = json.loads(line)
-                docs.append(Document(r["_id"], r["text"], r.get("title"), r.get("metadata") or {}))
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError, TypeError, ValueError) as exc:
-        raise IndexCorruptedError(f"{path} is not a valid documents file ({exc}); rebuild the index") from exc
-    return docs
 
 
 def check_encoder(encoder: Any, manifest_encoder: dict, probe: Sequence[float] | None, where: Path | str) -> None:
@@ -225,7 +259,8 @@ class DenseRetriever:
     index : FaissIndex
         Over the document vectors, rows in the order of ``documents``.
     documents : sequence of Document
-        The corpus, in index order.
+        The corpus, in index order: kept as given when a
+        :class:`~attnsift.indexes.doc_store.DocumentStore`, else as a list.
     """
 
     name = "dense"
@@ -237,8 +272,7 @@ class DenseRetriever:
             raise ValueError(f"the index has dim {index.dim}, the encoder {encoder.name!r} gives dim {encoder.dim}")
         self.encoder = encoder
         self.index = index
-        self.documents = list(documents)
-        self.doc_ids = [d.id for d in self.documents]
+        self.documents, self.doc_ids = held_documents(documents)
         self.probe = list(probe) if probe is not None else None
         self.config: DenseConfig | None = None  # how it was built (from_corpus); None when loaded
         self.stats: dict[str, float] = {}
@@ -260,6 +294,7 @@ class DenseRetriever:
         progress: bool | None = None,
         device: Any = None,
         dtype: Any = None,
+        store_dir: str | Path | None = None,
         **options: Any,
     ) -> "DenseRetriever":
         """Encode ``corpus`` and index it.
@@ -274,8 +309,10 @@ class DenseRetriever:
 
         Parameters
         ----------
-        corpus : iterable of Document or str, mapping or Corpus
-            Plain strings get ids ``d0, d1, ...`` (see :func:`attnsift.documents.as_documents`).
+        corpus : iterable of Document or str, mapping, Corpus or path
+            Plain strings get ids ``d0, d1, ...`` (see :func:`attnsift.documents.as_documents`). A list
+            is kept in memory; a streamed source (a path, a Corpus, a generator) is written once to a
+            document store on disk and encoded from there (:func:`collect_documents`).
         encoder : str or Encoder
             A model name for :class:`Encoder` (``"minilm"``, the default; a folder; a hub id in the local
             cache) or an Encoder. ``model=`` is its deprecated spelling.
@@ -286,6 +323,10 @@ class DenseRetriever:
             Progress on stderr while encoding; None: the process setting (:mod:`attnsift.progress`).
         device, dtype : optional
             Where and in what precision the encoder runs (default: CUDA when available, float32).
+        store_dir : path, optional
+            Where the documents are stored (any corpus; default for a streamed one: a temporary folder
+            under ``$ATTNSIFT_CACHE/spool``, deleted with the retriever). On the file system of the
+            folder :meth:`save` writes to, saving hard-links the files instead of copying them.
         **options
             :class:`DenseConfig` fields, strings allowed (``index_type="hnsw"``, ``cache=False``).
         """
@@ -294,7 +335,7 @@ class DenseRetriever:
         encoder = encoder_argument(encoder, options, default="minilm")
         cfg = resolve_config(DenseConfig, config, options, "DenseRetriever")
         check_encoder_argument(encoder)
-        docs = collect_documents(corpus)
+        docs = collect_documents(corpus, store_dir, progress)
         enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
         # nlist against the corpus size, pq_m against the encoder's dimension: before any encoding
         params = resolve_index_params(cfg.index_type, len(docs), enc_model.dim, "ip", **cfg.index_options())
@@ -340,22 +381,16 @@ class DenseRetriever:
         pos, sc = positions[keep], scores[keep].astype(np.float64)
         order = np.lexsort((self._id_rank()[pos], -sc))
         pos, sc = pos[order], sc[order]
-        ids = [self.doc_ids[p] for p in pos.tolist()]
+        ids = ids_at(self.doc_ids, pos)
         presorted = getattr(Ranking, "presorted", None)
+        docs = self.documents
         if presorted is not None:
-            docs = self.documents
-            return presorted(query, ids, sc, lambda _ids, rows=pos.tolist(): [docs[p] for p in rows], check=False)
-        return Ranking(query, tuple(Candidate(d, s, self.documents[p]) for d, s, p in zip(ids, sc.tolist(), pos.tolist())))
+            return presorted(query, ids, sc, lambda _ids, rows=pos.tolist(): take_documents(docs, rows), check=False)
+        return Ranking(query, tuple(Candidate(d, s, doc) for d, s, doc in zip(ids, sc.tolist(), take_documents(docs, pos.tolist()))))
 
     def _id_rank(self) -> np.ndarray:
         """``[N]`` each row's position in doc-id order (the tie-break), computed once."""
-        rank = self.__dict__.get("_id_rank_cache")
-        if rank is None or len(rank) != len(self.doc_ids):
-            ids = np.asarray(self.doc_ids, dtype=object)
-            rank = np.empty(len(ids), np.int64)
-            rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
-            self.__dict__["_id_rank_cache"] = rank
-        return rank
+        return id_rank(self)
 
     def set_search_options(self, *, nprobe: int | None = None, ef_search: int | None = None,
                            k_factor: int | None = None) -> "DenseRetriever":
@@ -376,8 +411,7 @@ class DenseRetriever:
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             self.index.save(tmp)
-            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
-            write_documents(tmp / "documents.jsonl", self.documents)
+            export_store(self.documents, tmp)  # a store's files linked or copied, never parsed
             write_manifest(
                 tmp,
                 KIND,
@@ -443,7 +477,7 @@ class DenseRetriever:
             raise IndexCorruptedError(f"{path}/manifest.json lacks field {exc}; rebuild the index") from exc
         index = FaissIndex.load(path, info)
         index.check_search_params(**search)  # nprobe on an hnsw index...: before the documents and the encoder
-        docs = read_indexed_documents(path, doc_count, index.ntotal, "vectors")
+        docs = open_store(path, doc_count, index.ntotal, "vectors")  # memory-mapped
         query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
         check_encoder(query_encoder, menc, manifest.get("probe"), path)
         index.set_search_params(**search)

@@ -42,13 +42,13 @@ _IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".pt", 
 
 
 def texts_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
-    """sha256 (hex) over the ``(id, text)`` pairs, in order."""
-    h = hashlib.sha256()
+    """sha256 (hex) over the ``(id, text)`` pairs, in order (:class:`~attnsift.indexes.doc_store.TextsHash`,
+    which a document store computes as it is written)."""
+    from attnsift.indexes.doc_store import TextsHash
+
+    h = TextsHash()
     for i, t in zip(ids, texts):
-        h.update(i.encode("utf-8"))
-        h.update(b"\0")
-        h.update(t.encode("utf-8"))
-        h.update(b"\1")
+        h.add(i, t)
     return h.hexdigest()
 
 

@@ -27,7 +27,6 @@ projection layer is not applied by this encoder, so it is a plain-BERT-token bas
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from attnsift.config import config_from_options, resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
 from attnsift.indexes.corpus import corpus_fields
+from attnsift.indexes.doc_store import export_store, open_store, take_documents
 from attnsift.retrieval.config import LateInteractionConfig
 from attnsift.retrieval.plaid import (
     PLAID_OPTIONS,
@@ -56,10 +56,11 @@ from attnsift.retrieval.dense import (
     collect_documents,
     encode_documents_cached,
     encoder_argument,
+    held_documents,
+    id_rank,
+    ids_at,
     load_encoder,
     make_encoder,
-    read_indexed_documents,
-    write_documents,
 )
 from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
 
@@ -111,7 +112,8 @@ class LateInteractionRetriever:
     encoder : Encoder
     index : TokenIndex
     documents : sequence of Document
-        In index order.
+        In index order (a :class:`~attnsift.indexes.doc_store.DocumentStore` is kept as it is, read
+        from disk; anything else as a list).
     config : LateInteractionConfig, optional
         Its search options apply here: ``candidate_k`` (nearest document tokens fetched per query
         token), ``normalize`` ("query_length" divides MaxSim by the number of real query tokens: the
@@ -159,8 +161,7 @@ class LateInteractionRetriever:
             raise ValueError(f"the token index has dim {index.dim}, the encoder {encoder.name!r} gives {encoder.dim}")
         self.encoder = encoder
         self.index = index
-        self.documents = list(documents)
-        self.doc_ids = [d.id for d in self.documents]
+        self.documents, self.doc_ids = held_documents(documents)
         self.candidate_k = self.config.candidate_k
         self.normalize = self.config.normalize
         self.impl = self.config.impl
@@ -192,13 +193,17 @@ class LateInteractionRetriever:
         progress: bool | None = None,
         device: Any = None,
         dtype: Any = None,
+        store_dir: str | Path | None = None,
         **options: Any,
     ) -> "LateInteractionRetriever":
         """Encode the corpus's token vectors and index them.
 
         Parameters
         ----------
-        corpus : iterable of Document or str, mapping or Corpus
+        corpus : iterable of Document or str, mapping, Corpus or path
+            A list is kept in memory; a streamed source (a path, a Corpus, a generator) is written once
+            to a document store on disk and encoded from there
+            (:func:`~attnsift.retrieval.dense.collect_documents`).
         encoder : str or Encoder
             As in :meth:`DenseRetriever.from_corpus <attnsift.retrieval.dense.DenseRetriever.from_corpus>`
             (default ``"minilm"``; ``model=`` is the deprecated spelling).
@@ -213,6 +218,9 @@ class LateInteractionRetriever:
             Progress on stderr while encoding; None: the process setting (:mod:`attnsift.progress`).
         device, dtype : optional
             Where and in what precision the encoder runs (default: CUDA when available, float32).
+        store_dir : path, optional
+            Where the documents are stored (as in :meth:`DenseRetriever.from_corpus
+            <attnsift.retrieval.dense.DenseRetriever.from_corpus>`).
         **options
             :class:`LateInteractionConfig` fields; ``index="plaid"`` (or ``index_type="plaid"``) builds the
             compressed index instead of a faiss one, with the :class:`PlaidConfig` fields as keywords
@@ -222,7 +230,7 @@ class LateInteractionRetriever:
         plaid_mode, pcfg, options = split_late_options(options, config, plaid)
         cfg = resolve_config(LateInteractionConfig, config, options, "LateInteractionRetriever")
         check_encoder_argument(encoder)
-        docs = collect_documents(corpus)
+        docs = collect_documents(corpus, store_dir, progress)
         enc_model = make_encoder(encoder, cfg.encoder_options(), device, dtype)
         t0 = time.perf_counter()
         enc = encode_documents_cached(enc_model, docs, cfg, ("tokens",), progress)
@@ -345,9 +353,13 @@ class LateInteractionRetriever:
             if cand.size == 0:
                 rankings.append(Ranking(q, ()))
                 continue
-            # Deterministic top-k: score descending, then doc id (the Ranking order).
-            top = sorted(range(cand.size), key=lambda j: (-s[j], self.doc_ids[cand[j]]))[:k]
-            rankings.append(Ranking(q, tuple(Candidate(self.doc_ids[cand[j]], float(s[j]), self.documents[cand[j]]) for j in top)))
+            # Deterministic top-k: score descending, then doc id (the Ranking order; ids by their rank).
+            s = np.asarray(s)
+            top = np.lexsort((id_rank(self)[cand], -s))[:k]
+            rows = np.asarray(cand)[top]
+            docs = take_documents(self.documents, rows.tolist())
+            rankings.append(Ranking(q, tuple(Candidate(d, float(sc), doc) for d, sc, doc in
+                                             zip(ids_at(self.doc_ids, rows), s[top].tolist(), docs))))
         return Run(rankings, name=self.name)
 
     # ------------------------------------------------------------------ persistence
@@ -361,8 +373,7 @@ class LateInteractionRetriever:
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             info = self.index.save(tmp)
-            (tmp / "doc_ids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
-            write_documents(tmp / "documents.jsonl", self.documents)
+            export_store(self.documents, tmp)  # a store's files linked or copied, never parsed
             write_manifest(
                 tmp,
                 KIND,
@@ -428,7 +439,7 @@ class LateInteractionRetriever:
             from attnsift.indexes.token_index import TokenIndex
 
             index = TokenIndex.load(path, info, mmap=mmap)
-        docs = read_indexed_documents(path, doc_count, index.num_docs, "token offsets")
+        docs = open_store(path, doc_count, index.num_docs, "token offsets")  # memory-mapped
         query_encoder = load_encoder(encoder, menc, device=device, dtype=dtype)
         check_encoder(query_encoder, menc, manifest.get("probe"), path)
         given, options = split_plaid_options(options)
