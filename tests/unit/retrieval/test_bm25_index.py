@@ -136,3 +136,14 @@ def test_both_bm25_backends_reject_bad_parameters_alike(kwargs, error, message):
     for cls in (BM25Retriever, LuceneBM25Retriever):  # checked before pyserini is needed
         with pytest.raises(error, match=message):
             cls(**kwargs)
+
+
+def test_stored_texts_keep_the_bm25_layout(saved):
+    """The document store shared with dense / late interaction leaves BM25's files as they were: an ``"id"``
+    key per line, offsets beside it, no ``doc_ids.json``; read back through a memory map by id and position."""
+    first = json.loads((saved / "documents.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert list(first) == ["id", "title", "text", "metadata"] and first["id"] == "d1"
+    assert not (saved / "doc_ids.json").exists() and (saved / "documents.offsets.npy").is_file()
+    loaded = BM25Retriever.load(saved, mmap=True)
+    assert isinstance(loaded._index.documents, bm25_index.StoredDocuments)
+    assert loaded.documents["d4"].text == DOCS[3].text and loaded._index.documents.at([1])[0].id == "d2"

@@ -97,3 +97,25 @@ def test_from_corpus_index_equals_build_on_the_concatenated_vectors(encoder, vec
         assert warm.index.refined
     scores = built.search(encoder.encode_queries(["vitamin rain"]), 5)[0][0]  # (ties are ordered by id there)
     np.testing.assert_allclose([c.score for c in warm.retrieve("vitamin rain", k=5)], scores, rtol=1e-6)
+
+
+def test_a_corpus_streams_into_a_store_and_gives_the_same_index(encoder, vectors, tmp_path):
+    """An attnsift Corpus (here a BEIR folder's) is stored once on disk and encoded from there, 3 chunks of
+    512 read back a chunk at a time: the index is the one the concatenated vectors give."""
+    import json
+
+    from attnsift.eval.datasets import load_dataset
+    from attnsift.indexes.doc_store import DocumentStore
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "title": "", "text": d.text}) + "\n"
+                                               for d in DOCS))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "vitamin rain"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    corpus = load_dataset(str(root)).corpus
+    r = DenseRetriever.from_corpus(corpus, encoder=encoder, cache_dir=tmp_path / "c", progress=False)
+    assert isinstance(r.documents, DocumentStore) and r.doc_ids == [d.id for d in DOCS]
+    assert serialized(r.index) == serialized(FaissIndex.build(vectors, "flat", "ip"))
+    hits = r.retrieve("vitamin rain", k=5)
+    assert [c.document.text for c in hits] == [DOCS[int(c.doc_id[1:])].text for c in hits]

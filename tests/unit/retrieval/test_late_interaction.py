@@ -105,3 +105,24 @@ def test_bad_input(encoder, late):
     with pytest.raises(ValueError, match="sum to"):
         TokenIndex.build(np.zeros((4, 8), np.float32), np.array([1, 2]))
 
+
+
+def test_saved_documents_are_memory_mapped_and_earlier_folders_load(tmp_path, late):
+    """A loaded index reads its documents from disk by position (no list of Documents); a folder as
+    earlier attnsift wrote it (``documents.jsonl`` + ``doc_ids.json`` only) loads the same."""
+    from attnsift.indexes.doc_store import DocumentStore, PackedIds
+    from attnsift.io import read_manifest, write_manifest
+
+    path = late.save(tmp_path / "late")
+    loaded = LateInteractionRetriever.load(path)
+    assert isinstance(loaded.documents, DocumentStore) and isinstance(loaded.doc_ids, PackedIds)
+    want = late.retrieve("cats and dogs", k=3)
+    got = loaded.retrieve("cats and dogs", k=3)
+    assert [(c.doc_id, c.score, c.document.text) for c in got] == [(c.doc_id, c.score, c.document.text) for c in want]
+    m = read_manifest(path, "late")
+    for name in ("documents.offsets.npy", "doc_ids.txt", "doc_ids.offsets.npy", "id_rank.npy"):
+        (path / name).unlink()
+    write_manifest(path, "late", **{k: v for k, v in m.items() if k not in ("kind", "files", "attnsift_version")})
+    old = LateInteractionRetriever.load(path)
+    assert old.doc_ids == [d.id for d in DOCS]
+    assert [c.doc_id for c in old.retrieve("cats and dogs", k=3)] == [c.doc_id for c in want]
