@@ -261,19 +261,33 @@ class LineWriter:
 
 
 def id_ranks(ids_file: Path, n: int) -> np.ndarray:
-    """``[n]`` each id's position in sorted (code point) order; raises ValueError on a duplicate id."""
+    """``[n]`` each id's position in sorted (code point) order; raises ValueError on a duplicate id.
+
+    Ids of up to 64 bytes are sorted as fixed-width byte strings gathered block by block from the file's
+    bytes (no Python object per id: about 30 bytes of memory per id beside the file's bytes).
+    """
     blob = ids_file.read_bytes()
-    parts = blob.split(b"\n")[:-1]
-    longest = max((len(p) for p in parts), default=0)
+    arr = np.frombuffer(blob, dtype=np.uint8)
+    off = np.zeros(n + 1, dtype=np.int64)
+    off[1:] = np.flatnonzero(arr == 10)[:n] + 1
+    lens = np.diff(off) - 1
+    longest = int(lens.max()) if n else 0
     if longest <= 64 and b"\x00" not in blob:
-        keys = np.array(parts, dtype=f"S{max(longest, 1)}")  # UTF-8 byte order = code point order
-        del parts
+        width = max(longest, 1)
+        keys = np.zeros(n, dtype=f"S{width}")  # UTF-8 byte order = code point order
+        rows, cols = keys.view(np.uint8).reshape(n, width), np.arange(width)
+        step = max(1, (1 << 22) // width)
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            idx = off[s:e, None] + cols  # [b, width]
+            rows[s:e] = np.where(cols < lens[s:e, None], arr[np.minimum(idx, len(arr) - 1)], 0)
+        del off, lens
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
         dup = np.flatnonzero(sk[1:] == sk[:-1])
         first_dup = sk[dup[0]].decode("utf-8") if dup.size else None
     else:
-        strs = [p.decode("utf-8") for p in parts]
+        strs = [p.decode("utf-8") for p in blob.split(b"\n")[:n]]
         order = np.asarray(sorted(range(len(strs)), key=strs.__getitem__), dtype=np.int64)
         first_dup = next((strs[order[j]] for j in range(len(order) - 1) if strs[order[j]] == strs[order[j + 1]]), None)
     if first_dup is not None:
