@@ -9,7 +9,8 @@ Usage::
         --work /work/scratch/a/dm --before /work/scratch/a/base [--index-type flat] [--out benchmarks/results/dense_memory]
 
 Each step runs in a fresh subprocess, so its memory is its own (peak RSS: ``ru_maxrss``; current RSS:
-``VmRSS``), with the attnsift package imported from ``--before`` (the editable install's module map is
+``VmRSS``, split into ``RssAnon``, the process's own memory, and ``RssFile``, resident pages of mapped
+files that the kernel drops under pressure; peak ``RssAnon`` sampled every 20 ms), with the attnsift package imported from ``--before`` (the editable install's module map is
 pointed at that tree) or from this checkout ("after"). The encoder is a hash encoder: an attnsift
 ``Encoder`` (a random-weight 1-layer BERT folder, hidden 32, written once to ``--work``, gives its name,
 configuration and dimension) whose document and query vectors are the normalised bytes of each text's
@@ -44,12 +45,38 @@ HERE = Path(__file__).resolve()
 RESULTS = HERE.parent / "results"
 
 
-def _rss_mb() -> float:
+def _status_mb() -> dict[str, int]:
+    """``VmRSS``, ``RssAnon`` (the process's own memory) and ``RssFile`` (resident pages of mapped files:
+    shared, dropped by the kernel under pressure) in MB."""
+    out = {}
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024)
-    return float("nan")
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = round(int(line.split()[1]) / 1024)
+    return out
+
+
+def _rss_mb() -> float:
+    return _status_mb()["VmRSS"]
+
+
+class _AnonPeak:
+    """The highest ``RssAnon`` seen, sampled every 20 ms on a thread (``ru_maxrss`` counts file pages too)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _status_mb()["RssAnon"])
+
+    def read(self) -> int:
+        return max(self.peak, _status_mb()["RssAnon"])
 
 
 def _peak_mb() -> float:
@@ -118,14 +145,16 @@ def step_build(args) -> dict:
 
     ds = load_dataset(args.collection, split="dev.small")
     enc = hash_encoder(args.model, args.max_length)
-    out = {"rss_start_mb": _rss_mb(), "peak_start_mb": _peak_mb()}
+    out = {"rss_start_mb": _rss_mb(), "peak_start_mb": _peak_mb(), "status_start_mb": _status_mb()}
+    anon = _AnonPeak()
     t0 = time.perf_counter()
     r = DenseRetriever.from_corpus(ds.corpus, encoder=enc, index_type=args.index_type, progress=False)
     out.update(build_s=round(time.perf_counter() - t0, 1), rss_built_mb=_rss_mb(), peak_build_mb=_peak_mb(),
+               status_built_mb=_status_mb(), peak_anon_build_mb=anon.read(),
                docs=r.num_docs, index_bytes=r.index_bytes(), documents_held=type(r.documents).__name__)
     t0 = time.perf_counter()
     path = r.save(args.index, overwrite=True)
-    out.update(save_s=round(time.perf_counter() - t0, 1), peak_save_mb=_peak_mb(),
+    out.update(save_s=round(time.perf_counter() - t0, 1), peak_save_mb=_peak_mb(), peak_anon_save_mb=anon.read(),
                files={p.name: p.stat().st_size for p in sorted(path.iterdir())},
                sha256={n: _sha(path / n) for n in ("index.faiss", "documents.jsonl", "doc_ids.json")})
     return out
@@ -136,17 +165,19 @@ def step_load(args) -> dict:
     from attnsift.retrieval.dense import DenseRetriever
 
     queries = list(load_dataset(args.collection, split="dev.small").queries.values())[:100]
-    out = {"rss_start_mb": _rss_mb()}
+    enc = hash_encoder(args.model, args.max_length)
+    out = {"rss_start_mb": _rss_mb(), "status_start_mb": _status_mb()}
+    anon = _AnonPeak()
     t0 = time.perf_counter()
-    r = DenseRetriever.load(args.index, encoder=hash_encoder(args.model, args.max_length))
+    r = DenseRetriever.load(args.index, encoder=enc)
     out.update(load_s=round(time.perf_counter() - t0, 1), rss_loaded_mb=_rss_mb(), peak_load_mb=_peak_mb(),
-               documents_held=type(r.documents).__name__)
+               status_loaded_mb=_status_mb(), peak_anon_load_mb=anon.read(), documents_held=type(r.documents).__name__)
     t0 = time.perf_counter()
     run = r.retrieve_batch(queries, k=100, progress=False)
     texts = hashlib.sha256(json.dumps([[(c.doc_id, round(c.score, 5), c.document.text) for c in run[q.id]]
                                        for q in queries]).encode()).hexdigest()
     out.update(search_s=round(time.perf_counter() - t0, 2), rss_searched_mb=_rss_mb(), peak_mb=_peak_mb(),
-               rankings_sha256=texts)
+               status_searched_mb=_status_mb(), peak_anon_mb=anon.read(), rankings_sha256=texts)
     return out
 
 

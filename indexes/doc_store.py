@@ -1,9 +1,8 @@
 """A corpus on disk, read by position: ``documents.jsonl`` + offsets, memory-mapped.
 
-An index over millions of passages must not hold millions of :class:`~attnsift.types.Document` objects.
-A :class:`DocumentStore` is a read-only ``Sequence[Document]`` over a folder's files; it builds only the
-documents asked for (:meth:`DocumentStore.at`, ``store[i]``), and its ids are read without building
-any Document (:attr:`DocumentStore.ids`, a :class:`PackedIds`)::
+An index over millions of passages must not hold millions of Documents. A :class:`DocumentStore` is a
+read-only ``Sequence[Document]`` over a folder's files that builds only the documents asked for
+(:meth:`DocumentStore.at`, ``store[i]``); its ids are read without any Document (a :class:`PackedIds`)::
 
     documents.jsonl        one JSON object per line: {"_id" (or "id"), "title", "text", "metadata"}
     documents.offsets.npy  int64 [N + 1]  byte offset of each line
@@ -12,15 +11,12 @@ any Document (:attr:`DocumentStore.ids`, a :class:`PackedIds`)::
     id_rank.npy            int32 [N]      each id's position in sorted (code point) order (tie-breaking)
     doc_ids.json           the ids as one JSON list (dense / late folders only: what earlier attnsift reads)
 
-:func:`write_store` streams documents once into such a folder (each file written atomically), checks
-what :func:`attnsift.documents.as_documents` checks (no documents, only empty texts, duplicate ids) and
-computes the texts' sha256 on the way (:class:`TextsHash`, the encoding cache's key).
-:func:`open_store` reads a folder back, with the cheap checks of counts and offsets (no line is parsed);
-a dense or late-interaction folder of earlier attnsift (``documents.jsonl`` and ``doc_ids.json`` only)
-is read by scanning the file for line ends. :func:`export_store` puts a store into an index folder
-(hard links on the same file system, else a copy of the bytes). BM25 folders use the same files
-(``"id"`` key, no ``doc_ids.json``; :class:`~attnsift.indexes.bm25_index.StoredDocuments` is their
-``doc_id -> Document`` view).
+:func:`write_store` streams documents once into such a folder (files written atomically), checks what
+:func:`attnsift.documents.as_documents` checks and computes the texts' sha256 (:class:`TextsHash`, the
+encoding cache's key) on the way. :func:`open_store` reads a folder back with cheap checks (counts,
+offsets; no line parsed); a dense or late folder of earlier attnsift (``documents.jsonl`` and
+``doc_ids.json`` only) by a scan for line ends. :func:`export_store` hard-links (else copies) a store
+into an index folder. BM25 folders use the same files (``"id"`` key, no ``doc_ids.json``).
 """
 from __future__ import annotations
 
@@ -45,13 +41,17 @@ _BLOCK = 1 << 16  # documents parsed per block when iterating a store
 
 
 def _map_file(path: Path) -> Any:
-    """The file's bytes, memory-mapped read-only (an empty file: b"")."""
+    """The file's bytes, memory-mapped read-only (an empty file: b""), without read-ahead: a look-up by
+    position brings in its own pages, not the neighbouring megabytes (which would count in the RSS)."""
     import mmap
 
     if not path.stat().st_size:
         return b""
     with open(path, "rb") as fh:
-        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        out = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(out, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        out.madvise(mmap.MADV_RANDOM)
+    return out
 
 
 def document_to_json(doc: Document, id_key: str = "id") -> dict[str, Any]:
@@ -153,7 +153,9 @@ class DocumentStore(_Positional, Sequence[Document]):
     def __init__(self, path: Path, offsets: np.ndarray, ids: Sequence[str], id_rank: np.ndarray | None = None,
                  texts_sha256: str | None = None) -> None:
         self.path, self.offsets, self.ids = Path(path), offsets, ids
-        self._blob = _map_file(self.path)
+        self._blob = _map_file(self.path)  # random access; runs of documents are read with pread
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
         self._id_rank, self.texts_sha256 = id_rank, texts_sha256
         self._list_pos: dict[str, int] | None = None
 
@@ -174,9 +176,20 @@ class DocumentStore(_Positional, Sequence[Document]):
         off = self.offsets
         return [self._parse(self._blob[int(off[i]) : int(off[i + 1])], int(i)) for i in positions]
 
+    def _run(self, start: int, stop: int) -> list[Document]:
+        """The documents ``start:stop`` from one read of their bytes (not through the memory map, whose
+        pages would stay in this process's RSS)."""
+        off = self.offsets
+        base, end = int(off[start]), int(off[stop])
+        block = os.pread(self._fd, end - base, base) if end > base else b""
+        if len(block) != end - base:
+            raise IndexCorruptedError(f"{self.path} is shorter than its offsets say; rebuild the index")
+        return [self._parse(block[int(off[i]) - base : int(off[i + 1]) - base], i) for i in range(start, stop)]
+
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return self.at(range(*i.indices(len(self))))
+            start, stop, step = i.indices(len(self))
+            return self._run(start, max(start, stop)) if step == 1 else self.at(range(start, stop, step))
         i = int(i)
         if i < 0:
             i += len(self)
@@ -185,13 +198,8 @@ class DocumentStore(_Positional, Sequence[Document]):
         return self.at([i])[0]
 
     def __iter__(self) -> Iterator[Document]:
-        off = self.offsets
         for start in range(0, len(self), _BLOCK):
-            stop = min(start + _BLOCK, len(self))
-            base = int(off[start])
-            block = self._blob[base : int(off[stop])]
-            for i in range(start, stop):
-                yield self._parse(block[int(off[i]) - base : int(off[i + 1]) - base], i)
+            yield from self._run(start, min(start + _BLOCK, len(self)))
 
     def texts(self) -> "StoreTexts":
         """The documents' ``contents`` as a lazy sequence (slices build only their documents)."""
@@ -199,8 +207,6 @@ class DocumentStore(_Positional, Sequence[Document]):
 
     def position(self, doc_id: str) -> int | None:
         """Index of ``doc_id`` (a ``dict`` over all ids is built on first use)."""
-        if isinstance(self.ids, PackedIds):
-            return self.ids.position(doc_id)
         if self._list_pos is None:
             self._list_pos = {d: i for i, d in enumerate(self.ids)}
         return self._list_pos.get(doc_id)
@@ -312,7 +318,8 @@ def rank_ids(ids: Sequence[str]) -> np.ndarray:
 
 def write_store(documents: Iterable[Document], folder: str | Path, *, id_key: str = "_id", ids_json: bool = True,
                 progress: bool | None = None) -> DocumentStore:
-    """Stream ``documents`` once into the store files of ``folder`` (created if needed) and open them.
+    """Stream ``documents`` once into the store files of ``folder`` (created if needed); returns the
+    :class:`DocumentStore` over them, with ``texts_sha256`` set.
 
     Parameters
     ----------
@@ -327,11 +334,6 @@ def write_store(documents: Iterable[Document], folder: str | Path, *, id_key: st
         Also write ``doc_ids.json`` (what earlier attnsift reads), streamed.
     progress : bool or None
         A counter on stderr (None: the process setting).
-
-    Returns
-    -------
-    DocumentStore
-        Over the new files, with ``texts_sha256`` set.
 
     Raises
     ------
@@ -357,9 +359,8 @@ def write_store(documents: Iterable[Document], folder: str | Path, *, id_key: st
             ioff.append(ipos)
             if jfh is not None:
                 jfh.write(("[" if len(ioff) == 2 else ", ") + json.dumps(doc.id))
-            text = doc.contents
-            h.add(doc.id, text)
-            any_text = any_text or bool(doc.text.strip() or (doc.title or "").strip())
+            h.add(doc.id, doc.contents)
+            any_text = any_text or bool(doc.contents.strip())
         n = len(doff) - 1
         if not n:
             raise ValueError("no documents given: pass at least one text or Document")
@@ -382,12 +383,12 @@ def write_store(documents: Iterable[Document], folder: str | Path, *, id_key: st
 
 # ------------------------------------------------------------------------------------------ reading
 def _line_offsets(path: Path) -> np.ndarray:
-    """``[N + 1]`` offsets of the lines of ``path`` (each ending in ``\\n``), found block by block."""
-    blob = _map_file(path)
-    parts, size, step = [np.zeros(1, np.int64)], len(blob), 1 << 26
-    for start in range(0, size, step):
-        block = np.frombuffer(blob[start : start + step], dtype=np.uint8)
-        parts.append(np.flatnonzero(block == 10).astype(np.int64) + (start + 1))
+    """``[N + 1]`` offsets of the lines of ``path`` (each ending in ``\\n``), read block by block."""
+    parts, pos = [np.zeros(1, np.int64)], 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 26):
+            parts.append(np.flatnonzero(np.frombuffer(block, np.uint8) == 10).astype(np.int64) + (pos + 1))
+            pos += len(block)
     return np.concatenate(parts)
 
 
