@@ -369,10 +369,15 @@ class PlaidIndex:
             self._doc_cells = (offs.astype(np.int64), np.ascontiguousarray(cells[order]))
         return self._doc_cells
 
-    def centroid_interaction(self, centroid_scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    def centroid_interaction(self, centroid_scores: np.ndarray, docs: np.ndarray, impl: str = "numpy") -> np.ndarray:
         """PLAID's centroid interaction over all of each document's tokens: ``sum over query tokens of max over
         the document's distinct centroids c of S[q, c]`` (``centroid_scores`` ``S``: ``[Lq, K]``); ``[n]`` float32,
-        0 for a document without tokens."""
+        0 for a document without tokens. ``impl``: ``numpy``, ``numba`` or ``auto`` (:mod:`.plaid_kernel`)."""
+        from attnsift.indexes import plaid_kernel
+
+        if plaid_kernel.resolve(impl) == "numba":
+            return plaid_kernel.centroid_interaction(self, plaid_kernel.transposed(centroid_scores),
+                                                     centroid_scores.shape[0], docs)
         offs, cells = self.doc_cells()
         docs = np.asarray(docs, dtype=np.int64)
         starts, lens = offs[docs], offs[docs + 1] - offs[docs]
@@ -387,7 +392,8 @@ class PlaidIndex:
         out[some] = _segment_max_sum(s_t[picked], seg[:-1])
         return out
 
-    def exact_scores(self, query_tokens: np.ndarray, centroid_scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    def exact_scores(self, query_tokens: np.ndarray, centroid_scores: np.ndarray, docs: np.ndarray,
+                     impl: str = "numpy") -> np.ndarray:
         """MaxSim of one query against the decompressed, renormalised tokens of ``docs``, without building them:
         ``q . x = (S[q, code] + q . r) * scale``, with ``q . r`` a bfloat16 product (float32 sums) and the stored
         per-token scale; ``[n]`` float32, 0 for a document without tokens.
@@ -400,9 +406,15 @@ class PlaidIndex:
             ``[Lq, K]`` float32, ``query_tokens @ centroids.T``.
         docs : np.ndarray
             ``[n]`` document positions.
+        impl : {"numpy", "numba", "auto"}
+            ``numba``: :func:`.plaid_kernel.exact_scores` (float32 throughout, no bfloat16 rounding).
         """
         import torch
 
+        from attnsift.indexes import plaid_kernel
+
+        if plaid_kernel.resolve(impl) == "numba":
+            return plaid_kernel.exact_scores(self, query_tokens, plaid_kernel.transposed(centroid_scores), docs)
         rows, offs = self.token_positions(docs)
         out = np.zeros(offs.size - 1, np.float32)
         if rows.size == 0:

@@ -159,7 +159,8 @@ class PlaidSearcher:
         q = torch.from_numpy(np.ascontiguousarray(query_tokens, dtype=np.float32))
         return (q @ self._centroids.T).numpy()
 
-    def approximate(self, query_tokens: np.ndarray, s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def approximate(self, query_tokens: np.ndarray, s: np.ndarray | None = None,
+                    impl: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """Candidate documents with their probed-centroid scores (step 2).
 
         Parameters
@@ -168,6 +169,9 @@ class PlaidSearcher:
             ``[Lq, dim]``.
         s : np.ndarray, optional
             Their :meth:`centroid_scores`, when already computed.
+        impl : {"auto", "numba", "numpy"}
+            The compiled kernel (:func:`attnsift.indexes.plaid_kernel.probe`) or numpy; the same documents and
+            scores (float64 sums of the same float32 values).
 
         Returns
         -------
@@ -176,10 +180,14 @@ class PlaidSearcher:
         scores : np.ndarray
             ``[n]`` float64 approximate scores (up to a per-query constant).
         """
+        from attnsift.indexes import plaid_kernel
+
         lq = query_tokens.shape[0]
         if lq == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         s = self.centroid_scores(query_tokens) if s is None else s  # [Lq, K]
+        if plaid_kernel.resolve(impl) == "numba":
+            return plaid_kernel.probe(self.index, s, self.ncells)
         nc = self.ncells
         part = np.argpartition(-s, nc - 1, axis=1)[:, :nc] if nc < s.shape[1] else np.tile(np.arange(nc), (lq, 1))
         ps = np.take_along_axis(s, part, axis=1)  # [Lq, nc]
@@ -199,21 +207,39 @@ class PlaidSearcher:
 
     @staticmethod
     def _best(docs: np.ndarray, scores: np.ndarray, keep: int) -> np.ndarray:
-        """The ``keep`` best ``docs`` by ``scores`` (ties: lower position), as sorted positions."""
+        """The ``keep`` best ``docs`` by ``scores`` (ties: lower position), as sorted positions (one partition,
+        then the ties at the boundary by position: the same set as a full sort)."""
         if docs.size <= keep:
-            return docs
-        return np.sort(docs[np.lexsort((docs, -scores))[:keep]])
+            return np.sort(docs)
+        kth = np.partition(-scores, keep - 1)[keep - 1]  # the keep-th best score, negated
+        sure = docs[-scores < kth]
+        ties = np.sort(docs[-scores == kth])[: keep - sure.size]
+        return np.sort(np.concatenate([sure, ties]))
 
-    def shortlist(self, query_tokens: np.ndarray, k: int, s: np.ndarray | None = None) -> np.ndarray:
+    def shortlist(self, query_tokens: np.ndarray, k: int, s: np.ndarray | None = None,
+                  impl: str = "auto") -> np.ndarray:
         """The documents exact MaxSim scores (steps 1-3): the ``max(pool, k)`` best by probed-centroid score,
-        then the ``max(candidates, k)`` best of those by centroid interaction; sorted positions."""
+        then the ``max(candidates, k)`` best of those by centroid interaction; sorted positions. ``impl`` as in
+        :meth:`approximate`."""
+        from attnsift.indexes import plaid_kernel
+
         s = self.centroid_scores(query_tokens) if s is None else s
-        docs, approx = self.approximate(query_tokens, s)
+        return self._shortlist(query_tokens, s, k, plaid_kernel.resolve(impl), None)
+
+    def _shortlist(self, q: np.ndarray, s: np.ndarray, k: int, impl: str, st: np.ndarray | None) -> np.ndarray:
+        from attnsift.indexes import plaid_kernel
+
+        docs, approx = self.approximate(q, s, impl)
         keep = max(self.candidates, k)
         pool = self._best(docs, approx, max(self.pool, keep))
         if pool.size <= keep:
             return pool
-        return self._best(pool, self.index.centroid_interaction(s, pool), keep)
+        if impl == "numba":
+            st = plaid_kernel.transposed(s) if st is None else st
+            ci = plaid_kernel.centroid_interaction(self.index, st, s.shape[0], pool)
+        else:
+            ci = self.index.centroid_interaction(s, pool)
+        return self._best(pool, ci, keep)
 
     def search(self, query_tokens: np.ndarray, k: int, impl: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents by exact MaxSim over the short list (steps 1-4).
@@ -223,11 +249,13 @@ class PlaidSearcher:
         query_tokens : np.ndarray
             ``[Lq, dim]`` unit-norm query token vectors.
         k : int
-        impl : {"auto", "reference", "triton"}
-            ``auto``: the CPU path that scores the compressed tokens directly
-            (:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`); ``reference`` / ``triton``:
-            decompressed float32 tokens through :func:`attnsift.attention_kernels.maxsim.api.maxsim`
-            (``triton`` on the GPU).
+        impl : {"auto", "numba", "numpy", "reference", "triton"}
+            ``auto``: the compiled kernels when numba is importable (:mod:`attnsift.indexes.plaid_kernel`:
+            float32, straight from the packed codes), else ``numpy`` (the numpy path, bfloat16 residual
+            products: :meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`); ``reference`` /
+            ``triton``: exact MaxSim over decompressed float32 tokens through
+            :func:`attnsift.attention_kernels.maxsim.api.maxsim` (``triton`` on the GPU), after the ``auto``
+            short list.
 
         Returns
         -------
@@ -236,15 +264,22 @@ class PlaidSearcher:
         scores : np.ndarray
             ``[<= k]`` float32 MaxSim scores.
         """
+        from attnsift.indexes import plaid_kernel
+
+        if impl not in (*plaid_kernel.IMPLS, "reference", "triton"):
+            raise ValueError(f"impl must be one of {(*plaid_kernel.IMPLS, 'reference', 'triton')}, got {impl!r}")
+        cpu = plaid_kernel.resolve(impl if impl in plaid_kernel.IMPLS else "auto")
         q = np.ascontiguousarray(query_tokens, dtype=np.float32)
         if q.shape[0] == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         s = self.centroid_scores(q)
-        cand = self.shortlist(q, k, s)
+        st = plaid_kernel.transposed(s) if cpu == "numba" else None
+        cand = self._shortlist(q, s, k, cpu, st)
         if cand.size == 0:
             return cand, np.zeros(0, np.float32)
-        if impl == "auto":
-            sc = self.index.exact_scores(q, s, cand)
+        if impl in plaid_kernel.IMPLS:
+            sc = (plaid_kernel.exact_scores(self.index, q, st, cand) if cpu == "numba"
+                  else self.index.exact_scores(q, s, cand))
         else:
             import torch
 

@@ -1,0 +1,164 @@
+"""The compiled (numba) plaid kernels against the numpy path: exact MaxSim straight from the packed codes,
+centroid interaction, candidate generation; empty and one-token documents, query lengths 1 to 70 (more
+than one 64-lane chunk), the impl choice and the fallback without numba."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss")
+pytest.importorskip("torch")
+pytest.importorskip("numba")
+
+from attnsift.indexes import plaid_kernel
+from attnsift.indexes.plaid_index import PlaidIndex
+from attnsift.retrieval.plaid import PlaidSearcher
+
+DIM = 64
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def small() -> dict:
+    """120 documents of 0-30 tokens (two empty, two of one token) drawn around 24 directions."""
+    rng = np.random.default_rng(3)
+    words = _unit(rng.normal(size=(24, DIM)))
+    lengths = rng.integers(2, 30, size=120)
+    lengths[[5, 77]] = 0
+    lengths[[6, 90]] = 1
+    t = int(lengths.sum())
+    tokens = _unit(words[rng.integers(0, 24, t)] + 0.5 * rng.normal(size=(t, DIM)) / np.sqrt(DIM))
+    index = PlaidIndex.build(tokens, lengths, ncentroids=32, nbits=2, seed=0)
+    queries = {lq: _unit(words[rng.integers(0, 24, lq)] + 0.3 * rng.normal(size=(lq, DIM)) / np.sqrt(DIM))
+               for lq in (1, 7, 32, 70)}
+    return {"index": index, "lengths": lengths, "queries": queries}
+
+
+def _reference(index: PlaidIndex, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """float64 MaxSim over the compressed tokens with their stored (one-byte) scales: what both paths compute."""
+    out = np.zeros(docs.size)
+    s = q.astype(np.float64) @ index.centroids.T.astype(np.float64)
+    for j, d in enumerate(docs):
+        rows = np.arange(index.offsets[d], index.offsets[d + 1])
+        if rows.size:
+            res = index._unnormalised(rows).astype(np.float64) - index.centroids[index.codes[rows]]
+            m = (s[:, index.codes[rows].astype(np.int64)] + q.astype(np.float64) @ res.T) * index.inverse_norms(rows)
+            out[j] = m.max(1).sum()
+    return out
+
+
+@pytest.mark.parametrize("lq", [1, 7, 32, 70])
+def test_exact_kernel_matches_float64_and_the_numpy_path(small, lq):
+    index, q = small["index"], small["queries"][lq]
+    docs = np.arange(index.num_docs)
+    s = PlaidSearcher(index).centroid_scores(q)
+    fast = index.exact_scores(q, s, docs, impl="numba")
+    slow = index.exact_scores(q, s, docs, impl="numpy")
+    ref = _reference(index, q, docs)
+    assert fast.dtype == np.float32 and fast.shape == (index.num_docs,)
+    assert np.abs(fast - ref).max() / lq < 2e-6  # float32, in a fixed order: measured ~2e-7
+    assert np.abs(slow - ref).max() / lq < 5e-3  # the numpy path rounds residuals and query to bfloat16
+    empty = small["lengths"] == 0
+    assert np.all(fast[empty] == 0) and np.all(fast[~empty] != 0)
+    top = lambda x: set(np.lexsort((docs, -x))[:10].tolist())  # noqa: E731
+    assert top(fast) == top(ref)
+
+
+def test_one_token_documents_score_their_token(small):
+    index, q = small["index"], small["queries"][7]
+    s = PlaidSearcher(index).centroid_scores(q)
+    for d in (6, 90):
+        row = np.array([index.offsets[d]])
+        want = float((q @ index._unnormalised(row)[0]).sum() * index.inverse_norms(row)[0])  # MaxSim of one token
+        got = index.exact_scores(q, s, np.array([d]), impl="numba")[0]
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_centroid_interaction_and_probe_kernels_match_numpy(small):
+    index = small["index"]
+    for lq, q in small["queries"].items():
+        searcher = PlaidSearcher(index, ncells=3)
+        s = searcher.centroid_scores(q)
+        docs = np.arange(index.num_docs)
+        np.testing.assert_allclose(index.centroid_interaction(s, docs, impl="numba"),
+                                   index.centroid_interaction(s, docs, impl="numpy"), rtol=1e-6, atol=1e-6)
+        a_docs, a = searcher.approximate(q, s, impl="numba")
+        b_docs, b = searcher.approximate(q, s, impl="numpy")
+        assert a_docs.tolist() == b_docs.tolist()
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert searcher.shortlist(q, 10, s, impl="numba").tolist() == searcher.shortlist(q, 10, s, impl="numpy").tolist()
+
+
+def test_search_numba_and_numpy_agree_and_numpy_can_be_forced(small):
+    index = small["index"]
+    searcher = PlaidSearcher(index, ncells=4, candidates=30, pool=60)
+    for lq, q in small["queries"].items():
+        a_docs, a = searcher.search(q, 10, impl="numba")
+        b_docs, b = searcher.search(q, 10, impl="numpy")
+        auto_docs, auto = searcher.search(q, 10)  # numba is importable here
+        assert auto_docs.tolist() == a_docs.tolist() and np.array_equal(auto, a)
+        assert set(a_docs.tolist()) == set(b_docs.tolist())
+        np.testing.assert_allclose(a, b, atol=5e-3 * lq)
+        assert not np.array_equal(a, b) or lq == 1  # the paths differ (float32 against bfloat16)
+
+
+def test_results_do_not_depend_on_the_documents_scored_with_them(small):
+    index, q = small["index"], small["queries"][32]
+    s = PlaidSearcher(index).centroid_scores(q)
+    alone = [index.exact_scores(q, s, np.array([d]), impl="numba")[0] for d in range(0, 120, 11)]
+    together = index.exact_scores(q, s, np.arange(0, 120, 11), impl="numba")
+    assert np.array_equal(np.array(alone, np.float32), together)
+
+
+def test_bad_impl_refused_in_one_line(small):
+    searcher = PlaidSearcher(small["index"])
+    q = small["queries"][7]
+    with pytest.raises(ValueError, match="impl must be one of") as err:
+        searcher.search(q, 5, impl="cuda")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        small["index"].exact_scores(q, searcher.centroid_scores(q), np.arange(3), impl="fast")
+
+
+def test_uncacheable_function_compiles_in_memory():
+    """Where numba finds no writable cache folder (here: a function without a source file) the kernels are
+    compiled without the disk cache instead of failing at import."""
+    ns: dict = {}
+    exec("def f(x):\n    return x * 2 + 1\n", ns)  # noqa: S102 - a function numba cannot cache
+    f = plaid_kernel._jit(ns["f"])
+    assert f(20) == 41
+
+
+def test_without_numba_auto_falls_back_to_numpy_and_numba_names_the_extra(small, tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["numba"] = None  # as if numba were not installed
+        import numpy as np
+        from attnsift.errors import MissingDependencyError
+        from attnsift.indexes import plaid_kernel
+        from attnsift.indexes.plaid_index import PlaidIndex
+        from attnsift.retrieval.plaid import PlaidSearcher
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(200, 16)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        idx = PlaidIndex.build(x, np.full(20, 10), ncentroids=8)
+        s = PlaidSearcher(idx, candidates=10)
+        assert not plaid_kernel.available() and plaid_kernel.resolve("auto") == "numpy"
+        a = s.search(x[:3], 5)
+        b = s.search(x[:3], 5, impl="numpy")
+        assert a[0].tolist() == b[0].tolist() and np.array_equal(a[1], b[1])
+        try:
+            s.search(x[:3], 5, impl="numba")
+        except MissingDependencyError as exc:
+            assert "attnsift[dense]" in str(exc), exc
+            print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]
