@@ -1,8 +1,9 @@
 """Late interaction, today's faiss token index against the compressed (PLAID-style) index, in one run.
 
 Both indexes are built from the same cached MiniLM token vectors of the corpus (the encoding cache
-makes a rerun quick). The queries are encoded once, outside the timed part; then the two searches run
-interleaved in blocks of queries, ``--repeats`` times, one thread, and the best repeat of each counts
+makes a rerun quick). The queries are encoded once, outside the timed part; then the searches (faiss,
+plaid with the compiled kernels, plaid on the numpy path) run interleaved in blocks of queries,
+``--repeats`` times, one thread, and the best repeat of each counts
 (wall clock and this thread's CPU time, so a shared machine's load shows as the gap between the two).
 Quality (nDCG@10, R@100) is measured on the k=100 runs; sizes are bytes per token of each index, and
 the projected MS MARCO size is bytes per token x 8.8M passages x their mean MiniLM token count
@@ -48,19 +49,20 @@ def timed(retriever, queries, qtok, k) -> tuple[list, float, float]:
     return list(run.values()), time.perf_counter() - w, time.thread_time() - c
 
 
-def stages(searcher, qtok, k) -> dict:
+def stages(searcher, qtok, k, impl: str = "auto") -> dict:
     """CPU ms per query of each plaid step: centroid scores, probed-cell candidates, centroid interaction
-    (the rest of the short list), exact MaxSim on the compressed tokens."""
+    (the rest of the short list), exact MaxSim on the compressed tokens (``impl``: the compiled kernels or
+    numpy)."""
     t0 = time.thread_time()
     s = [searcher.centroid_scores(q) for q in qtok]
     t1 = time.thread_time()
     for q, s_ in zip(qtok, s):
-        searcher.approximate(q, s_)
+        searcher.approximate(q, s_, impl=impl)
     t2 = time.thread_time()
-    short = [searcher.shortlist(q, k, s_) for q, s_ in zip(qtok, s)]
+    short = [searcher.shortlist(q, k, s_, impl=impl) for q, s_ in zip(qtok, s)]
     t3 = time.thread_time()
     for q, s_, d in zip(qtok, s, short):
-        searcher.index.exact_scores(q, s_, d)
+        searcher.index.exact_scores(q, s_, d, impl=impl)
     t4 = time.thread_time()
     ms = lambda x: round(x / len(qtok) * 1e3, 2)  # noqa: E731
     return {"centroid_scores": ms(t1 - t0), "probed_candidates": ms(t2 - t1),
@@ -129,8 +131,19 @@ def main(argv=None) -> int:
     qtok = encoder.encode_tokens([q.text for q in queries], is_query=True)
     q_enc = time.perf_counter() - t
     result["query_encoding"] = {"queries_per_s": round(len(queries) / q_enc, 1), "mean_query_tokens": float(np.mean([len(x) for x in qtok]))}
+    import numba
 
-    modes = {"faiss": faiss_r, "plaid": plaid_r}
+    t = time.perf_counter()
+    plaid_r.retrieve_encoded(queries[:1], qtok[:1], k=args.k, progress=False)  # loads (or compiles) the kernels
+    result["numba"] = {"version": numba.__version__, "first_query_s": round(time.perf_counter() - t, 2)}
+    # The numpy path on the same index. LateInteractionConfig.impl takes auto/reference/triton only, so the
+    # plaid CPU choice is set on the retriever directly (PlaidSearcher.search(impl=...) is the public switch).
+    plaid_np = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
+                                        **plaid_r.plaid.search_options())
+    plaid_np.impl = "numpy"
+    plaid_np.stats = plaid_r.stats
+
+    modes = {"faiss": faiss_r, "plaid": plaid_r, "plaid_numpy": plaid_np}
     best: dict = {m: {"wall": float("inf"), "cpu": float("inf")} for m in modes}
     rankings: dict = {}
     for rep in range(args.repeats):
@@ -150,7 +163,8 @@ def main(argv=None) -> int:
     result["load_avg_end"] = os.getloadavg()
 
     stage = stages(plaid_r.searcher, qtok, args.k)
-    log.info("plaid stages (cpu ms per query): %s", stage)
+    stage_np = stages(plaid_r.searcher, qtok, args.k, impl="numpy")
+    log.info("plaid stages (cpu ms per query): %s; numpy path %s", stage, stage_np)
 
     from attnsift.types import Run
 
@@ -177,10 +191,10 @@ def main(argv=None) -> int:
     for m, r in modes.items():
         run = Run(rankings[m], name=m)
         rep_ = evaluate(run, ds.qrels, metrics=METRICS, rel_level=ds.rel_level)
-        path = r.save(tmp / m)
+        path = r.save(tmp / m) if m != "plaid_numpy" else tmp / "plaid"  # the same index
         per_doc = dir_bytes(path) / len(docs)
         tpd = r.index.num_tokens / len(docs)
-        if m == "plaid":
+        if m.startswith("plaid"):
             b = r.index.bytes_per_token()
             fixed = r.index.centroids.nbytes  # does not grow with the corpus (the centroids)
             per_token = b["vectors"] + b["ivf"]
@@ -197,14 +211,16 @@ def main(argv=None) -> int:
             "build_s": round(r.stats["index_s"], 1),
             "msmarco_projected_gb": round((per_token * mean_tok * MSMARCO_PASSAGES + fixed) / 1e9, 1),
         }
-        if m == "plaid":
+        if m.startswith("plaid"):
             rows[m].update({"bytes_per_token": {k_: round(v, 2) for k_, v in r.index.bytes_per_token().items()},
                             "ncentroids": r.index.ncentroids, "nbits": r.index.nbits, "ncells": r.searcher.ncells,
                             "candidates": r.searcher.candidates, "pool": r.searcher.pool,
-                            "stages_ms_cpu": stage})
+                            "stages_ms_cpu": stage if m == "plaid" else stage_np})
         else:
             rows[m].update({"ann": r.index.ann.info(), "candidate_k": args.candidate_k})
     overlap = [len(set(a.doc_ids[:10]) & set(b.doc_ids[:10])) / max(1, min(10, len(a))) for a, b in zip(rankings["faiss"], rankings["plaid"])]
+    same = [a.doc_ids[:10] == b.doc_ids[:10] for a, b in zip(rankings["plaid"], rankings["plaid_numpy"])]
+    result["plaid_numba_vs_numpy_identical_top10"] = int(sum(same))
     result.update({"results": rows, "msmarco_mean_tokens": round(mean_tok, 1), "msmarco_passages": MSMARCO_PASSAGES,
                    "top10_overlap_plaid_vs_faiss": round(float(np.mean(overlap)), 4),
                    "identical_top10_sets": int(sum(o == 1.0 for o in overlap))})
@@ -218,7 +234,7 @@ def write(result: dict, out: Path) -> None:
 
     atomic_write_json(out.with_suffix(".json"), result)
     r = result["results"]
-    f, p = r["faiss"], r["plaid"]
+    f, p, pn = r["faiss"], r["plaid"], r["plaid_numpy"]
     lines = [
         "# Late interaction: compressed (PLAID-style) index against today's faiss token index",
         "",
@@ -230,13 +246,14 @@ def write(result: dict, out: Path) -> None:
         f"(all-MiniLM-L6-v2) token vectors, dim 384; queries encoded once outside the timing "
         f"({result['query_encoding']['queries_per_s']} queries/s, {result['query_encoding']['mean_query_tokens']:.1f} "
         "tokens each)",
-        "- queries/s: the two searches interleaved in blocks of queries, best of the repeats; `cpu` counts this "
+        "- queries/s: the three searches interleaved in blocks of queries, best of the repeats; `cpu` counts this "
         "thread's CPU time only (what an idle core would give), `wall` includes waiting for the shared CPU",
         "",
         "| index | nDCG@10 | R@100 | q/s (cpu) | q/s (wall) | bytes/token | index bytes/doc | build s | MS MARCO projected |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, v, what in (("faiss (today: float16 tokens + IVF-PQ token ANN)", f, ""), ("plaid", p, "")):
+    for name, v, what in (("faiss (today: float16 tokens + IVF-PQ token ANN)", f, ""),
+                          ("plaid, compiled kernels (impl=auto: numba)", p, ""), ("plaid, numpy path (impl=numpy)", pn, "")):
         lines.append(f"| {name} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | {v['qps_cpu']} | {v['qps_wall']} | "
                      f"{v['bytes_per_token_growing']} | {v['index_bytes_per_doc']:.0f} | {v['build_s']} | "
                      f"{v['msmarco_projected_gb']} GB |")
@@ -249,6 +266,11 @@ def write(result: dict, out: Path) -> None:
         "(scale)",
         f"- plaid time per query (cpu): {p['ms_per_query_cpu']} ms; by step (cpu ms, measured apart): "
         + ", ".join(f"{k_} {v}" for k_, v in p["stages_ms_cpu"].items()),
+        f"- numpy path time per query (cpu): {pn['ms_per_query_cpu']} ms; by step: "
+        + ", ".join(f"{k_} {v}" for k_, v in pn["stages_ms_cpu"].items()),
+        f"- numba {result['numba']['version']}; the first plaid query (kernels loaded from numba's disk cache, or "
+        f"compiled): {result['numba']['first_query_s']} s; compiled and numpy paths give the same top-10 for "
+        f"{result['plaid_numba_vs_numpy_identical_top10']} of {result['queries']} queries",
         f"- top-10 overlap of plaid with today's path: {result['top10_overlap_plaid_vs_faiss']} "
         f"({result['identical_top10_sets']} of {result['queries']} queries identical)",
         f"- MS MARCO projection: {result['msmarco_passages']:,} passages x {result['msmarco_mean_tokens']} MiniLM tokens "
