@@ -13,7 +13,10 @@ each over fewer documents:
 3. **centroid interaction** (PLAID's third stage) on the pool: ``sum over query tokens of max over all
    of the document's distinct centroids of S[q, c]``, a gather of ``S``; the ``max(candidates, k)``
    best are kept;
-4. **exact MaxSim** on those: on the CPU without decompressing
+4. **exact MaxSim** on those, on the CPU without decompressing: with numba (``impl="auto"`` or
+   ``"numba"``) by the compiled kernels of :mod:`attnsift.indexes.plaid_kernel` (float32, per query a
+   table of each residual byte's contribution to each query token, summed in vector registers; steps
+   2 and 3 compiled too), else on the numpy path
    (:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`: ``q . x = (S[q, code] + q . r) *
    scale``, a bfloat16 product with the residuals); with ``impl="reference"`` or ``"triton"``, over
    the decompressed float32 tokens by :func:`attnsift.attention_kernels.maxsim.api.maxsim` (Triton on

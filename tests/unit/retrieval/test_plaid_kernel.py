@@ -162,3 +162,14 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_names_the_extra(small,
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("nbits", [1, 4])
+def test_exact_kernel_reads_one_and_four_bit_residuals(nbits):
+    rng = np.random.default_rng(nbits)
+    toks = _unit(rng.normal(size=(300, 32)))
+    index = PlaidIndex.build(toks, np.full(15, 20), ncentroids=8, nbits=nbits)
+    q = _unit(rng.normal(size=(5, 32)))
+    docs = np.arange(15)
+    got = index.exact_scores(q, PlaidSearcher(index).centroid_scores(q), docs, impl="numba")
+    assert np.abs(got - _reference(index, q, docs)).max() < 1e-5
