@@ -173,3 +173,14 @@ def test_exact_kernel_reads_one_and_four_bit_residuals(nbits):
     docs = np.arange(15)
     got = index.exact_scores(q, PlaidSearcher(index).centroid_scores(q), docs, impl="numba")
     assert np.abs(got - _reference(index, q, docs)).max() < 1e-5
+
+
+def test_best_by_partition_equals_a_full_sort_with_ties():
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        docs = rng.choice(1000, n, replace=False)
+        scores = rng.integers(0, 4, n).astype(np.float64)  # many ties: the lower position wins
+        keep = int(rng.integers(1, 70))
+        want = np.sort(docs[np.lexsort((docs, -scores))[:keep]])
+        assert PlaidSearcher._best(docs, scores, keep).tolist() == want.tolist()
