@@ -1,4 +1,4 @@
-"""A corpus on disk, read by position: ``documents.jsonl`` + offsets, memory-mapped.
+"""A corpus on disk, read by position: ``documents.jsonl`` and its offsets; documents read with pread.
 
 An index over millions of passages must not hold millions of Documents. A :class:`DocumentStore` is a
 read-only ``Sequence[Document]`` over a folder's files that builds only the documents asked for
@@ -139,7 +139,7 @@ class DocumentStore(_Positional, Sequence[Document]):
     Parameters
     ----------
     path : Path
-        The ``documents.jsonl`` file (memory-mapped).
+        The ``documents.jsonl`` file (read with ``os.pread``; its offsets may be memory-mapped).
     offsets : np.ndarray
         ``[N + 1]`` int64 byte offset of each line.
     ids : sequence of str
@@ -153,7 +153,8 @@ class DocumentStore(_Positional, Sequence[Document]):
     def __init__(self, path: Path, offsets: np.ndarray, ids: Sequence[str], id_rank: np.ndarray | None = None,
                  texts_sha256: str | None = None) -> None:
         self.path, self.offsets, self.ids = Path(path), offsets, ids
-        self._blob = _map_file(self.path)  # random access; runs of documents are read with pread
+        # read with pread, not a memory map: the kernel maps a faulting page's cached neighbours too
+        # (fault-around), so random look-ups would fill the RSS with most of the file's pages
         self._fd = os.open(self.path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
         self._id_rank, self.texts_sha256 = id_rank, texts_sha256
@@ -173,12 +174,11 @@ class DocumentStore(_Positional, Sequence[Document]):
 
     def at(self, positions: Iterable[int]) -> list[Document]:
         """The documents at ``positions`` (ints in ``[0, N)``), in that order."""
-        off = self.offsets
-        return [self._parse(self._blob[int(off[i]) : int(off[i + 1])], int(i)) for i in positions]
+        off, fd = self.offsets, self._fd
+        return [self._parse(os.pread(fd, int(off[i + 1]) - int(off[i]), int(off[i])), int(i)) for i in positions]
 
     def _run(self, start: int, stop: int) -> list[Document]:
-        """The documents ``start:stop`` from one read of their bytes (not through the memory map, whose
-        pages would stay in this process's RSS)."""
+        """The documents ``start:stop`` from one read of their bytes."""
         off = self.offsets
         base, end = int(off[start]), int(off[stop])
         block = os.pread(self._fd, end - base, base) if end > base else b""
