@@ -184,3 +184,12 @@ def test_best_by_partition_equals_a_full_sort_with_ties():
         keep = int(rng.integers(1, 70))
         want = np.sort(docs[np.lexsort((docs, -scores))[:keep]])
         assert PlaidSearcher._best(docs, scores, keep).tolist() == want.tolist()
+
+
+def test_memory_mapped_index_gives_the_same_results(small, tmp_path):
+    index = small["index"]
+    mapped = PlaidIndex.load(tmp_path, index.save(tmp_path), mmap=True)
+    assert not mapped.residuals.flags.writeable  # read-only maps are read by the kernels as they are
+    q = small["queries"][32]
+    a, b = PlaidSearcher(index, candidates=20).search(q, 10), PlaidSearcher(mapped, candidates=20).search(q, 10)
+    assert a[0].tolist() == b[0].tolist() and np.array_equal(a[1], b[1])
