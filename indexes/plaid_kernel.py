@@ -10,16 +10,17 @@ intermediates and spends most of its time in byte gathers. Here each step is one
   last axis, contiguous. A document token with centroid ``c``, packed residual bytes ``b`` and stored scale
   ``s`` scores ``(S[c, :] + sum over p of T[p, b[p], :]) * s`` against all query tokens at once; the sums
   stay in vector registers (an LLVM-level intrinsic, :func:`_token_sum_typer`: numba's loop vectoriser alone
-  kept them in memory, a store-to-load chain 4x slower); the running max per document and the sum over
+  kept them in memory, a store-to-load chain 2-4x slower); the running max per document and the sum over
   query tokens follow in the same loop. No ``[t, Lq]`` or ``[t, dim]`` array is built.
 - **centroid interaction**: the running max over a document's distinct centroids of the rows of ``S^T``.
 - **candidate generation**: each query token's ``ncells`` best centroids, then one pass over their inverted
   lists accumulating per-document scores in per-thread scratch arrays (reset after each query).
 
 Arithmetic: float32 throughout (the numpy path rounds the residuals and the query to bfloat16), in a fixed
-order, compiled with ``fastmath=False`` (no reassociation; the vector lanes are independent query tokens), so a document's score does not depend on the other documents, the batch or the thread. The kernel
-scores are the more exact ones: they agree with float64 MaxSim over the same compressed tokens (stored scale
-included) to ~1e-6 per query token, and with the numpy path to the bfloat16 rounding (~1e-3).
+order, compiled with ``fastmath=False`` (no reassociation; the vector lanes are independent query tokens),
+so a document's score does not depend on the other documents, the batch or the thread. The kernel scores
+are the more exact ones: they agree with float64 MaxSim over the same compressed tokens (stored scale
+included) to ~2e-7 per query token, and with the numpy path to its bfloat16 rounding (~1e-4 to 5e-4).
 
 numba is optional (the ``dense`` extra): :func:`resolve` picks the numpy path when it is missing. Compiled
 functions are cached on disk (``cache=True``, next to this file or, where that is read-only, in numba's
@@ -204,7 +205,8 @@ def _table(query_t, weights, nbits, t, h):  # pragma: no cover - compiled
         h_a, t_a, row = h.ctypes.data, t[ch].ctypes.data, cw * 4
         for p in range(npos):
             for v in range(256):
-                o_a, lo_a, hi_a = t_a + (p * 256 + v) * row, h_a + (32 * p + (v & 15)) * row, h_a + (32 * p + 16 + (v >> 4)) * row
+                o_a = t_a + (p * 256 + v) * row
+                lo_a, hi_a = h_a + (32 * p + (v & 15)) * row, h_a + (32 * p + 16 + (v >> 4)) * row
                 if nv == 1:
                     _row_add(o_a, lo_a, hi_a, 1)
                 elif nv == 2:
