@@ -1,5 +1,6 @@
 """Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8
-(``onnx-int8``: dynamic, per-tensor activations; ``onnx-int8-block``: 8-bit blocks, ``MatMulNBits``).
+(``onnx-int8``: dynamic, per-tensor activations; ``onnx-int8-block``: 8-bit blocks, ``MatMulNBits``;
+``onnx-int8-mixed``: fused graph, FFN MatMuls in 8-bit blocks, attention ones dynamic).
 
 Speed: the same passages (the first ``--passages`` of the corpus, ``title + " " + text`` as the dense
 retriever encodes them) encoded by each backend in one process, interleaved (torch, onnx, onnx-int8,
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed")
 
 
 def load(dataset: str) -> tuple[object, list]:
@@ -117,7 +118,7 @@ def quality(encoders: dict, ds, docs: list, late: bool = False) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, int8 blockwise)", "",
+        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, int8 blockwise, int8 mixed)", "",
         f"- command: `{res['command']}`",
         f"- date: {res['date']}",
         f"- machine: {res['machine']}",

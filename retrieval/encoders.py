@@ -16,7 +16,8 @@ truncated with a logged warning, because a truncated query silently changes what
 The forward pass runs in PyTorch (``backend="torch"``, the default) or in ONNX Runtime on the CPU
 (``backend="onnx"``: float32, the same vectors within ~1e-5; ``"onnx-int8"``: int8 weights, faster
 where the CPU has int8 dot products, vectors within a cosine of ~0.99; ``"onnx-int8-block"``: 8-bit
-blockwise weights and activations, cosine ~0.999, less fast); everything around it
+blockwise weights and activations, cosine ~0.999, less fast; ``"onnx-int8-mixed"``: a fused graph,
+FFN MatMuls blockwise and attention ones dynamic, in between); everything around it
 (tokenizer, pooling, normalisation, prefixes, length limit, token outputs) is shared. See
 :mod:`attnsift.retrieval.onnx_encoder`.
 
@@ -204,11 +205,13 @@ class Encoder:
         Weights and activations (``"float32"``, ``"bfloat16"``, ``"float16"``). Defaults to float32 on
         every device (encoders are small; half precision changes the vectors, so an index built in
         one precision may not load with a query encoder in another: its probe vector differs).
-    backend : {"torch", "onnx", "onnx-int8", "onnx-int8-block"}, optional
+    backend : {"torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}, optional
         What runs the forward pass ["torch"]. The ONNX backends run on the CPU in float32 (the model is
         exported once per model and backend under ``$ATTNSIFT_CACHE/onnx`` and reused); ``"onnx-int8"``
         quantises the matrix weights to int8 (ONNX Runtime's dynamic quantisation); ``"onnx-int8-block"``
-        to 8-bit blocks of 128 input channels with int8 activations per row and block (``MatMulNBits``).
+        to 8-bit blocks of 128 input channels with int8 activations per row and block (``MatMulNBits``);
+        ``"onnx-int8-mixed"`` fuses the graph (ONNX Runtime's transformer optimizer), then puts the FFN
+        MatMuls in 8-bit blocks and the attention ones in dynamic int8.
     threads : int, optional
         ONNX Runtime's intra-op threads [None: ``torch.get_num_threads()``]; ONNX backends only.
     **options
@@ -220,7 +223,7 @@ class Encoder:
         What index manifests and encoding caches record (name, dim, max_length, pooling, normalize,
         prefixes; ``backend`` when it is not ``"torch"``, so caches made before backends existed stay valid).
     backend : str
-        ``"torch"``, ``"onnx"``, ``"onnx-int8"`` or ``"onnx-int8-block"``.
+        ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-int8-block"`` or ``"onnx-int8-mixed"``.
     model : torch.nn.Module or None
         The PyTorch model (None with an ONNX backend whose export is cached: it is not loaded).
     encoder_config : EncoderConfig
@@ -237,7 +240,7 @@ class Encoder:
         cfg = resolve_config(EncoderConfig, config, options, "Encoder")
         check_encoder_name(model)  # before any import or load: a typo gets our message, not the hub's
         if backend == "torch" and threads is not None:
-            raise ValueError("threads applies to the ONNX backends (backend='onnx', 'onnx-int8' or 'onnx-int8-block'); the torch "
+            raise ValueError("threads applies to the ONNX backends (backend='onnx' or an 'onnx-int8*' one); the torch "
                              "backend uses torch.set_num_threads")
         if backend != "torch":
             _check_onnx_placement(device, dtype)

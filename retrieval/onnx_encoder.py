@@ -9,7 +9,10 @@ runs in ONNX Runtime on the CPU:
 - ``"onnx-int8"``: that graph with int8 weights and activations quantised per tensor at run time
   (ONNX Runtime's dynamic quantisation): fastest, vectors move (cosine to torch ~0.995);
 - ``"onnx-int8-block"``: 8-bit weights and activations in blocks of input channels (``MatMulNBits``):
-  vectors close to float32's (cosine ~0.999), between float32 and ``onnx-int8`` in speed.
+  vectors close to float32's (cosine ~0.999), between float32 and ``onnx-int8`` in speed;
+- ``"onnx-int8-mixed"``: the graph fused by ONNX Runtime's transformer optimizer (fused attention,
+  skip-LayerNorm, bias-GELU), the FFN MatMuls in 8-bit blocks and the attention ones in dynamic int8:
+  between the two int8 recipes in speed and in closeness to float32.
 
 The int8 recipes are in :mod:`attnsift.retrieval.onnx_quantize`; speed and quality of each are in
 benchmarks/results/encoding_speed.md.
@@ -39,8 +42,8 @@ from attnsift.errors import IndexCorruptedError, require
 
 logger = logging.getLogger("attnsift.retrieval.encoders")
 
-#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime int8 (two recipes).
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block")
+#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime int8 (three recipes).
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed")
 #: The ONNX opset of exported encoders.
 OPSET = 17
 #: Model inputs the exported graph may take (those the tokenizer gives, in this order).
@@ -89,7 +92,7 @@ def export_dir(identity: Mapping[str, Any], backend: str, opset: int = OPSET) ->
     identity : mapping
         What identifies the model's weights: name, location, weights (file sizes and modification
         times), as :func:`attnsift.retrieval.encoding_cache.model_identity` gives.
-    backend : {"onnx", "onnx-int8", "onnx-int8-block"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}
     opset : int
 
     Returns
@@ -168,7 +171,7 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
         What ``from_pretrained`` loads (a folder or a cached hub id).
     identity : mapping
         The model's identity (see :func:`export_dir`).
-    backend : {"onnx", "onnx-int8", "onnx-int8-block"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}
     input_names : tuple of str
         The model inputs the tokenizer gives (a subset of :data:`INPUT_NAMES`).
     opset : int
@@ -198,7 +201,7 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
         if fp32 is None:
             _export_fp32(location, input_names, tmp / _FILE, opset)
         else:
-            onnx_quantize.quantize(fp32, tmp / _FILE, onnx_quantize.recipe(backend))
+            onnx_quantize.quantize(fp32, tmp / _FILE, onnx_quantize.recipe(backend), *_heads_and_hidden(location))
         for extra in tmp.iterdir():  # the quantiser's scratch files, if any
             if extra.name != _FILE and extra.is_file():
                 extra.unlink()
@@ -206,6 +209,14 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
                        model=dict(identity), versions=_versions(backend),
                        **({"recipe": onnx_quantize.recipe(backend), "source_sha256": source} if source else {}))
     return folder / _FILE
+
+
+def _heads_and_hidden(location: str) -> tuple[int, int]:
+    """The model's attention heads and hidden size (what fusing its attention needs; 0: unknown)."""
+    import transformers
+
+    cfg = transformers.AutoConfig.from_pretrained(location)
+    return int(getattr(cfg, "num_attention_heads", 0) or 0), int(getattr(cfg, "hidden_size", 0) or 0)
 
 
 def _file_sha256(folder: Path) -> str:

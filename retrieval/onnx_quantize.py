@@ -1,6 +1,6 @@
 """int8 recipes for the ONNX encoder backends: how a float32 export becomes an int8 one.
 
-Two recipes, one per backend (:data:`RECIPES`, part of each export's cache key):
+Three recipes, one per backend (:data:`RECIPES`, part of each export's cache key):
 
 - ``"onnx-int8"`` (``method="dynamic"``): ONNX Runtime's dynamic quantisation
   (:func:`onnxruntime.quantization.quantize_dynamic`): int8 weights with one scale per output channel,
@@ -13,6 +13,13 @@ Two recipes, one per backend (:data:`RECIPES`, part of each export's cache key):
   *and block* at run time, int8 dot products (AVX-512 VNNI here) with float32 accumulation across
   blocks. An outlier channel only coarsens its own block, so vectors stay close to float32
   (MiniLM: cosine ~0.999). Slower than ``dynamic`` (more scales), faster than float32.
+- ``"onnx-int8-mixed"`` (``method="mixed"``): the graph first fused by ONNX Runtime's transformer
+  optimizer (``fuse="bert"``: one ``Attention`` node per layer, ``SkipLayerNormalization``,
+  ``BiasGelu``, ``EmbedLayerNormalization``), then each weight MatMul routed by its kind
+  (:data:`KINDS`: attention QKV, attention output, FFN in, FFN out): the kinds in ``blockwise`` to
+  8-bit blocks as above, those in ``float32`` left alone, the rest to dynamic int8 (the fused
+  attention's QKV projection becomes ``QAttention``). The error of dynamic int8 is spread over every
+  kind and layer; the FFN MatMuls (GELU and LayerNorm outputs with outlier channels) carry most of it.
 
 Measured per recipe on MiniLM (SciFact passages): benchmarks/results/encoding_speed.md.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +36,17 @@ from typing import Any, Mapping
 RECIPES: dict[str, dict[str, Any]] = {
     "onnx-int8": {"method": "dynamic", "weight_type": "QInt8", "per_channel": True},
     "onnx-int8-block": {"method": "blockwise", "bits": 8, "block_size": 128, "accuracy_level": 4, "symmetric": True},
+    "onnx-int8-mixed": {"method": "mixed", "fuse": "bert", "blockwise": ["ffn_in", "ffn_out"], "float32": [],
+                        "weight_type": "QInt8", "per_channel": True,
+                        "bits": 8, "block_size": 128, "accuracy_level": 4, "symmetric": True},
+}
+#: The weight MatMuls of a BERT-like export by kind: patterns of node names (PyTorch module paths in the
+#: TorchScript export; ``Attention_<i>`` is a fused attention node, its QKV projection inside).
+KINDS: dict[str, str] = {
+    "qkv": r"^Attention_\d+$|/attention/self/(query|key|value)/MatMul",
+    "attn_out": r"/attention/output/dense/MatMul",
+    "ffn_in": r"/intermediate/dense/MatMul",
+    "ffn_out": r"/layer\.\d+/output/dense/MatMul",
 }
 
 
@@ -47,11 +66,27 @@ def check_recipe(settings: Mapping[str, Any]) -> dict[str, Any]:
     """``settings`` checked: a known method and sane numbers, else a one-line ValueError."""
     s = dict(settings)
     method = s.get("method")
+    if method in ("dynamic", "mixed") and s.get("weight_type") not in ("QInt8", "QUInt8"):
+        raise ValueError(f"dynamic quantisation needs weight_type 'QInt8' or 'QUInt8', got {s.get('weight_type')!r}")
     if method == "dynamic":
-        if s.get("weight_type") not in ("QInt8", "QUInt8"):
-            raise ValueError(f"dynamic quantisation needs weight_type 'QInt8' or 'QUInt8', got {s.get('weight_type')!r}")
         return s
-    if method == "blockwise":
+    if method == "mixed":
+        if s.get("fuse") not in (None, "bert"):
+            raise ValueError(f"fuse must be 'bert' (ONNX Runtime's transformer optimizer) or None, got {s.get('fuse')!r}")
+        groups = {g: s.get(g) or [] for g in ("blockwise", "float32")}
+        for g, kinds in groups.items():
+            bad = [k for k in kinds if k not in KINDS] if isinstance(kinds, (list, tuple)) else [kinds]
+            if bad:
+                raise ValueError(f"{g} must list MatMul kinds among {', '.join(KINDS)}, got {bad[0]!r}")
+        if set(groups["blockwise"]) & set(groups["float32"]):
+            raise ValueError("a MatMul kind is either blockwise or float32, not both: "
+                             f"{sorted(set(groups['blockwise']) & set(groups['float32']))}")
+        if s.get("fuse") and "qkv" in groups["blockwise"]:
+            raise ValueError("qkv cannot be blockwise with fuse='bert' (the fused Attention node holds the QKV "
+                             "weights): leave it dynamic, put it in float32 or set fuse=None")
+        if not groups["blockwise"]:
+            return s
+    if method in ("blockwise", "mixed"):
         block = s.get("block_size")
         if s.get("bits") != 8:
             raise ValueError(f"blockwise quantisation here is 8-bit only, got bits={s.get('bits')!r}")
@@ -60,7 +95,7 @@ def check_recipe(settings: Mapping[str, Any]) -> dict[str, Any]:
         if s.get("accuracy_level") not in (0, 1, 4):
             raise ValueError(f"accuracy_level must be 0, 1 or 4 (4: int8 activations), got {s.get('accuracy_level')!r}")
         return s
-    raise ValueError(f"quantisation method must be 'dynamic' or 'blockwise', got {method!r}")
+    raise ValueError(f"quantisation method must be 'dynamic', 'blockwise' or 'mixed', got {method!r}")
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -70,21 +105,61 @@ class _DropPreprocessHint(logging.Filter):
         return "pre-processing before quantization" not in str(record.msg)
 
 
-def quantize(src: Path, dst: Path, settings: Mapping[str, Any]) -> None:
+def quantize(src: Path, dst: Path, settings: Mapping[str, Any], num_heads: int = 0, hidden_size: int = 0) -> None:
     """Quantise the float32 ONNX file ``src`` into ``dst`` by ``settings`` (a :data:`RECIPES` entry).
 
-    Deterministic: the same source file and settings give the same bytes.
+    Deterministic: the same source file and settings give the same bytes. ``num_heads`` and
+    ``hidden_size`` (the model's config) guide the fusion of a ``mixed`` recipe (0: read from the graph).
+    Scratch files of a ``mixed`` recipe are written beside ``dst`` and removed.
     """
     s = check_recipe(settings)
+    src, dst = Path(src), Path(dst)
     if s["method"] == "dynamic":
-        _quantize_dynamic(Path(src), Path(dst), s)
+        _quantize_dynamic(src, dst, s)
+    elif s["method"] == "blockwise":
+        _quantize_blockwise(src, dst, s)
     else:
-        _quantize_blockwise(Path(src), Path(dst), s)
+        _quantize_mixed(src, dst, s, int(num_heads), int(hidden_size))
 
 
-def _quantize_dynamic(src: Path, dst: Path, s: Mapping[str, Any]) -> None:
+def _kind_matcher(kinds: Any) -> Any:
+    """A predicate on node names: True for the MatMuls of the given :data:`KINDS`."""
+    pattern = re.compile("|".join(f"(?:{KINDS[k]})" for k in kinds)) if kinds else None
+    return lambda name: bool(pattern is not None and pattern.search(name))
+
+
+def _quantize_mixed(src: Path, dst: Path, s: Mapping[str, Any], num_heads: int, hidden_size: int) -> None:
+    """Fuse (optional), then the ``blockwise`` kinds to ``MatMulNBits``, the rest but ``float32`` to dynamic int8."""
+    scratch = []
+    try:
+        if s.get("fuse"):
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            fused = dst.with_name(dst.stem + ".fused.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+                model = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                       opt_level=1, use_gpu=False)
+                model.save_model_to_file(str(fused))
+            scratch.append(fused)
+            src = fused
+        if s.get("blockwise"):
+            blocked = dst.with_name(dst.stem + ".block.onnx")
+            _quantize_blockwise(src, blocked, s, select=_kind_matcher(s["blockwise"]))
+            scratch.append(blocked)
+            src = blocked
+        _quantize_dynamic(src, dst, s, exclude=_kind_matcher(s.get("float32") or []))
+    finally:
+        for f in scratch:
+            f.unlink(missing_ok=True)
+
+
+def _quantize_dynamic(src: Path, dst: Path, s: Mapping[str, Any], exclude: Any = None) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    skip = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if exclude(n.name)] if exclude else []
 
     hint = _DropPreprocessHint()
     logging.getLogger().addFilter(hint)
@@ -92,14 +167,15 @@ def _quantize_dynamic(src: Path, dst: Path, s: Mapping[str, Any]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_dynamic(str(src), str(dst), weight_type=getattr(QuantType, s["weight_type"]),
-                             per_channel=bool(s.get("per_channel", False)),
+                             per_channel=bool(s.get("per_channel", False)), nodes_to_exclude=skip,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         logging.getLogger().removeFilter(hint)
 
 
-def _quantize_blockwise(src: Path, dst: Path, s: Mapping[str, Any]) -> None:
-    """Every MatMul with a constant 2-D float weight -> ``com.microsoft.MatMulNBits`` (8-bit blocks).
+def _quantize_blockwise(src: Path, dst: Path, s: Mapping[str, Any], select: Any = None) -> None:
+    """Every MatMul with a constant 2-D float weight (and a name ``select`` accepts, if given) ->
+    ``com.microsoft.MatMulNBits`` (8-bit blocks).
 
     Written here with ``onnx`` alone and ONNX Runtime's own block quantiser (the C++
     ``quantize_matmul_8bits``): ``onnxruntime.quantization.matmul_nbits_quantizer`` needs the
@@ -120,7 +196,8 @@ def _quantize_blockwise(src: Path, dst: Path, s: Mapping[str, Any]) -> None:
             uses[name] = uses.get(name, 0) + 1
     nodes, added = [], []
     for node in graph.node:
-        w_name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
+        chosen = node.op_type == "MatMul" and len(node.input) == 2 and (select is None or select(node.name))
+        w_name = node.input[1] if chosen else None
         w = numpy_helper.to_array(inits[w_name]) if w_name in inits else None
         if w is None or w.ndim != 2 or w.dtype != np.float32:
             nodes.append(node)

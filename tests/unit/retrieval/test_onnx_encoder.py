@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from helpers import SIX_TOPIC_TEXTS
 TEXTS = [*SIX_TOPIC_TEXTS, "x", "A much longer text " + "with many repeated words " * 12]
 QUERIES = ["does vitamin D help bones?", "cats"]
 OPTS = {"max_length": 64, "query_prefix": "query: ", "doc_prefix": "passage: "}
+MIXED = onnx_quantize.RECIPES["onnx-int8-mixed"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,8 @@ def test_onnx_equals_torch_dense_and_tokens(encoders):
     assert np.abs(pooled - d_o).max() < 1e-6 and all(np.array_equal(a, b) for a, b in zip(toks, t_o))
 
 
-@pytest.mark.parametrize("backend, dense_cos, token_cos", [("onnx-int8", 0.99, 0.98), ("onnx-int8-block", 0.999, 0.995)])
+@pytest.mark.parametrize("backend, dense_cos, token_cos", [("onnx-int8", 0.99, 0.98), ("onnx-int8-block", 0.999, 0.995),
+                                                          ("onnx-int8-mixed", 0.99, 0.98)])
 def test_int8_is_close(encoders, backend, dense_cos, token_cos):
     """The stated tolerances on the tiny model: cosine to float32 of sentence and token vectors."""
     d_t, d_8 = encoders["onnx"].encode_documents(TEXTS), encoders[backend].encode_documents(TEXTS)
@@ -87,9 +90,28 @@ def test_block_recipe_is_blockwise_int8_and_closer_than_dynamic(encoders):
     assert gap["onnx-int8-block"] < gap["onnx-int8"] / 3, gap
 
 
+def test_mixed_recipe_fuses_then_routes_by_kind(encoders):
+    """onnx-int8-mixed: the transformer optimizer's fused nodes, FFN MatMuls in 8-bit blocks, attention in
+    dynamic int8 (QAttention holds QKV; the attention output a MatMulInteger); no float32 weight MatMul left."""
+    import onnx
+
+    path = encoders["onnx-int8-mixed"]._onnx.path
+    assert sorted(f.name for f in path.parent.iterdir()) == ["manifest.json", "model.onnx"]  # scratch files gone
+    nodes = onnx.load(str(path)).graph.node
+    ops = [n.op_type for n in nodes]
+    assert ops.count("QAttention") == 2 and ops.count("SkipLayerNormalization") == 2 * 2 and "BiasGelu" in ops
+    assert ops.count("MatMulNBits") == 2 * 2 and ops.count("MatMulInteger") == 2 and "Softmax" not in ops
+    blocked = sorted(n.name for n in nodes if n.op_type == "MatMulNBits")
+    assert all(re.search(r"/(intermediate|output)/dense/MatMul_Q8$", b) and "attention" not in b for b in blocked)
+    ref = encoders["onnx"].encode_documents(TEXTS)
+    gap = {b: float(1 - (ref * encoders[b].encode_documents(TEXTS)).sum(1).mean()) for b in ("onnx-int8", "onnx-int8-mixed")}
+    assert gap["onnx-int8-mixed"] < gap["onnx-int8"], gap
+
+
 def test_export_is_cached_and_reused(env, encoders, monkeypatch):
     folders = sorted(p.name for p in (env["cache"] / "onnx").iterdir())
-    assert sorted(f.split("-op")[0] for f in folders) == ["tinybert-onnx", "tinybert-onnx-int8", "tinybert-onnx-int8-block"]
+    assert sorted(f.split("-op")[0] for f in folders) == ["tinybert-onnx", "tinybert-onnx-int8", "tinybert-onnx-int8-block",
+                                                          "tinybert-onnx-int8-mixed"]
     model = encoders["onnx"]._onnx.path
     before = model.stat().st_mtime_ns
 
@@ -109,10 +131,13 @@ def test_int8_cache_key_and_source_check(env, encoders, monkeypatch, caplog):
     from attnsift.retrieval.encoding_cache import model_identity
 
     ident = model_identity(encoders["onnx"])
-    dirs = {b: onnx_encoder.export_dir(ident, b) for b in ("onnx", "onnx-int8", "onnx-int8-block")}
-    assert len(set(dirs.values())) == 3 and dirs["onnx-int8"] == encoders["onnx-int8"]._onnx.path.parent
+    dirs = {b: onnx_encoder.export_dir(ident, b) for b in onnx_encoder.BACKENDS[1:]}
+    assert len(set(dirs.values())) == 4 and dirs["onnx-int8"] == encoders["onnx-int8"]._onnx.path.parent
+    assert dirs["onnx-int8-mixed"] == encoders["onnx-int8-mixed"]._onnx.path.parent
     monkeypatch.setitem(onnx_quantize.RECIPES, "onnx-int8-block", {**onnx_quantize.RECIPES["onnx-int8-block"], "block_size": 32})
     assert onnx_encoder.export_dir(ident, "onnx-int8-block") != dirs["onnx-int8-block"]
+    monkeypatch.setitem(onnx_quantize.RECIPES, "onnx-int8-mixed", {**onnx_quantize.RECIPES["onnx-int8-mixed"], "float32": ["qkv"]})
+    assert onnx_encoder.export_dir(ident, "onnx-int8-mixed") != dirs["onnx-int8-mixed"]
     monkeypatch.undo()
     monkeypatch.setenv("ATTNSIFT_CACHE", str(env["cache"]))
     import onnxruntime
@@ -135,17 +160,23 @@ def test_int8_cache_key_and_source_check(env, encoders, monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"method": "static"}, "quantisation method must be 'dynamic' or 'blockwise', got 'static'"),
+    ({"method": "static"}, "quantisation method must be 'dynamic', 'blockwise' or 'mixed', got 'static'"),
     ({"method": "blockwise", "bits": 4, "block_size": 32, "accuracy_level": 4}, "8-bit only, got bits=4"),
     ({"method": "blockwise", "bits": 8, "block_size": 48, "accuracy_level": 4}, "block_size must be a power of two >= 16"),
     ({"method": "blockwise", "bits": 8, "block_size": 32, "accuracy_level": 2}, "accuracy_level must be 0, 1 or 4"),
     ({"method": "dynamic", "weight_type": "int8"}, "weight_type 'QInt8' or 'QUInt8'"),
+    ({**MIXED, "fuse": "gpt2"}, "fuse must be 'bert' (ONNX Runtime's transformer optimizer) or None, got 'gpt2'"),
+    ({**MIXED, "blockwise": ["ffn"]}, "blockwise must list MatMul kinds among qkv, attn_out, ffn_in, ffn_out, got 'ffn'"),
+    ({**MIXED, "float32": "qkv"}, "float32 must list MatMul kinds among"),
+    ({**MIXED, "float32": ["ffn_in"]}, "a MatMul kind is either blockwise or float32, not both: ['ffn_in']"),
+    ({**MIXED, "blockwise": ["qkv"]}, "qkv cannot be blockwise with fuse='bert'"),
+    ({**MIXED, "block_size": 100}, "block_size must be a power of two >= 16, got 100"),
 ])
 def test_bad_recipes_get_one_line(tmp_path, settings, message):
     with pytest.raises(ValueError) as info:
         onnx_quantize.quantize(tmp_path / "missing.onnx", tmp_path / "out.onnx", settings)
     assert message in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="not a quantised backend; expected one of onnx-int8, onnx-int8-block"):
+    with pytest.raises(ValueError, match="not a quantised backend; expected one of onnx-int8, onnx-int8-block, onnx-int8-mixed"):
         onnx_quantize.recipe("onnx")
 
 
@@ -168,7 +199,7 @@ def test_damaged_or_partial_export_is_redone(env, encoders, caplog):
 def test_encoding_cache_key_differs_by_backend(encoders):
     fp = "0" * 64
     dirs = {b: default_cache_dir(e, fp, ["dense"]) for b, e in encoders.items()}
-    assert len(set(dirs.values())) == 4
+    assert len(set(dirs.values())) == 5
     assert dirs["torch"].name.startswith("tinybert-dense-")  # torch keys are what they were before backends
     assert dirs["onnx"].name.startswith("tinybert-onnx-dense-") and dirs["onnx-int8"].name.startswith("tinybert-onnx-int8-dense-")
     assert "backend" not in encoder_identity(encoders["torch"]) and encoder_identity(encoders["onnx"])["backend"] == "onnx"
@@ -186,8 +217,8 @@ def test_dense_retriever_on_onnx_caches_apart(env, encoders):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"backend": "onxx"}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, got 'onxx'"),
-    ({"backend": 3}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, got 3"),
+    ({"backend": "onxx"}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, got 'onxx'"),
+    ({"backend": 3}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, got 3"),
     ({"backend": "torch", "threads": 2}, "threads applies to the ONNX backends"),
     ({"backend": "onnx", "threads": 0}, "threads must be an integer >= 1"),
     ({"backend": "onnx", "device": "cuda"}, "the ONNX backends run on the CPU, got device='cuda'"),
@@ -212,16 +243,20 @@ def test_backend_and_threads_as_strings(env, encoders):
 def test_minilm_onnx_matches_torch(tmp_path, monkeypatch):
     """The real all-MiniLM-L6-v2: float32 within 1e-5 of torch, int8 cosine >= 0.98 (SciFact passages: >= 0.991,
     benchmarks/results/encoding_speed.md; one-word and repetitive texts here go down to 0.983); int8-block
-    cosine >= 0.995 (SciFact passages: >= 0.9985; the one-word text "x" here: 0.996)."""
+    cosine >= 0.995 (SciFact passages: >= 0.9985; the one-word text "x" here: 0.996); int8-mixed cosine >= 0.99
+    (SciFact passages: >= 0.993)."""
     monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path))
     texts = [*TEXTS, *(t.upper() for t in TEXTS)]
     torch_v = Encoder("minilm").encode_documents(texts)
     onnx_v = Encoder("minilm", backend="onnx").encode_documents(texts)
     int8_v = Encoder("minilm", backend="onnx-int8").encode_documents(texts)
     block_v = Encoder("minilm", backend="onnx-int8-block").encode_documents(texts)
+    mixed_v = Encoder("minilm", backend="onnx-int8-mixed").encode_documents(texts)
     assert np.abs(onnx_v - torch_v).max() < 1e-5
     assert (int8_v * torch_v).sum(1).min() >= 0.98
     assert (block_v * torch_v).sum(1).min() >= 0.995
+    mixed_cos = (mixed_v * torch_v).sum(1)
+    assert mixed_cos.min() >= 0.99 and 1 - mixed_cos.mean() < 1 - (int8_v * torch_v).sum(1).mean()
 
 
 def test_int8_recipe_is_part_of_the_encoding_cache_key(monkeypatch):
