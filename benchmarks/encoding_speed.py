@@ -222,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             q[b]["nDCG@10_minus_torch"] = round(q[b]["nDCG@10"] - q["torch"]["nDCG@10"], 4)
     if late is None:
         late = old.get("late")
+    elif args.quality_backends is not None:  # as for quality: keep the other backends' late figures
+        late = {**{k: v for k, v in (old.get("late") or {}).items() if k not in late}, **late}
+        for b in late:
+            late[b]["nDCG@10_minus_torch"] = round(late[b]["nDCG@10"] - late["torch"]["nDCG@10"], 4)
     onnx_threads = sorted({e._onnx.threads for e in encoders.values() if getattr(e, "_onnx", None) is not None})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
