@@ -1,6 +1,6 @@
 """Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8
 (``onnx-int8``: dynamic, per-tensor activations; ``onnx-int8-block``: 8-bit blocks, ``MatMulNBits``;
-``onnx-int8-mixed``: fused graph, FFN MatMuls in 8-bit blocks, attention ones dynamic).
+``onnx-int8-mixed``: FFN MatMuls in 8-bit blocks, attention ones dynamic).
 
 Speed: the same passages (the first ``--passages`` of the corpus, ``title + " " + text`` as the dense
 retriever encodes them) encoded by each backend in one process, interleaved (torch, onnx, onnx-int8,

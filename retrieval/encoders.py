@@ -16,8 +16,8 @@ truncated with a logged warning, because a truncated query silently changes what
 The forward pass runs in PyTorch (``backend="torch"``, the default) or in ONNX Runtime on the CPU
 (``backend="onnx"``: float32, the same vectors within ~1e-5; ``"onnx-int8"``: int8 weights, faster
 where the CPU has int8 dot products, vectors within a cosine of ~0.99; ``"onnx-int8-block"``: 8-bit
-blockwise weights and activations, cosine ~0.999, less fast; ``"onnx-int8-mixed"``: a fused graph,
-FFN MatMuls blockwise and attention ones dynamic, in between); everything around it
+blockwise weights and activations, cosine ~0.999, less fast; ``"onnx-int8-mixed"``: FFN MatMuls
+blockwise and attention ones dynamic, in between); everything around it
 (tokenizer, pooling, normalisation, prefixes, length limit, token outputs) is shared. See
 :mod:`attnsift.retrieval.onnx_encoder`.
 
@@ -210,8 +210,7 @@ class Encoder:
         exported once per model and backend under ``$ATTNSIFT_CACHE/onnx`` and reused); ``"onnx-int8"``
         quantises the matrix weights to int8 (ONNX Runtime's dynamic quantisation); ``"onnx-int8-block"``
         to 8-bit blocks of 128 input channels with int8 activations per row and block (``MatMulNBits``);
-        ``"onnx-int8-mixed"`` fuses the graph (ONNX Runtime's transformer optimizer), then puts the FFN
-        MatMuls in 8-bit blocks and the attention ones in dynamic int8.
+        ``"onnx-int8-mixed"`` puts the FFN MatMuls in 8-bit blocks and the attention ones in dynamic int8.
     threads : int, optional
         ONNX Runtime's intra-op threads [None: ``torch.get_num_threads()``]; ONNX backends only.
     **options

@@ -90,22 +90,46 @@ def test_block_recipe_is_blockwise_int8_and_closer_than_dynamic(encoders):
     assert gap["onnx-int8-block"] < gap["onnx-int8"] / 3, gap
 
 
-def test_mixed_recipe_fuses_then_routes_by_kind(encoders):
-    """onnx-int8-mixed: the transformer optimizer's fused nodes, FFN MatMuls in 8-bit blocks, attention in
-    dynamic int8 (QAttention holds QKV; the attention output a MatMulInteger); no float32 weight MatMul left."""
+def test_mixed_recipe_routes_by_kind(encoders):
+    """onnx-int8-mixed: FFN MatMuls in 8-bit blocks, attention ones (QKV, output) in dynamic int8, closer to
+    float32 than onnx-int8; no float32 weight MatMul left (the two attention products stay float32)."""
     import onnx
 
     path = encoders["onnx-int8-mixed"]._onnx.path
-    assert sorted(f.name for f in path.parent.iterdir()) == ["manifest.json", "model.onnx"]  # scratch files gone
+    assert sorted(f.name for f in path.parent.iterdir()) == ["manifest.json", "model.onnx"]  # no scratch files
     nodes = onnx.load(str(path)).graph.node
     ops = [n.op_type for n in nodes]
-    assert ops.count("QAttention") == 2 and ops.count("SkipLayerNormalization") == 2 * 2 and "BiasGelu" in ops
-    assert ops.count("MatMulNBits") == 2 * 2 and ops.count("MatMulInteger") == 2 and "Softmax" not in ops
+    assert ops.count("MatMulNBits") == 2 * 2 and ops.count("MatMulInteger") == 2 * 4 and ops.count("MatMul") == 2 * 2
     blocked = sorted(n.name for n in nodes if n.op_type == "MatMulNBits")
     assert all(re.search(r"/(intermediate|output)/dense/MatMul_Q8$", b) and "attention" not in b for b in blocked)
     ref = encoders["onnx"].encode_documents(TEXTS)
     gap = {b: float(1 - (ref * encoders[b].encode_documents(TEXTS)).sum(1).mean()) for b in ("onnx-int8", "onnx-int8-mixed")}
     assert gap["onnx-int8-mixed"] < gap["onnx-int8"], gap
+
+
+def test_mixed_recipe_with_fusion_and_float32_kinds(encoders, tmp_path):
+    """fuse='bert': ONNX Runtime's transformer optimizer first (fused attention -> QAttention, skip-LayerNorm,
+    bias-GELU); a kind in float32 stays a float32 MatMul; the vectors stay close to float32."""
+    import onnx
+
+    from attnsift.retrieval.onnx_encoder import OnnxForward
+
+    out = tmp_path / "fused.onnx"
+    onnx_quantize.quantize(encoders["onnx"]._onnx.path, out, {**MIXED, "fuse": "bert", "blockwise": ["ffn_out"],
+                                                             "float32": ["attn_out"]}, num_heads=2, hidden_size=32)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["fused.onnx"]  # the scratch files are removed
+    nodes = onnx.load(str(out)).graph.node
+    ops = [n.op_type for n in nodes]
+    assert ops.count("QAttention") == 2 and ops.count("SkipLayerNormalization") == 2 * 2 and "BiasGelu" in ops
+    assert "Softmax" not in ops and ops.count("MatMulNBits") == 2 and ops.count("MatMulInteger") == 2
+    assert sorted(n.name for n in nodes if n.op_type == "MatMul") == [f"/inner/encoder/layer.{i}/attention/output/dense/MatMul"
+                                                                       for i in range(2)]
+    fused = OnnxForward(out, threads=1)
+    batch = encoders["onnx"].tokenizer(TEXTS, padding=True, truncation=True, max_length=64, return_tensors="np")
+    h8, h32 = fused(batch), encoders["onnx"]._onnx(batch)
+    keep = batch["attention_mask"].astype(bool)
+    a, b = h8[keep], h32[keep]
+    assert ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min() > 0.98
 
 
 def test_export_is_cached_and_reused(env, encoders, monkeypatch):
@@ -169,7 +193,7 @@ def test_int8_cache_key_and_source_check(env, encoders, monkeypatch, caplog):
     ({**MIXED, "blockwise": ["ffn"]}, "blockwise must list MatMul kinds among qkv, attn_out, ffn_in, ffn_out, got 'ffn'"),
     ({**MIXED, "float32": "qkv"}, "float32 must list MatMul kinds among"),
     ({**MIXED, "float32": ["ffn_in"]}, "a MatMul kind is either blockwise or float32, not both: ['ffn_in']"),
-    ({**MIXED, "blockwise": ["qkv"]}, "qkv cannot be blockwise with fuse='bert'"),
+    ({**MIXED, "fuse": "bert", "blockwise": ["qkv"]}, "qkv cannot be blockwise with fuse='bert'"),
     ({**MIXED, "block_size": 100}, "block_size must be a power of two >= 16, got 100"),
 ])
 def test_bad_recipes_get_one_line(tmp_path, settings, message):
