@@ -405,7 +405,8 @@ class DenseRetriever:
              dataset: str | None = None) -> Path:
         """Write the index folder atomically (temporary folder, then swap) with its manifest.
         ``corpus_fingerprint`` (``Corpus.fingerprint()``) and ``dataset`` are recorded in the manifest,
-        for :func:`attnsift.indexes.corpus.check_index_corpus`.
+        for :func:`attnsift.indexes.corpus.check_index_corpus`. Documents held in a store are hard-linked
+        into the folder (copied across file systems), never parsed; a list is written once.
         """
         corpus = corpus_fields(corpus_fingerprint, dataset)
         path = Path(path)
