@@ -12,7 +12,7 @@ the one that built the index is an error, not silently meaningless scores.
 
 Documents in memory (a list, a dict) stay a list. A streamed corpus (a path, an attnsift Corpus, a
 generator) is written once to a :class:`~attnsift.indexes.doc_store.DocumentStore` on disk and encoded
-from it in chunks; a loaded index memory-maps its store: neither holds the corpus's Documents, only
+from it in chunks; a loaded index reads its store from disk: neither holds the corpus's Documents, only
 the ``k`` a ranking returns are built.
 
 Usage::
