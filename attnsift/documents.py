@@ -290,16 +290,20 @@ def read_documents(path: str | Path) -> list[Document]:
     return docs
 
 
-def corpus_record(documents: Any) -> tuple[list[Document], str, str | None]:
+def corpus_record(documents: Any, stream: bool = False) -> tuple[Any, str, str | None]:
     """The documents of what :func:`attnsift.build_index` was given, their fingerprint and data set name.
 
     Parameters
     ----------
     documents : path, Dataset, Corpus, or anything :func:`as_documents` takes
+    stream : bool
+        For a retriever that streams its corpus into a store on disk (dense, late interaction): a path
+        comes back as a :class:`~pathlib.Path` and a Dataset or Corpus as its Corpus, fingerprinted
+        without holding the documents; anything else comes back as a list, as without ``stream``.
 
     Returns
     -------
-    (list of Document, str, str or None)
+    (list of Document (or, with ``stream``, a Path or Corpus), str, str or None)
         The fingerprint is what :meth:`attnsift.eval.datasets.Corpus.fingerprint` gives for the same
         corpus (a ``.jsonl`` file's hash, else the documents' hash), so a data set loaded from the same
         folder is recognised as the index's corpus.
@@ -308,11 +312,16 @@ def corpus_record(documents: Any) -> tuple[list[Document], str, str | None]:
 
     if isinstance(documents, (str, Path)):
         source = check_documents_path(documents)
+        if stream:  # read once here for the fingerprint (a .jsonl: the file's hash), once by the retriever
+            fp = file_fingerprint(source) if source.suffix == ".jsonl" else documents_fingerprint(iter_documents(source))
+            return Path(documents), fp, None
         docs = read_documents(documents)
         return docs, (file_fingerprint(source) if source.suffix == ".jsonl" else documents_fingerprint(docs)), None
     dataset = None
     if hasattr(documents, "corpus") and hasattr(documents, "queries"):  # a Dataset: index its corpus
         dataset, documents = getattr(documents, "name", None), documents.corpus
-    docs = as_documents(documents)
     own = getattr(documents, "fingerprint", None)
+    if stream and callable(getattr(documents, "iter_documents", None)) and callable(own):
+        return documents, own(), dataset
+    docs = as_documents(documents)
     return docs, (own() if callable(own) else documents_fingerprint(docs)), dataset

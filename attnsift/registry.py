@@ -494,7 +494,7 @@ def build_index(documents: Any, retriever: str = "bm25", *, encoder: Any = None,
     if retriever in DEFAULT_MODELS or retriever == HYBRID:
         encoder = _one_encoder(encoder, _pop_encoder(options))
     check_model("retriever", retriever, encoder)
-    docs, fingerprint, dataset = corpus_record(documents)
+    docs, fingerprint, dataset = corpus_record(documents, stream=retriever in ("dense", "late"))  # to a store on disk
     out = build_retriever(retriever, docs, encoder, options=options, progress=progress, device=device, dtype=dtype)
     out.corpus_fingerprint, out.dataset = fingerprint, dataset
     return out

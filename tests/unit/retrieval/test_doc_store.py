@@ -236,3 +236,40 @@ def test_late_from_a_generator_equals_the_list_build(encoder, tmp_path, options)
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     loaded = LateInteractionRetriever.load(b)
     assert isinstance(loaded.documents, DocumentStore) and _rankings(loaded) == _rankings(listed)
+
+
+# ------------------------------------------------------------------------------- build_index streams
+@pytest.mark.parametrize("suffix", [".jsonl", ".tsv"])
+def test_build_index_streams_a_file_into_a_store_with_the_list_fingerprint(tmp_path, encoder, suffix):
+    from attnsift import build_index
+    from attnsift.documents import corpus_record
+    from attnsift.fingerprint import documents_fingerprint
+
+    path = tmp_path / f"corpus{suffix}"
+    rows = DOCS[:50]
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in rows), encoding="utf-8")
+    else:
+        path.write_text("".join(f"{d.id}\t{d.text}\n" for d in rows), encoding="utf-8")
+    listed, fp_list, _ = corpus_record(path)
+    streamed, fp_stream, _ = corpus_record(path, stream=True)
+    assert isinstance(listed, list) and not isinstance(streamed, list) and fp_stream == fp_list
+    if suffix == ".tsv":
+        assert fp_stream == documents_fingerprint(listed)
+    r = build_index(path, "dense", encoder=encoder, options={"index_type": "flat"})
+    assert isinstance(r.documents, DocumentStore)  # the Documents are on disk, not in a list
+    assert r.corpus_fingerprint == fp_list
+    assert [d.id for d in r.documents] == [d.id for d in rows]
+
+
+def test_build_index_streams_a_dataset_corpus(tmp_path, encoder):
+    from attnsift import build_index
+    from attnsift.eval.datasets import Corpus
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in DOCS[:40]), encoding="utf-8")
+    corpus = Corpus.from_jsonl(path)
+    r = build_index(corpus, "dense", encoder=encoder, options={"index_type": "flat"})
+    assert isinstance(r.documents, DocumentStore) and r.corpus_fingerprint == corpus.fingerprint()
+    listed = build_index([Document(d.id, d.text) for d in DOCS[:40]], "dense", encoder=encoder, options={"index_type": "flat"})
+    assert isinstance(listed.documents, list) and listed.documents == r.documents
