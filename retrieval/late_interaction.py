@@ -13,8 +13,9 @@ Two index types hold the documents' encoder token vectors (special tokens droppe
 
 A query is encoded the same way, and the candidates are rescored exactly: ``score(q, d) = sum over query
 tokens of max over d's tokens of q_i . d_j`` (MaxSim), by :func:`attnsift.attention_kernels.maxsim.api.maxsim`
-(plaid with ``impl="auto"``: on the compressed tokens directly, a bfloat16 product with the residuals, see
-:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`).
+(plaid with ``impl="auto"``: on the compressed tokens directly, by compiled kernels when numba is installed
+(the ``dense`` extra), else a bfloat16 product with the residuals; ``impl="numba"`` or ``"numpy"`` forces
+one; see :mod:`attnsift.indexes.plaid_kernel` and :meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`).
 
 With ``normalize="query_length"`` the sum is divided by the number of *real* query tokens. Padded
 query positions (when several queries are scored in one batch, :meth:`score`) are masked out of the sum
@@ -165,6 +166,9 @@ class LateInteractionRetriever:
         self.candidate_k = self.config.candidate_k
         self.normalize = self.config.normalize
         self.impl = self.config.impl
+        if self.impl in ("numba", "numpy") and self.mode != PLAID:
+            raise ValueError(f"impl={self.impl!r} picks a plaid index's CPU kernels; this is a faiss token index: "
+                             "use impl=auto, reference or triton")
         self.probe = list(probe) if probe is not None else None
         self.searcher = (PlaidSearcher(index, self.plaid.ncells, self.plaid.candidates, self.plaid.pool)
                          if self.mode == PLAID else None)

@@ -104,6 +104,10 @@ def test_bad_input(encoder, late):
         LateInteractionRetriever(encoder, late.index, DOCS, normalize="max")
     with pytest.raises(ValueError, match="sum to"):
         TokenIndex.build(np.zeros((4, 8), np.float32), np.array([1, 2]))
+    with pytest.raises(ValueError, match="plaid index's CPU kernels; this is a faiss token index"):
+        LateInteractionRetriever(encoder, late.index, DOCS, impl="numba")
+    with pytest.raises(ValueError, match="impl"):
+        LateInteractionRetriever(encoder, late.index, DOCS, impl="fast")
 
 
 
@@ -126,3 +130,13 @@ def test_saved_documents_are_memory_mapped_and_earlier_folders_load(tmp_path, la
     old = LateInteractionRetriever.load(path)
     assert old.doc_ids == [d.id for d in DOCS]
     assert [c.doc_id for c in old.retrieve("cats and dogs", k=3)] == [c.doc_id for c in want]
+
+
+def test_plaid_retriever_takes_the_cpu_kernel_choice(encoder):
+    pytest.importorskip("numba")
+    r = LateInteractionRetriever.from_corpus(DOCS, encoder=encoder, index="plaid", cache=False, candidates=6)
+    forced = LateInteractionRetriever(encoder, r.index, DOCS, impl="numpy", candidates=6)
+    assert forced.impl == "numpy" and r.impl == "auto"
+    a, b = r.retrieve("vitamin deficiency", k=5), forced.retrieve("vitamin deficiency", k=5)
+    assert a.doc_ids == b.doc_ids  # the compiled path and the numpy fallback agree on a small corpus
+    assert np.allclose([c.score for c in a], [c.score for c in b], atol=2e-2)
