@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plaid", nargs="*", default=[], help="plaid options key=value (ncentroids, nbits, ncells, candidates)")
     ap.add_argument("--sweep", nargs="*", default=[],
                     help="more plaid search settings NCELLS:CANDIDATES[:POOL], run once each (one thread, then two)")
+    ap.add_argument("--sweep-impls", nargs="*", default=["auto"], help="plaid impls each sweep setting runs with")
     ap.add_argument("--msmarco", default="trec-dl19-passage", help="MS MARCO passages for the mean token count")
     ap.add_argument("--max-docs", type=int, default=None, help="dry run: the first N documents only")
     ap.add_argument("--max-queries", type=int, default=None, help="dry run: the first N queries only")
@@ -142,8 +143,16 @@ def main(argv=None) -> int:
                                         **plaid_r.plaid.search_options())
     plaid_np.impl = "numpy"
     plaid_np.stats = plaid_r.stats
+    from attnsift.indexes import plaid_kernel
 
-    modes = {"faiss": faiss_r, "plaid": plaid_r, "plaid_numpy": plaid_np}
+    other = "int16" if plaid_kernel.AUTO == "numba" else "numba"  # the compiled variant auto does not pick
+    plaid_x = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
+                                       **plaid_r.plaid.search_options())
+    plaid_x.impl = other
+    plaid_x.stats = plaid_r.stats
+    result["auto"], result["other_impl"] = plaid_kernel.AUTO, other
+
+    modes = {"faiss": faiss_r, "plaid": plaid_r, "plaid_other": plaid_x, "plaid_numpy": plaid_np}
     best: dict = {m: {"wall": float("inf"), "cpu": float("inf")} for m in modes}
     rankings: dict = {}
     for rep in range(args.repeats):
@@ -164,24 +173,27 @@ def main(argv=None) -> int:
 
     stage = stages(plaid_r.searcher, qtok, args.k)
     stage_np = stages(plaid_r.searcher, qtok, args.k, impl="numpy")
+    stage_x = stages(plaid_r.searcher, qtok, args.k, impl=other)
     log.info("plaid stages (cpu ms per query): %s; numpy path %s", stage, stage_np)
 
     from attnsift.types import Run
 
     sweep = []
-    for item in [f"{plaid_r.searcher.ncells}:{plaid_r.searcher.candidates}:{plaid_r.searcher.pool}", *args.sweep]:
+    items = [f"{plaid_r.searcher.ncells}:{plaid_r.searcher.candidates}:{plaid_r.searcher.pool}", *args.sweep]
+    for item, impl in [(i, m) for i in items for m in args.sweep_impls]:
         nc, cand, *pool = (int(x) for x in item.split(":"))
         r = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
                                      ncells=nc, candidates=cand, pool=pool[0] if pool else None)
+        r.impl = impl
         rk, w, c = timed(r, queries, qtok, args.k)
         rep_ = evaluate(Run(rk, name="plaid"), ds.qrels, metrics=METRICS, rel_level=ds.rel_level)
         w2, c2 = two_threads(r, queries, qtok, args.k)
-        sweep.append({"ncells": nc, "candidates": cand, "pool": r.searcher.pool,
+        sweep.append({"ncells": nc, "candidates": cand, "pool": r.searcher.pool, "impl": plaid_kernel.resolve(impl),
                       **{k_: round(float(rep_[k_]), 4) for k_ in METRICS},
                       "qps_cpu": round(len(queries) / c, 1), "qps_wall": round(len(queries) / w, 1),
                       "two_threads_qps_wall": round(len(queries) / w2, 1),
                       "two_threads_qps_per_cpu_s": round(len(queries) / c2, 1),
-                      "stages_ms_cpu": stages(r.searcher, qtok, args.k), "load_avg": os.getloadavg()})
+                      "stages_ms_cpu": stages(r.searcher, qtok, args.k, impl=impl), "load_avg": os.getloadavg()})
         log.info("sweep %s", sweep[-1])
     result["sweep"] = sweep
 
@@ -215,12 +227,14 @@ def main(argv=None) -> int:
             rows[m].update({"bytes_per_token": {k_: round(v, 2) for k_, v in r.index.bytes_per_token().items()},
                             "ncentroids": r.index.ncentroids, "nbits": r.index.nbits, "ncells": r.searcher.ncells,
                             "candidates": r.searcher.candidates, "pool": r.searcher.pool,
-                            "stages_ms_cpu": stage if m == "plaid" else stage_np})
+                            "stages_ms_cpu": {"plaid": stage, "plaid_numpy": stage_np, "plaid_other": stage_x}[m]})
         else:
             rows[m].update({"ann": r.index.ann.info(), "candidate_k": args.candidate_k})
     overlap = [len(set(a.doc_ids[:10]) & set(b.doc_ids[:10])) / max(1, min(10, len(a))) for a, b in zip(rankings["faiss"], rankings["plaid"])]
     same = [a.doc_ids[:10] == b.doc_ids[:10] for a, b in zip(rankings["plaid"], rankings["plaid_numpy"])]
     result["plaid_numba_vs_numpy_identical_top10"] = int(sum(same))
+    same_x = [a.doc_ids[:10] == b.doc_ids[:10] for a, b in zip(rankings["plaid"], rankings["plaid_other"])]
+    result["plaid_auto_vs_other_identical_top10"] = int(sum(same_x))
     result.update({"results": rows, "msmarco_mean_tokens": round(mean_tok, 1), "msmarco_passages": MSMARCO_PASSAGES,
                    "top10_overlap_plaid_vs_faiss": round(float(np.mean(overlap)), 4),
                    "identical_top10_sets": int(sum(o == 1.0 for o in overlap))})
@@ -234,7 +248,8 @@ def write(result: dict, out: Path) -> None:
 
     atomic_write_json(out.with_suffix(".json"), result)
     r = result["results"]
-    f, p, pn = r["faiss"], r["plaid"], r["plaid_numpy"]
+    f, p, px, pn = r["faiss"], r["plaid"], r["plaid_other"], r["plaid_numpy"]
+    auto, other = result.get("auto", "numba"), result.get("other_impl", "int16")
     lines = [
         "# Late interaction: compressed (PLAID-style) index against today's faiss token index",
         "",
@@ -246,14 +261,15 @@ def write(result: dict, out: Path) -> None:
         f"(all-MiniLM-L6-v2) token vectors, dim 384; queries encoded once outside the timing "
         f"({result['query_encoding']['queries_per_s']} queries/s, {result['query_encoding']['mean_query_tokens']:.1f} "
         "tokens each)",
-        "- queries/s: the three searches interleaved in blocks of queries, best of the repeats; `cpu` counts this "
+        "- queries/s: the four searches interleaved in blocks of queries, best of the repeats; `cpu` counts this "
         "thread's CPU time only (what an idle core would give), `wall` includes waiting for the shared CPU",
         "",
         "| index | nDCG@10 | R@100 | q/s (cpu) | q/s (wall) | bytes/token | index bytes/doc | build s | MS MARCO projected |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v, what in (("faiss (today: float16 tokens + IVF-PQ token ANN)", f, ""),
-                          ("plaid, compiled kernels (impl=auto: numba)", p, ""), ("plaid, numpy path (impl=numpy)", pn, "")):
+                          (f"plaid, compiled kernels (impl=auto: {auto})", p, ""),
+                          (f"plaid, compiled kernels (impl={other})", px, ""), ("plaid, numpy path (impl=numpy)", pn, "")):
         lines.append(f"| {name} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | {v['qps_cpu']} | {v['qps_wall']} | "
                      f"{v['bytes_per_token_growing']} | {v['index_bytes_per_doc']:.0f} | {v['build_s']} | "
                      f"{v['msmarco_projected_gb']} GB |")
@@ -266,11 +282,14 @@ def write(result: dict, out: Path) -> None:
         "(scale)",
         f"- plaid time per query (cpu): {p['ms_per_query_cpu']} ms; by step (cpu ms, measured apart): "
         + ", ".join(f"{k_} {v}" for k_, v in p["stages_ms_cpu"].items()),
+        f"- impl={other} time per query (cpu): {px['ms_per_query_cpu']} ms; by step: "
+        + ", ".join(f"{k_} {v}" for k_, v in px["stages_ms_cpu"].items()),
         f"- numpy path time per query (cpu): {pn['ms_per_query_cpu']} ms; by step: "
         + ", ".join(f"{k_} {v}" for k_, v in pn["stages_ms_cpu"].items()),
         f"- numba {result['numba']['version']}; the first plaid query (kernels loaded from numba's disk cache, or "
         f"compiled): {result['numba']['first_query_s']} s; compiled and numpy paths give the same top-10 for "
-        f"{result['plaid_numba_vs_numpy_identical_top10']} of {result['queries']} queries",
+        f"{result['plaid_numba_vs_numpy_identical_top10']} of {result['queries']} queries; impl=auto ({auto}) and "
+        f"impl={other}: {result.get('plaid_auto_vs_other_identical_top10')} of {result['queries']}",
         f"- top-10 overlap of plaid with today's path: {result['top10_overlap_plaid_vs_faiss']} "
         f"({result['identical_top10_sets']} of {result['queries']} queries identical)",
         f"- MS MARCO projection: {result['msmarco_passages']:,} passages x {result['msmarco_mean_tokens']} MiniLM tokens "
@@ -280,10 +299,10 @@ def write(result: dict, out: Path) -> None:
     if result.get("sweep"):
         lines += ["", "Plaid search settings on the same index (the defaults first; one pass each, not interleaved; "
                   "two threads: the queries split between two threads, wall clock and queries per CPU second):", "",
-                  "| ncells | candidates (exact) | pool (centroid interaction) | nDCG@10 | R@100 | q/s (cpu, 1 thread) | "
+                  "| impl | ncells | candidates (exact) | pool (centroid interaction) | nDCG@10 | R@100 | q/s (cpu, 1 thread) | "
                   "q/s (wall, 1 thread) | q/s (wall, 2 threads) | q/s per CPU s (2 threads) | ms/query by step (cpu) | load |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {v['ncells']} | {v['candidates']} | {v['pool']} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | "
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {v.get('impl', 'numba')} | {v['ncells']} | {v['candidates']} | {v['pool']} | {v['nDCG@10']:.4f} | {v['R@100']:.4f} | "
                   f"{v['qps_cpu']} | {v['qps_wall']} | {v['two_threads_qps_wall']} | {v['two_threads_qps_per_cpu_s']} | "
                   + " / ".join(str(x) for x in list(v["stages_ms_cpu"].values())[:4])
                   + f" | {v['load_avg'][0]:.1f} |" for v in result["sweep"]]

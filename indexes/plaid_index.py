@@ -375,7 +375,7 @@ class PlaidIndex:
         0 for a document without tokens. ``impl``: ``numpy``, ``numba`` or ``auto`` (:mod:`.plaid_kernel`)."""
         from attnsift.indexes import plaid_kernel
 
-        if plaid_kernel.resolve(impl) == "numba":
+        if plaid_kernel.resolve(impl) != "numpy":
             return plaid_kernel.centroid_interaction(self, plaid_kernel.transposed(centroid_scores),
                                                      centroid_scores.shape[0], docs)
         offs, cells = self.doc_cells()
@@ -406,15 +406,17 @@ class PlaidIndex:
             ``[Lq, K]`` float32, ``query_tokens @ centroids.T``.
         docs : np.ndarray
             ``[n]`` document positions.
-        impl : {"numpy", "numba", "auto"}
-            ``numba``: :func:`.plaid_kernel.exact_scores` (float32 throughout, no bfloat16 rounding).
+        impl : {"numpy", "numba", "int16", "auto"}
+            ``numba``: :func:`.plaid_kernel.exact_scores` (float32 throughout, no bfloat16 rounding); ``int16``:
+            the same from an int16 table (within :func:`.plaid_kernel.int16_bound`).
         """
         import torch
 
-        from attnsift.indexes import plaid_kernel
+        from attnsift.indexes import plaid_kernel, plaid_kernel16
 
-        if plaid_kernel.resolve(impl) == "numba":
-            return plaid_kernel.exact_scores(self, query_tokens, plaid_kernel.transposed(centroid_scores), docs)
+        if (cpu := plaid_kernel.resolve(impl)) != "numpy":
+            kernels = plaid_kernel16 if cpu == "int16" else plaid_kernel
+            return kernels.exact_scores(self, query_tokens, plaid_kernel.transposed(centroid_scores), docs)
         rows, offs = self.token_positions(docs)
         out = np.zeros(offs.size - 1, np.float32)
         if rows.size == 0:

@@ -22,6 +22,9 @@ so a document's score does not depend on the other documents, the batch or the t
 are the more exact ones: they agree with float64 MaxSim over the same compressed tokens (stored scale
 included) to ~2e-7 per query token, and with the numpy path to its bfloat16 rounding (~1e-4 to 5e-4).
 
+``impl="int16"`` (:mod:`.plaid_kernel16`) runs the exact stage from the same table rounded to int16 (half the
+bytes, summed in int16 lanes): each score within a stated bound of the float32 one (~1e-4 per query token).
+
 numba is optional (the ``dense`` extra): :func:`resolve` picks the numpy path when it is missing. Compiled
 functions are cached on disk (``cache=True``, next to this file or, where that is read-only, in numba's
 user cache folder); with no writable cache location they are compiled in memory once per process.
@@ -35,8 +38,10 @@ import numpy as np
 
 from attnsift.errors import require
 
-#: ``impl`` values of the plaid CPU path.
-IMPLS = ("auto", "numba", "numpy")
+#: ``impl`` values of the plaid CPU path (``int16``: the compiled kernels with an int16 exact-stage table).
+IMPLS = ("auto", "numba", "int16", "numpy")
+#: What ``auto`` picks when numba is importable.
+AUTO = "numba"
 #: Query tokens are padded to a multiple of this (a 256-bit register of float32) ...
 LANES = 8
 #: ... and split into chunks of at most this many (8 registers of accumulators).
@@ -58,14 +63,14 @@ def available() -> bool:
 
 
 def resolve(impl: str) -> str:
-    """``"auto"`` -> ``"numba"`` when numba is importable, else ``"numpy"``; ``"numba"`` without numba raises
-    the missing-extra error; anything else outside :data:`IMPLS` is a ValueError."""
+    """``"auto"`` -> :data:`AUTO` when numba is importable, else ``"numpy"``; ``"numba"`` or ``"int16"``
+    without numba raises the missing-extra error; anything else outside :data:`IMPLS` is a ValueError."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS} for the plaid CPU path, got {impl!r}")
     if impl == "auto":
-        return "numba" if _numba is not None else "numpy"
-    if impl == "numba" and _numba is None:
-        require("numba", "dense", purpose="the compiled plaid kernels (impl='numba'; impl='numpy' needs nothing)")
+        return AUTO if _numba is not None else "numpy"
+    if impl != "numpy" and _numba is None:
+        require("numba", "dense", purpose=f"the compiled plaid kernels (impl={impl!r}; impl='numpy' needs nothing)")
     return impl
 
 
@@ -179,6 +184,25 @@ def _transpose_pad(s, nch, cw):  # pragma: no cover - compiled
 
 
 @_jit
+def _half_tables(q_t, weights, nbits, h):  # pragma: no cover - compiled
+    """``H[g, n, :]`` (into ``h``, ``[2 npos, 16, cw]``): what half-byte value ``n`` at half-byte ``g`` adds to
+    each query token of ``q_t`` (``[dim, cw]``), summed over its dimensions in order."""
+    cw = q_t.shape[1]
+    half = 4 // nbits
+    mask = (1 << nbits) - 1
+    h[:] = 0.0
+    for g in range(h.shape[0]):
+        for n in range(16):
+            row = h[g, n]
+            for j in range(half):
+                d = g * half + j
+                w = weights[d, (n >> (j * nbits)) & mask]
+                q = q_t[d]
+                for i in range(cw):
+                    row[i] += w * q[i]
+
+
+@_jit
 def _table(query_t, weights, nbits, t, h):  # pragma: no cover - compiled
     """``T[ch, p, v, :]``: the residual contribution of byte value ``v`` at packed position ``p`` to the query
     tokens of chunk ``ch``; ``query_t`` is ``[nch, dim, cw]`` (zero-padded query tokens, transposed),
@@ -186,22 +210,10 @@ def _table(query_t, weights, nbits, t, h):  # pragma: no cover - compiled
     ``[2 npos, 16, cw]``): ``T[p, v] = H[2p, v & 15] + H[2p+1, v >> 4]``, ``H`` the sum over the half-byte's
     dimensions in order."""
     nch, dim, cw = query_t.shape
-    per = 8 // nbits
-    half = per // 2
-    mask = (1 << nbits) - 1
-    npos = dim // per
+    npos = dim // (8 // nbits)
     nv = cw // 8
     for ch in range(nch):
-        h[:] = 0.0
-        for g in range(2 * npos):
-            for n in range(16):
-                row = h[g, n]
-                for j in range(half):
-                    d = g * half + j
-                    w = weights[d, (n >> (j * nbits)) & mask]
-                    q = query_t[ch, d]
-                    for i in range(cw):
-                        row[i] += w * q[i]
+        _half_tables(query_t[ch], weights, nbits, h)
         h_a, t_a, row = h.ctypes.data, t[ch].ctypes.data, cw * 4
         for p in range(npos):
             for v in range(256):
@@ -410,7 +422,8 @@ def centroid_interaction(index: Any, st: np.ndarray, lq: int, docs: np.ndarray) 
 
 def exact_scores(index: Any, query_tokens: np.ndarray, st: np.ndarray, docs: np.ndarray) -> np.ndarray:
     """:meth:`PlaidIndex.exact_scores <attnsift.indexes.plaid_index.PlaidIndex.exact_scores>` in float32 from
-    :func:`transposed` scores ``st``; ``[n]`` float32, 0 for a document without tokens."""
+    :func:`transposed` scores ``st``; ``[n]`` float32, 0 for a document without tokens. The int16 variant:
+    :func:`attnsift.indexes.plaid_kernel16.exact_scores`."""
     if not (index.residuals.flags.c_contiguous and index.codes.flags.c_contiguous):
         raise ValueError("the compiled plaid path reads C-contiguous codes and residuals; use impl='numpy'")
     q = np.asarray(query_tokens, dtype=np.float32)

@@ -13,10 +13,12 @@ each over fewer documents:
 3. **centroid interaction** (PLAID's third stage) on the pool: ``sum over query tokens of max over all
    of the document's distinct centroids of S[q, c]``, a gather of ``S``; the ``max(candidates, k)``
    best are kept;
-4. **exact MaxSim** on those, on the CPU without decompressing: with numba (``impl="auto"`` or
-   ``"numba"``) by the compiled kernels of :mod:`attnsift.indexes.plaid_kernel` (float32, per query a
-   table of each residual byte's contribution to each query token, summed in vector registers; steps
-   2 and 3 compiled too), else on the numpy path
+4. **exact MaxSim** on those, on the CPU without decompressing: with numba by the compiled kernels of
+   :mod:`attnsift.indexes.plaid_kernel` (per query a table of each residual byte's contribution to each
+   query token, summed in vector registers; steps 2 and 3 compiled too): ``impl="numba"`` a float32
+   table, ``"int16"`` an int16 one (:mod:`attnsift.indexes.plaid_kernel16`: half the bytes, each score
+   within a stated bound, ~1e-4 per query token), ``"auto"`` :data:`~attnsift.indexes.plaid_kernel.AUTO`;
+   else on the numpy path
    (:meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`: ``q . x = (S[q, code] + q . r) *
    scale``, a bfloat16 product with the residuals); with ``impl="reference"`` or ``"triton"``, over
    the decompressed float32 tokens by :func:`attnsift.attention_kernels.maxsim.api.maxsim` (Triton on
@@ -172,7 +174,7 @@ class PlaidSearcher:
             ``[Lq, dim]``.
         s : np.ndarray, optional
             Their :meth:`centroid_scores`, when already computed.
-        impl : {"auto", "numba", "numpy"}
+        impl : {"auto", "numba", "int16", "numpy"}
             The compiled kernel (:func:`attnsift.indexes.plaid_kernel.probe`) or numpy; the same documents and
             scores (float64 sums of the same float32 values).
 
@@ -189,7 +191,7 @@ class PlaidSearcher:
         if lq == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         s = self.centroid_scores(query_tokens) if s is None else s  # [Lq, K]
-        if plaid_kernel.resolve(impl) == "numba":
+        if plaid_kernel.resolve(impl) != "numpy":
             return plaid_kernel.probe(self.index, s, self.ncells)
         nc = self.ncells
         part = np.argpartition(-s, nc - 1, axis=1)[:, :nc] if nc < s.shape[1] else np.tile(np.arange(nc), (lq, 1))
@@ -237,7 +239,7 @@ class PlaidSearcher:
         pool = self._best(docs, approx, max(self.pool, keep))
         if pool.size <= keep:
             return pool
-        if impl == "numba":
+        if impl != "numpy":
             st = plaid_kernel.transposed(s) if st is None else st
             ci = plaid_kernel.centroid_interaction(self.index, st, s.shape[0], pool)
         else:
@@ -252,9 +254,10 @@ class PlaidSearcher:
         query_tokens : np.ndarray
             ``[Lq, dim]`` unit-norm query token vectors.
         k : int
-        impl : {"auto", "numba", "numpy", "reference", "triton"}
-            ``auto``: the compiled kernels when numba is importable (:mod:`attnsift.indexes.plaid_kernel`:
-            float32, straight from the packed codes), else ``numpy`` (the numpy path, bfloat16 residual
+        impl : {"auto", "numba", "int16", "numpy", "reference", "triton"}
+            ``auto``: the compiled kernels when numba is importable (:mod:`attnsift.indexes.plaid_kernel`,
+            straight from the packed codes: ``numba`` float32, ``int16`` an int16 table; ``auto`` picks
+            :data:`~attnsift.indexes.plaid_kernel.AUTO`), else ``numpy`` (the numpy path, bfloat16 residual
             products: :meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`); ``reference`` /
             ``triton``: exact MaxSim over decompressed float32 tokens through
             :func:`attnsift.attention_kernels.maxsim.api.maxsim` (``triton`` on the GPU), after the ``auto``
@@ -276,13 +279,17 @@ class PlaidSearcher:
         if q.shape[0] == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         s = self.centroid_scores(q)
-        st = plaid_kernel.transposed(s) if cpu == "numba" else None
+        st = plaid_kernel.transposed(s) if cpu != "numpy" else None
         cand = self._shortlist(q, s, k, cpu, st)
         if cand.size == 0:
             return cand, np.zeros(0, np.float32)
         if impl in plaid_kernel.IMPLS:
-            sc = (plaid_kernel.exact_scores(self.index, q, st, cand) if cpu == "numba"
-                  else self.index.exact_scores(q, s, cand))
+            if cpu == "numpy":
+                sc = self.index.exact_scores(q, s, cand)
+            else:
+                from attnsift.indexes import plaid_kernel16
+
+                sc = (plaid_kernel16 if cpu == "int16" else plaid_kernel).exact_scores(self.index, q, st, cand)
         else:
             import torch
 

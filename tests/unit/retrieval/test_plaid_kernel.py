@@ -103,8 +103,9 @@ def test_search_numba_and_numpy_agree_and_numpy_can_be_forced(small):
     for lq, q in small["queries"].items():
         a_docs, a = searcher.search(q, 10, impl="numba")
         b_docs, b = searcher.search(q, 10, impl="numpy")
-        auto_docs, auto = searcher.search(q, 10)  # numba is importable here
-        assert auto_docs.tolist() == a_docs.tolist() and np.array_equal(auto, a)
+        auto_docs, auto = searcher.search(q, 10)  # numba is importable here: auto is plaid_kernel.AUTO
+        want_docs, want = searcher.search(q, 10, impl=plaid_kernel.AUTO)
+        assert auto_docs.tolist() == want_docs.tolist() and np.array_equal(auto, want)
         assert set(a_docs.tolist()) == set(b_docs.tolist())
         np.testing.assert_allclose(a, b, atol=5e-3 * lq)
         assert not np.array_equal(a, b) or lq == 1  # the paths differ (float32 against bfloat16)
