@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         late = {**{k: v for k, v in (old.get("late") or {}).items() if k not in late}, **late}
         for b in late:
             late[b]["nDCG@10_minus_torch"] = round(late[b]["nDCG@10"] - late["torch"]["nDCG@10"], 4)
+    rank = {b: i for i, b in enumerate(BACKENDS)}
+    q, late = ({k: d[k] for k in sorted(d, key=lambda k: rank.get(k, len(rank)))} if d else d for d in (q, late))
     onnx_threads = sorted({e._onnx.threads for e in encoders.values() if getattr(e, "_onnx", None) is not None})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     command = " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]])
