@@ -40,8 +40,9 @@ from attnsift.errors import require
 
 #: ``impl`` values of the plaid CPU path (``int16``: the compiled kernels with an int16 exact-stage table).
 IMPLS = ("auto", "numba", "int16", "numpy")
-#: What ``auto`` picks when numba is importable.
-AUTO = "numba"
+#: What ``auto`` picks when numba is importable: the int16 exact stage (SciFact and NFCorpus nDCG@10 / R@100
+#: as the float32 one's to 4 digits, 1.3-1.5x faster exact stage; benchmarks/results/late_interaction.md).
+AUTO = "int16"
 #: Query tokens are padded to a multiple of this (a 256-bit register of float32) ...
 LANES = 8
 #: ... and split into chunks of at most this many (8 registers of accumulators).
