@@ -290,3 +290,12 @@ def test_triton_maxsim_path_matches_the_compressed_one(corpus, index):
         b_docs, b = searcher.search(q, 10, impl="auto")
         assert set(a_docs.tolist()) == set(b_docs.tolist())
         np.testing.assert_allclose(np.sort(a), np.sort(b), atol=5e-3 * q.shape[0])
+
+
+def test_default_ncentroids_is_the_nearest_power_of_two_to_4_sqrt_t():
+    assert default_ncentroids(1_231_885) == 4096  # SciFact: 4 sqrt(T) = 4,440
+    assert default_ncentroids(872_373) == 4096  # NFCorpus: 3,736 (2,048 before: the power of two below)
+    assert default_ncentroids(725_000_000) == 65_536  # MS MARCO (~725M tokens): the cap
+    assert default_ncentroids(400) == 50  # small: at most T / 8
+    with pytest.raises(ValueError, match="num_tokens"):
+        default_ncentroids(0)
