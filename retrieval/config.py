@@ -309,10 +309,10 @@ class LateInteractionConfig(_EncodedIndexConfig):
         Nearest document tokens fetched per query token for candidate generation [32].
     normalize : {"none", "query_length"}
         Divide MaxSim by the number of real query tokens ["none"].
-    impl : {"auto", "reference", "triton", "numba", "numpy"}
+    impl : {"auto", "reference", "triton", "numba", "int16", "numpy"}
         MaxSim implementation ["auto": a plaid index's compiled CPU kernels when numba is installed, else its
-        numpy path; Triton on a GPU]. ``numba`` and ``numpy`` force a plaid index's CPU path and apply to
-        plaid indexes only.
+        numpy path; Triton on a GPU]. ``numba`` (float32 tables), ``int16`` (int16 tables) and ``numpy``
+        force a plaid index's CPU path and apply to plaid indexes only.
     cache, cache_dir, batch_size, max_length, query_prefix, doc_prefix, pooling, faiss options
         As in :class:`DenseConfig` (token vectors are always L2-normalised; the token cache is large:
         about ``2 * dim`` bytes per token).
@@ -325,7 +325,7 @@ class LateInteractionConfig(_EncodedIndexConfig):
     index_type: Literal["auto", "flat", "hnsw", "ivfpq"] = "auto"
     candidate_k: int = 32
     normalize: Literal["none", "query_length"] = "none"
-    impl: Literal["auto", "reference", "triton", "numba", "numpy"] = "auto"
+    impl: Literal["auto", "reference", "triton", "numba", "int16", "numpy"] = "auto"
 
     def validate(self) -> None:
         super().validate()

@@ -166,7 +166,7 @@ class LateInteractionRetriever:
         self.candidate_k = self.config.candidate_k
         self.normalize = self.config.normalize
         self.impl = self.config.impl
-        if self.impl in ("numba", "numpy") and self.mode != PLAID:
+        if self.impl in ("numba", "int16", "numpy") and self.mode != PLAID:
             raise ValueError(f"impl={self.impl!r} picks a plaid index's CPU kernels; this is a faiss token index: "
                              "use impl=auto, reference or triton")
         self.probe = list(probe) if probe is not None else None
