@@ -8,7 +8,7 @@ interrupted encoding resumes where it stopped) and loads finished chunks instead
 - the encoder (:func:`encoder_identity`): name, resolved location, pooling, max_length, prefixes,
   normalisation, lowercasing, dtype, and the identity of its weights (size and modification time of the
   model folder's files; for a hub model the snapshot folder, whose name is the commit);
-- the backend that runs the forward pass (``onnx``, ``onnx-int8``; absent for ``torch``, so caches made
+- the backend that runs the forward pass (``onnx``, ``onnx-int8``, ...; with its int8 recipe; absent for ``torch``, so caches made
   before backends existed stay valid): vectors of different backends differ slightly and never mix;
 - what is stored (``dense`` sentence vectors and/or ``tokens``).
 
