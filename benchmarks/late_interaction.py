@@ -2,7 +2,8 @@
 
 Both indexes are built from the same cached MiniLM token vectors of the corpus (the encoding cache
 makes a rerun quick). The queries are encoded once, outside the timed part; then the searches (faiss,
-plaid with the compiled kernels, plaid on the numpy path) run interleaved in blocks of queries,
+plaid with ``impl="auto"``, plaid with the other compiled variant (int16 / float32 table), plaid on the
+numpy path) run interleaved in blocks of queries,
 ``--repeats`` times, one thread, and the best repeat of each counts
 (wall clock and this thread's CPU time, so a shared machine's load shows as the gap between the two).
 Quality (nDCG@10, R@100) is measured on the k=100 runs; sizes are bytes per token of each index, and
