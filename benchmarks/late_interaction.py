@@ -138,8 +138,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     plaid_r.retrieve_encoded(queries[:1], qtok[:1], k=args.k, progress=False)  # loads (or compiles) the kernels
     result["numba"] = {"version": numba.__version__, "first_query_s": round(time.perf_counter() - t, 2)}
-    # The numpy path on the same index. LateInteractionConfig.impl takes auto/reference/triton only, so the
-    # plaid CPU choice is set on the retriever directly (PlaidSearcher.search(impl=...) is the public switch).
+    # The numpy path on the same index (the plaid CPU choice set on the retriever, as impl= would set it).
     plaid_np = LateInteractionRetriever(plaid_r.encoder, plaid_r.index, plaid_r.documents, probe=plaid_r.probe,
                                         **plaid_r.plaid.search_options())
     plaid_np.impl = "numpy"
