@@ -310,7 +310,7 @@ class LateInteractionConfig(_EncodedIndexConfig):
     normalize : {"none", "query_length"}
         Divide MaxSim by the number of real query tokens ["none"].
     impl : {"auto", "reference", "triton", "numba", "int16", "numpy"}
-        MaxSim implementation ["auto": a plaid index's compiled CPU kernels when numba is installed, else its
+        MaxSim implementation ["auto": a plaid index's compiled CPU kernels (the int16 table) when numba is installed, else its
         numpy path; Triton on a GPU]. ``numba`` (float32 tables), ``int16`` (int16 tables) and ``numpy``
         force a plaid index's CPU path and apply to plaid indexes only.
     cache, cache_dir, batch_size, max_length, query_prefix, doc_prefix, pooling, faiss options

@@ -14,8 +14,8 @@ Two index types hold the documents' encoder token vectors (special tokens droppe
 A query is encoded the same way, and the candidates are rescored exactly: ``score(q, d) = sum over query
 tokens of max over d's tokens of q_i . d_j`` (MaxSim), by :func:`attnsift.attention_kernels.maxsim.api.maxsim`
 (plaid with ``impl="auto"``: on the compressed tokens directly, by compiled kernels when numba is installed
-(the ``dense`` extra), else a bfloat16 product with the residuals; ``impl="numba"`` or ``"numpy"`` forces
-one; see :mod:`attnsift.indexes.plaid_kernel` and :meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`).
+(the ``dense`` extra), else a bfloat16 product with the residuals; ``impl="numba"`` (float32 table),
+``"int16"`` (int16 table, what ``auto`` picks) or ``"numpy"`` forces one; see :mod:`attnsift.indexes.plaid_kernel` and :meth:`~attnsift.indexes.plaid_index.PlaidIndex.exact_scores`).
 
 With ``normalize="query_length"`` the sum is divided by the number of *real* query tokens. Padded
 query positions (when several queries are scored in one batch, :meth:`score`) are masked out of the sum
