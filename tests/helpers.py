@@ -138,3 +138,26 @@ def block_scores_from_attention(attention, offsets, order, rows: int) -> list[fl
     for j, idx in enumerate(order):
         scores[idx] = per_block[j]
     return scores
+
+
+def unit_rows(x):
+    """Rows of ``x`` scaled to unit length, float32."""
+    import numpy as np
+
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def plaid_reference_maxsim(index, q, docs):
+    """float64 MaxSim of query tokens ``q`` over a PlaidIndex's compressed tokens of ``docs``, with their stored
+    (one-byte) scales: what every exact-stage implementation computes (0 for a document without tokens)."""
+    import numpy as np
+
+    out = np.zeros(docs.size)
+    s = q.astype(np.float64) @ index.centroids.T.astype(np.float64)
+    for j, d in enumerate(docs):
+        rows = np.arange(index.offsets[d], index.offsets[d + 1])
+        if rows.size:
+            res = index._unnormalised(rows).astype(np.float64) - index.centroids[index.codes[rows]]
+            m = (s[:, index.codes[rows].astype(np.int64)] + q.astype(np.float64) @ res.T) * index.inverse_norms(rows)
+            out[j] = m.max(1).sum()
+    return out

@@ -18,12 +18,9 @@ pytest.importorskip("numba")
 from attnsift.indexes import plaid_kernel, plaid_kernel16
 from attnsift.indexes.plaid_index import PlaidIndex
 from attnsift.retrieval.plaid import PlaidSearcher
+from helpers import plaid_reference_maxsim as _reference, unit_rows as _unit
 
 DIM = 64
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _corpus(seed: int, dim: int, ndocs: int = 120) -> tuple[PlaidIndex, np.ndarray, np.ndarray]:
@@ -44,19 +41,6 @@ def small() -> dict:
     queries = {lq: _unit(words[rng.integers(0, 24, lq)] + 0.3 * rng.normal(size=(lq, DIM)) / np.sqrt(DIM))
                for lq in (1, 7, 32, 70)}
     return {"index": index, "lengths": lengths, "queries": queries}
-
-
-def _reference(index: PlaidIndex, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
-    """float64 MaxSim over the compressed tokens with their stored (one-byte) scales."""
-    out = np.zeros(docs.size)
-    s = q.astype(np.float64) @ index.centroids.T.astype(np.float64)
-    for j, d in enumerate(docs):
-        rows = np.arange(index.offsets[d], index.offsets[d + 1])
-        if rows.size:
-            res = index._unnormalised(rows).astype(np.float64) - index.centroids[index.codes[rows]]
-            m = (s[:, index.codes[rows].astype(np.int64)] + q.astype(np.float64) @ res.T) * index.inverse_norms(rows)
-            out[j] = m.max(1).sum()
-    return out
 
 
 @pytest.mark.parametrize("lq", [1, 7, 32, 70])
