@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of the plaid search: candidate generation, centroid interaction and exact MaxSim
+"""Compiled (numba) kernels of the plaid search: centroid interaction and exact MaxSim
 read straight from the packed codes, fused, one query at a time, one thread.
 
 The numpy path of :class:`~attnsift.indexes.plaid_index.PlaidIndex` builds ``[t, Lq]`` and ``[t, dim]``
@@ -13,8 +13,8 @@ intermediates and spends most of its time in byte gathers. Here each step is one
   kept them in memory, a store-to-load chain 2-4x slower); the running max per document and the sum over
   query tokens follow in the same loop. No ``[t, Lq]`` or ``[t, dim]`` array is built.
 - **centroid interaction**: the running max over a document's distinct centroids of the rows of ``S^T``.
-- **candidate generation**: each query token's ``ncells`` best centroids, then one pass over their inverted
-  lists accumulating per-document scores in per-thread scratch arrays (reset after each query).
+- **centroid scores and candidate generation** (``S^T`` itself, each query token's ``ncells`` best centroids,
+  one pass over their inverted lists): :mod:`.plaid_scores`.
 
 Arithmetic: float32 throughout (the numpy path rounds the residuals and the query to bfloat16), in a fixed
 order, compiled with ``fastmath=False`` (no reassociation; the vector lanes are independent query tokens),
@@ -315,76 +315,8 @@ def _interaction(cell_offsets, cells, docs, st, lq):  # pragma: no cover - compi
     return out
 
 
-@_jit
-def _probe(s, ncells, ivf_offsets, ivf_docs, acc, mark):  # pragma: no cover - compiled
-    """Candidate generation (step 2 of :class:`~attnsift.retrieval.plaid.PlaidSearcher`): each query token's
-    ``ncells`` best centroids (ties: lower id), then per document ``sum over query tokens of the best probed
-    score it holds, else that token's lowest probed score``. ``acc`` (float64) and ``mark`` (int32), one entry
-    per document, are zero on entry and on return. Returns (documents in first-seen order, their scores)."""
-    lq, k = s.shape
-    cells = np.empty((lq, ncells), np.int64)
-    cscore = np.empty((lq, ncells), np.float32)
-    for i in range(lq):
-        filled = 0
-        for c in range(k):
-            x = s[i, c]
-            if filled == ncells and not x > cscore[i, filled - 1]:
-                continue  # not better than the worst kept (a tie keeps the lower id, seen first)
-            j = filled if filled < ncells else ncells - 1
-            while j > 0 and x > cscore[i, j - 1]:
-                if j < ncells:
-                    cscore[i, j] = cscore[i, j - 1]
-                    cells[i, j] = cells[i, j - 1]
-                j -= 1
-            cscore[i, j] = x
-            cells[i, j] = c
-            if filled < ncells:
-                filled += 1
-    base = 0.0
-    total = 0
-    for i in range(lq):
-        base += cscore[i, ncells - 1]
-        for r in range(ncells):
-            c = cells[i, r]
-            total += ivf_offsets[c + 1] - ivf_offsets[c]
-    found = np.empty(total, np.int64)
-    nfound = 0
-    for i in range(lq):
-        low = np.float64(cscore[i, ncells - 1])
-        for r in range(ncells):  # best cell first: a document's first visit by token i is its best
-            c = cells[i, r]
-            gain = np.float64(cscore[i, r]) - low
-            for e in range(ivf_offsets[c], ivf_offsets[c + 1]):
-                d = ivf_docs[e]
-                m = mark[d]
-                if m == i + 1:
-                    continue
-                if m == 0:
-                    found[nfound] = d
-                    nfound += 1
-                mark[d] = i + 1
-                acc[d] += gain
-    docs = found[:nfound].copy()
-    scores = np.empty(nfound, np.float64)
-    for j in range(nfound):
-        d = docs[j]
-        scores[j] = acc[d] + base
-        acc[d] = 0.0
-        mark[d] = 0
-    return docs, scores
-
-
 # ----------------------------------------------------------------------------- wrappers
 _SCRATCH = threading.local()
-
-
-def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-thread, per-size zeroed ``(acc float64 [n], mark int32 [n])`` for :func:`probe`."""
-    got = getattr(_SCRATCH, "arrays", None)
-    if got is None or got[0].shape[0] != n:
-        got = (np.zeros(n, np.float64), np.zeros(n, np.int32))
-        _SCRATCH.arrays = got
-    return got
 
 
 def _buffer(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -402,16 +334,6 @@ def transposed(centroid_scores: np.ndarray) -> np.ndarray:
     read it."""
     s = np.ascontiguousarray(centroid_scores, dtype=np.float32)
     return _transpose_pad(s, *layout(s.shape[0]))
-
-
-def probe(index: Any, centroid_scores: np.ndarray, ncells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate documents (sorted, int64) and their probed-centroid scores (float64), as
-    :meth:`PlaidSearcher.approximate <attnsift.retrieval.plaid.PlaidSearcher.approximate>` computes them."""
-    s = np.ascontiguousarray(centroid_scores, dtype=np.float32)
-    acc, mark = _scratch(index.num_docs)
-    docs, scores = _probe(s, int(ncells), index.ivf_offsets, index.ivf_docs, acc, mark)
-    order = np.argsort(docs)
-    return docs[order], scores[order]
 
 
 def centroid_interaction(index: Any, st: np.ndarray, lq: int, docs: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ from attnsift.retrieval.dense import (
     load_encoder,
     make_encoder,
 )
-from attnsift.types import Candidate, Document, Query, Ranking, Run, check_k
+from attnsift.types import Document, Query, Ranking, Run, check_k
 
 logger = logging.getLogger(__name__)
 
@@ -315,21 +315,24 @@ class LateInteractionRetriever:
         q = query if isinstance(query, Query) else as_queries([query])[0]
         return self.retrieve_batch([q], k=k, progress=False)[q.id]
 
-    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool | None = None) -> Run:
+    def retrieve_batch(self, queries: Sequence[Query | str], k: int = 100, progress: bool | None = None,
+                       n_threads: int = 1) -> Run:
         """Top-``k`` per query among the candidates, ranked by exact MaxSim; a Run named ``"late"``.
 
         A query has at most as many results as it has candidate documents (faiss index: up to
         ``candidate_k x`` its token count; plaid: ``max(candidates, k)`` from its probed cells).
+        ``n_threads`` as in :meth:`retrieve_encoded` (query encoding is not threaded by it).
         """
         k = check_k(k)
+        n_threads = _check_threads(n_threads)
         qs = as_queries(queries)
         if not qs:
             return Run((), name=self.name)
         qtok = self.encoder.encode_tokens([q.text for q in qs], is_query=True, progress=progress)
-        return self.retrieve_encoded(qs, qtok, k=k, progress=progress)
+        return self.retrieve_encoded(qs, qtok, k=k, progress=progress, n_threads=n_threads)
 
     def retrieve_encoded(self, queries: Sequence[Query | str], query_tokens: Sequence[np.ndarray], k: int = 100,
-                         progress: bool | None = None) -> Run:
+                         progress: bool | None = None, n_threads: int = 1) -> Run:
         """As :meth:`retrieve_batch`, with the queries' token vectors already encoded.
 
         Parameters
@@ -337,34 +340,58 @@ class LateInteractionRetriever:
         queries : sequence of Query or str
         query_tokens : sequence of np.ndarray
             One ``[Lq_i, dim]`` array per query (``encoder.encode_tokens(texts, is_query=True)``).
+        k : int
+        progress : bool, optional
+        n_threads : int
+            Threads searching queries in parallel (1: in this thread; -1: one per CPU). Each query is
+            searched on its own, so the results do not depend on it. A plaid index's compiled kernels
+            release the GIL (queries/s grows with the cores); the faiss path's torch products are
+            multi-threaded already.
         """
         from attnsift.progress import bar
 
         k = check_k(k)
+        n_threads = _check_threads(n_threads)
         qs = as_queries(queries)
         if len(query_tokens) != len(qs):
             raise ValueError(f"got {len(query_tokens)} token arrays for {len(qs)} queries; give one per query")
-        rankings = []
         pairs = list(zip(qs, query_tokens))
-        for q, t in bar(pairs, desc="late interaction", unit="query", progress=progress if len(pairs) > 1 else False):
-            if self.searcher is not None:  # plaid: the searcher's four steps, exact scores of its short list
-                cand, s = self.searcher.search(t, k, impl=self.impl)
-                if self.normalize == "query_length":
-                    s = s / max(1, t.shape[0])
-            else:
-                cand = self.index.candidates(t, self.candidate_k)
-                s = self.score([t], cand)[0]  # [n]
-            if cand.size == 0:
-                rankings.append(Ranking(q, ()))
-                continue
-            # Deterministic top-k: score descending, then doc id (the Ranking order; ids by their rank).
-            s = np.asarray(s)
-            top = np.lexsort((id_rank(self)[cand], -s))[:k]
-            rows = np.asarray(cand)[top]
-            docs = take_documents(self.documents, rows.tolist())
-            rankings.append(Ranking(q, tuple(Candidate(d, float(sc), doc) for d, sc, doc in
-                                             zip(ids_at(self.doc_ids, rows), s[top].tolist(), docs))))
-        return Run(rankings, name=self.name)
+        show = progress if len(pairs) > 1 else False
+        if n_threads == 1 or len(pairs) < 2:
+            return Run([self._search_one(q, t, k) for q, t in bar(pairs, desc="late interaction", unit="query",
+                                                                     progress=show)], name=self.name)
+        from concurrent.futures import ThreadPoolExecutor
+
+        size = max(1, min(32, -(-len(pairs) // (4 * n_threads))))  # several chunks per thread, in order
+        chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+        with ThreadPoolExecutor(max_workers=n_threads) as pool, \
+                bar(desc="late interaction", total=len(pairs), unit="query", progress=show) as counter:
+            def run(chunk: list) -> list[Ranking]:
+                out = [self._search_one(q, t, k) for q, t in chunk]
+                counter.update(len(chunk))
+                return out
+
+            parts = list(pool.map(run, chunks))
+        return Run((r for part in parts for r in part), name=self.name)
+
+    def _search_one(self, q: Query, t: np.ndarray, k: int) -> Ranking:
+        """One query's Ranking from its token vectors ``t``."""
+        if self.searcher is not None:  # plaid: the searcher's four steps, exact scores of its short list
+            cand, s = self.searcher.search(t, k, impl=self.impl)
+            if self.normalize == "query_length":
+                s = s / max(1, t.shape[0])
+        else:
+            cand = self.index.candidates(t, self.candidate_k)
+            s = self.score([t], cand)[0]  # [n]
+        if cand.size == 0:
+            return Ranking(q, ())
+        # Deterministic top-k: score descending, then doc id (the Ranking order; ids by their rank).
+        s = np.asarray(s)
+        top = np.lexsort((id_rank(self)[cand], -s))[:k]
+        rows = np.asarray(cand)[top]
+        docs = self.documents  # read when the candidates are first made
+        return Ranking.presorted(q, ids_at(self.doc_ids, rows), s[top].astype(np.float64),
+                                 lambda _ids, rows=rows.tolist(): take_documents(docs, rows), check=False)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = True, *, corpus_fingerprint: str | None = None,
@@ -453,3 +480,14 @@ class LateInteractionRetriever:
             return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"))
         plaid = plaid_config({**(manifest.get("plaid") or {}), **given})
         return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"), plaid=plaid)
+
+
+def _check_threads(n_threads: Any) -> int:
+    """``n_threads`` checked (a positive int, or -1: one per CPU), else a one-line ValueError."""
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads == 0 or n_threads < -1:
+        raise ValueError(f"n_threads must be a positive integer or -1 (one per CPU), got {n_threads!r}")
+    if n_threads == -1:
+        import os
+
+        return os.cpu_count() or 1
+    return n_threads

@@ -5,7 +5,9 @@ The index (:class:`attnsift.indexes.plaid_index.PlaidIndex`) stores each token a
 each over fewer documents:
 
 1. **centroid scores**: the query's token vectors against all centroids (``S = Q C^T``, ``[Lq, K]``,
-   one float32 product); each query token probes its ``ncells`` best centroids;
+   float32; on the compiled path computed transposed by
+   :func:`attnsift.indexes.plaid_scores.centroid_scores_t`, on the numpy path one torch product); each
+   query token probes its ``ncells`` best centroids;
 2. **candidate generation and pruning**: the inverted lists of the probed centroids give the candidate
    documents, each with an approximate score ``sum over query tokens of max over the probed centroids
    the document holds of S[q, c]`` (a query token none of whose probed centroids the document holds
@@ -156,7 +158,9 @@ class PlaidSearcher:
 
     def centroid_scores(self, query_tokens: np.ndarray) -> np.ndarray:
         """``[Lq, K]`` float32: each query token against each centroid (one query per product, so a query's
-        scores do not depend on what it is batched with)."""
+        scores do not depend on what it is batched with), by torch: what the numpy path uses; the compiled
+        path computes the same scores transposed
+        (:func:`attnsift.indexes.plaid_scores.centroid_scores_t`)."""
         import torch
 
         if self._centroids is None:
@@ -175,7 +179,7 @@ class PlaidSearcher:
         s : np.ndarray, optional
             Their :meth:`centroid_scores`, when already computed.
         impl : {"auto", "numba", "int16", "numpy"}
-            The compiled kernel (:func:`attnsift.indexes.plaid_kernel.probe`) or numpy; the same documents and
+            The compiled kernel (:func:`attnsift.indexes.plaid_scores.probe`) or numpy; the same documents and
             scores (float64 sums of the same float32 values).
 
         Returns
@@ -185,14 +189,15 @@ class PlaidSearcher:
         scores : np.ndarray
             ``[n]`` float64 approximate scores (up to a per-query constant).
         """
-        from attnsift.indexes import plaid_kernel
+        from attnsift.indexes import plaid_kernel, plaid_scores
 
         lq = query_tokens.shape[0]
         if lq == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        s = self.centroid_scores(query_tokens) if s is None else s  # [Lq, K]
         if plaid_kernel.resolve(impl) != "numpy":
-            return plaid_kernel.probe(self.index, s, self.ncells)
+            st = plaid_scores.centroid_scores_t(self.index, query_tokens) if s is None else plaid_kernel.transposed(s)
+            return plaid_scores.probe(self.index, st, lq, self.ncells)
+        s = self.centroid_scores(query_tokens) if s is None else s  # [Lq, K]
         nc = self.ncells
         part = np.argpartition(-s, nc - 1, axis=1)[:, :nc] if nc < s.shape[1] else np.tile(np.arange(nc), (lq, 1))
         ps = np.take_along_axis(s, part, axis=1)  # [Lq, nc]
@@ -226,22 +231,32 @@ class PlaidSearcher:
         """The documents exact MaxSim scores (steps 1-3): the ``max(pool, k)`` best by probed-centroid score,
         then the ``max(candidates, k)`` best of those by centroid interaction; sorted positions. ``impl`` as in
         :meth:`approximate`."""
-        from attnsift.indexes import plaid_kernel
+        from attnsift.indexes import plaid_kernel, plaid_scores
 
-        s = self.centroid_scores(query_tokens) if s is None else s
-        return self._shortlist(query_tokens, s, k, plaid_kernel.resolve(impl), None)
+        cpu = plaid_kernel.resolve(impl)
+        if cpu == "numpy":
+            return self._shortlist(query_tokens, self.centroid_scores(query_tokens) if s is None else s, k, cpu)
+        st = plaid_scores.centroid_scores_t(self.index, query_tokens) if s is None else plaid_kernel.transposed(s)
+        return self._shortlist(query_tokens, st, k, cpu)
 
-    def _shortlist(self, q: np.ndarray, s: np.ndarray, k: int, impl: str, st: np.ndarray | None) -> np.ndarray:
-        from attnsift.indexes import plaid_kernel
+    def _shortlist(self, q: np.ndarray, s: np.ndarray, k: int, impl: str) -> np.ndarray:
+        """Steps 2-3 from the centroid scores: ``s`` ``[Lq, K]`` on the numpy path, else ``S^T`` in the
+        kernels' layout (:func:`attnsift.indexes.plaid_scores.centroid_scores_t`)."""
+        from attnsift.indexes import plaid_kernel, plaid_scores
 
-        docs, approx = self.approximate(q, s, impl)
+        lq = q.shape[0]
+        if impl == "numpy":
+            docs, approx = self.approximate(q, s, impl)
+        elif lq == 0:
+            docs, approx = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        else:
+            docs, approx = plaid_scores.probe(self.index, s, lq, self.ncells)
         keep = max(self.candidates, k)
         pool = self._best(docs, approx, max(self.pool, keep))
         if pool.size <= keep:
             return pool
         if impl != "numpy":
-            st = plaid_kernel.transposed(s) if st is None else st
-            ci = plaid_kernel.centroid_interaction(self.index, st, s.shape[0], pool)
+            ci = plaid_kernel.centroid_interaction(self.index, s, lq, pool)
         else:
             ci = self.index.centroid_interaction(s, pool)
         return self._best(pool, ci, keep)
@@ -278,9 +293,13 @@ class PlaidSearcher:
         q = np.ascontiguousarray(query_tokens, dtype=np.float32)
         if q.shape[0] == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        s = self.centroid_scores(q)
-        st = plaid_kernel.transposed(s) if cpu != "numpy" else None
-        cand = self._shortlist(q, s, k, cpu, st)
+        if cpu == "numpy":
+            s = self.centroid_scores(q)
+        else:
+            from attnsift.indexes import plaid_scores
+
+            s = plaid_scores.centroid_scores_t(self.index, q)  # S^T, in the kernels' layout
+        cand = self._shortlist(q, s, k, cpu)
         if cand.size == 0:
             return cand, np.zeros(0, np.float32)
         if impl in plaid_kernel.IMPLS:
@@ -289,7 +308,7 @@ class PlaidSearcher:
             else:
                 from attnsift.indexes import plaid_kernel16
 
-                sc = (plaid_kernel16 if cpu == "int16" else plaid_kernel).exact_scores(self.index, q, st, cand)
+                sc = (plaid_kernel16 if cpu == "int16" else plaid_kernel).exact_scores(self.index, q, s, cand)
         else:
             import torch
 
