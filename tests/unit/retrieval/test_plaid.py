@@ -182,7 +182,8 @@ def test_shortlist_is_bounded_and_deterministic(corpus, index):
     a, b = searcher.shortlist(q, 10), searcher.shortlist(q.copy(), 10)
     assert a.tolist() == b.tolist() and a.size <= 16 and np.all(np.diff(a) > 0)
     assert searcher.shortlist(q, 30).size == 30  # never fewer candidates than k when the cells hold them
-    assert default_candidates(5183) == 144 and default_candidates(30) == 30
+    assert default_candidates(5183) == 216 and default_candidates(30) == 30
+    assert default_candidates(400) == 64 and default_candidates(10_000_000) == 512
 
 
 # ----------------------------------------------------------------------------- the retriever
