@@ -1,8 +1,8 @@
 """The encoder's forward pass through ONNX Runtime: an exported graph, cached once per model and backend.
 
 :class:`~attnsift.retrieval.encoders.Encoder` takes ``backend="torch"`` (the default), ``"onnx"`` or
-``"onnx-int8"``. The ONNX backends run the same tokenizer, pooling, normalisation, length limit and
-prefixes as the torch path; only the transformer's forward pass (token ids -> last hidden states)
+one of the ``"onnx-int8*"`` ones. The ONNX backends run the same tokenizer, pooling, normalisation,
+length limit and prefixes as the torch path; only the transformer's forward pass (token ids -> last hidden states)
 runs in ONNX Runtime on the CPU:
 
 - ``"onnx"``: the model exported to ONNX in float32 (vectors within ~1e-5 of torch's);
@@ -12,6 +12,9 @@ runs in ONNX Runtime on the CPU:
   vectors close to float32's (cosine ~0.999), between float32 and ``onnx-int8`` in speed;
 - ``"onnx-int8-mixed"``: the FFN MatMuls in 8-bit blocks and the attention ones in dynamic int8:
   between the two int8 recipes in speed and in closeness to float32 (MiniLM: ~2.1x torch, cosine ~0.998).
+- ``"onnx-int8-token"``: dynamic int8 with one activation scale per token (row) instead of per tensor:
+  about ``onnx-int8-mixed``'s speed, vectors closer than ``onnx-int8``'s (MiniLM: cosine ~0.998) and
+  independent of the batch a text is encoded in.
 
 The int8 recipes are in :mod:`attnsift.retrieval.onnx_quantize`; speed and quality of each are in
 benchmarks/results/encoding_speed.md.
@@ -41,8 +44,8 @@ from attnsift.errors import IndexCorruptedError, require
 
 logger = logging.getLogger("attnsift.retrieval.encoders")
 
-#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime int8 (three recipes).
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed")
+#: The encoder backends: PyTorch, ONNX Runtime in float32, ONNX Runtime int8 (four recipes).
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token")
 #: The ONNX opset of exported encoders.
 OPSET = 17
 #: Model inputs the exported graph may take (those the tokenizer gives, in this order).
@@ -91,7 +94,7 @@ def export_dir(identity: Mapping[str, Any], backend: str, opset: int = OPSET) ->
     identity : mapping
         What identifies the model's weights: name, location, weights (file sizes and modification
         times), as :func:`attnsift.retrieval.encoding_cache.model_identity` gives.
-    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token"}
     opset : int
 
     Returns
@@ -170,7 +173,7 @@ def ensure_export(location: str, identity: Mapping[str, Any], backend: str, inpu
         What ``from_pretrained`` loads (a folder or a cached hub id).
     identity : mapping
         The model's identity (see :func:`export_dir`).
-    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}
+    backend : {"onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token"}
     input_names : tuple of str
         The model inputs the tokenizer gives (a subset of :data:`INPUT_NAMES`).
     opset : int
