@@ -1,6 +1,7 @@
 """Encoding speed and quality of the encoder backends: PyTorch, ONNX Runtime float32, ONNX Runtime int8
 (``onnx-int8``: dynamic, per-tensor activations; ``onnx-int8-block``: 8-bit blocks, ``MatMulNBits``;
-``onnx-int8-mixed``: FFN MatMuls in 8-bit blocks, attention ones dynamic).
+``onnx-int8-mixed``: FFN MatMuls in 8-bit blocks, attention ones dynamic; ``onnx-int8-token``: dynamic
+with per-token activation scales).
 
 Speed: the same passages (the first ``--passages`` of the corpus, ``title + " " + text`` as the dense
 retriever encodes them) encoded by each backend in one process, interleaved (torch, onnx, onnx-int8,
@@ -22,6 +23,17 @@ speed figures already in ``<out>.json``.
         benchmarks/encoding_speed.py --dataset scifact --passages 1000 --repeats 3 --quality \\
         --out benchmarks/results/encoding_speed.md
 
+Paired quality (``--paired nfcorpus scifact``): the same dense retrieval, but over *every judged query*
+of each data set (all qrels splits there are: NFCorpus train + dev + test, 3,237 queries; SciFact test,
+300), nDCG@10 per query, and for each backend the mean paired difference to torch with two 95%
+confidence intervals: a paired bootstrap over queries (10,000 resamples, seed 0, percentile interval)
+and the paired t interval. A 0.002 margin is met with 95% confidence when the interval lies inside
+[-0.002, +0.002]. Corpora go through the encoding cache as above.
+
+    flock /tmp/attnsift-heavy.lock env ATTNSIFT_DATA=/work/shared/data .venv/bin/python \\
+        benchmarks/encoding_speed.py --no-speed --paired nfcorpus scifact \\
+        --backends torch onnx-int8 onnx-int8-mixed onnx-int8-token --out benchmarks/results/encoding_speed.md
+
 Writes ``<out>`` (markdown) and ``<out minus .md>.json``.
 """
 from __future__ import annotations
@@ -37,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token")
+#: Paired bootstrap: resamples and seed.
+BOOT_RESAMPLES, BOOT_SEED = 10_000, 0
 
 
 def load(dataset: str) -> tuple[object, list]:
@@ -116,6 +130,72 @@ def quality(encoders: dict, ds, docs: list, late: bool = False) -> dict:
     return out
 
 
+def judged(name: str) -> tuple[object, dict, dict]:
+    """The data set, and the queries and qrels of every split it has (train, dev, test; disjoint here)."""
+    import attnsift
+
+    queries: dict = {}
+    qrels: dict = {}
+    ds = None
+    for split in ("train", "dev", "test"):
+        try:
+            d = attnsift.load_dataset(name, split=split)
+        except (FileNotFoundError, ValueError):
+            continue
+        ds = d if ds is None or split == "test" else ds
+        overlap = set(qrels) & set(d.qrels)
+        if overlap:
+            raise ValueError(f"{name}: split {split} shares {len(overlap)} queries with another split")
+        queries.update(d.queries)
+        qrels.update(d.qrels)
+    if ds is None:
+        raise ValueError(f"{name}: no qrels split found")
+    return ds, queries, qrels
+
+
+def paired_ci(diff: np.ndarray) -> dict:
+    """Mean of paired differences, a percentile bootstrap 95% interval and the paired t interval."""
+    from scipy import stats
+
+    n = len(diff)
+    rng = np.random.default_rng(BOOT_SEED)
+    means = np.concatenate([diff[rng.integers(0, n, size=(1000, n))].mean(1) for _ in range(BOOT_RESAMPLES // 1000)])
+    half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n))
+    m = float(diff.mean())
+    return {"mean_diff": round(m, 5), "boot_ci95": [round(float(np.percentile(means, 2.5)), 5),
+                                                    round(float(np.percentile(means, 97.5)), 5)],
+            "t_ci95": [round(m - half, 5), round(m + half, 5)], "sd": round(float(diff.std(ddof=1)), 4),
+            "changed": int((np.abs(diff) > 1e-9).sum()), "better": int((diff > 1e-9).sum()),
+            "worse": int((diff < -1e-9).sum())}
+
+
+def paired(encoders: dict, name: str) -> dict:
+    """Dense nDCG@10 per query over every judged query of ``name``; paired differences to torch."""
+    from attnsift.eval.metrics import evaluate
+    from attnsift.retrieval.dense import DenseRetriever
+
+    ds, queries, qrels = judged(name)
+    docs = list(ds.corpus.iter_documents())
+    qlist = list(queries.values())
+    per: dict[str, np.ndarray] = {}
+    out: dict = {}
+    for b, enc in encoders.items():
+        t = time.perf_counter()
+        r = DenseRetriever.from_corpus(docs, enc, progress=False)
+        enc_s = time.perf_counter() - t
+        rep = evaluate(r.retrieve_batch(qlist, k=100, progress=False), qrels, metrics=["nDCG@10"],
+                       rel_level=ds.rel_level)
+        qids = sorted(rep.per_query)
+        per[b] = np.array([rep.per_query[q]["nDCG@10"] for q in qids])
+        out[b] = {"nDCG@10": round(float(per[b].mean()), 5), "queries": len(qids), "docs": len(docs),
+                  "corpus_encode_s": round(enc_s, 1), "load_after": round(os.getloadavg()[0], 1)}
+        if b != "torch":
+            out[b].update(paired_ci(per[b] - per["torch"]))
+        print(f"  paired {name} {b}: {out[b]}", flush=True)
+        del r
+    return out
+
+
 def markdown(res: dict) -> str:
     lines = [
         "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, int8 blockwise, int8 mixed)", "",
@@ -154,6 +234,23 @@ def markdown(res: dict) -> str:
                   "| backend | nDCG@10 | - torch | R@100 | corpus encode + index (s) |", "|---|---|---|---|---|"]
         for k, v in res["late"].items():
             lines.append(f"| {k} | {v['nDCG@10']:.4f} | {v['nDCG@10_minus_torch']:+.4f} | {v['R@100']:.4f} | {v['corpus_encode_s']} |")
+    if res.get("paired"):
+        lines += ["", f"Paired quality command: `{res.get('paired_command')}`", "",
+                  f"Paired quality (run {res.get('paired_date')}): dense nDCG@10 over every judged query, per-query "
+                  f"differences to torch; 95% intervals: paired bootstrap over queries ({BOOT_RESAMPLES:,} resamples, "
+                  f"seed {BOOT_SEED}, percentile) and paired t:", "",
+                  "| data set | backend | queries | nDCG@10 | - torch (mean paired) | 95% CI bootstrap | 95% CI t "
+                  "| queries better / worse | within 0.002 at 95% |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, rows in res["paired"].items():
+            for b, v in rows.items():
+                if b == "torch":
+                    lines.append(f"| {name} | torch | {v['queries']} | {v['nDCG@10']:.4f} | - | - | - | - | - |")
+                    continue
+                lo, hi = v["boot_ci95"]
+                inside = "yes" if -0.002 <= lo and hi <= 0.002 else "no"
+                lines.append(f"| {name} | {b} | {v['queries']} | {v['nDCG@10']:.4f} | {v['mean_diff']:+.4f} "
+                             f"| [{lo:+.4f}, {hi:+.4f}] | [{v['t_ci95'][0]:+.4f}, {v['t_ci95'][1]:+.4f}] "
+                             f"| {v['better']} / {v['worse']} | {inside} |")
     lines += ["", "Details (JSON): " + Path(res["json"]).name, ""]
     return "\n".join(lines)
 
@@ -172,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quality-backends", nargs="+", default=None,
                     help="backends of the quality runs [all of --backends; torch is always added]")
     ap.add_argument("--no-speed", action="store_true", help="skip speed and agreement; keep those of <out>.json")
+    ap.add_argument("--paired", nargs="+", default=None, metavar="DATASET",
+                    help="dense nDCG@10 over every judged query of each data set (all qrels splits), paired "
+                         "differences to torch with 95%% intervals (e.g. nfcorpus scifact)")
     ap.add_argument("--out", default="benchmarks/results/encoding_speed.md")
     args = ap.parse_args(argv)
     if "torch" not in args.backends:
@@ -209,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.late:
         print("late-interaction quality:", flush=True)
         late = quality(qenc, ds, docs, late=True)
+    pq = {}
+    for name in args.paired or []:
+        print(f"paired quality on {name}:", flush=True)
+        pq[name] = paired(qenc, name)
     # Read what is there only now: a speed run and a quality run may overlap, each keeps the other's part.
     old = json.loads(jpath.read_text(encoding="utf-8")) if jpath.is_file() else {}
     if args.no_speed:
@@ -226,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         late = {**{k: v for k, v in (old.get("late") or {}).items() if k not in late}, **late}
         for b in late:
             late[b]["nDCG@10_minus_torch"] = round(late[b]["nDCG@10"] - late["torch"]["nDCG@10"], 4)
+    old_pq = old.get("paired") or {}
+    for name, rows in pq.items():  # keep the other backends' rows when they were paired with the same torch run
+        prev = old_pq.get(name) or {}
+        if prev.get("torch", {}).get("nDCG@10") == rows["torch"]["nDCG@10"]:
+            pq[name] = {**{k: v for k, v in prev.items() if k not in rows}, **rows}
+    pq = {**{k: v for k, v in old_pq.items() if k not in pq}, **pq}
     rank = {b: i for i, b in enumerate(BACKENDS)}
+    pq = {n: {k: d[k] for k in sorted(d, key=lambda k: rank.get(k, len(rank)))} for n, d in pq.items()}
     q, late = ({k: d[k] for k in sorted(d, key=lambda k: rank.get(k, len(rank)))} if d else d for d in (q, late))
     onnx_threads = sorted({e._onnx.threads for e in encoders.values() if getattr(e, "_onnx", None) is not None})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -248,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         res["quality_command"], res["quality_date"] = command, now
     elif q is not None:
         res["quality_command"], res["quality_date"] = old.get("quality_command"), old.get("quality_date")
+    res["paired"] = pq or None
+    if args.paired:
+        res["paired_command"], res["paired_date"] = command, now
+    elif pq:
+        res["paired_command"], res["paired_date"] = old.get("paired_command"), old.get("paired_date")
     if args.late:
         res["late_command"], res["late_date"] = command, now
     elif late is not None:
