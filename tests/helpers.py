@@ -161,3 +161,27 @@ def plaid_reference_maxsim(index, q, docs):
             m = (s[:, index.codes[rows].astype(np.int64)] + q.astype(np.float64) @ res.T) * index.inverse_norms(rows)
             out[j] = m.max(1).sum()
     return out
+
+
+def plaid_toy(seed: int, dim: int, *, ndocs: int = 120, nwords: int = 24, lengths: tuple = (1, 30),
+              empty: tuple = (), single: tuple = (), ncentroids: int = 32, qlens: tuple = (),
+              query_seed: int | None = None) -> dict:
+    """A small PlaidIndex over documents of ``lengths`` tokens drawn around ``nwords`` directions (``empty``
+    documents without tokens, ``single`` ones of one token), and queries of each length in ``qlens`` near
+    the same directions (from ``query_seed``'s generator, or the corpus's when None)."""
+    import numpy as np
+
+    from attnsift.indexes.plaid_index import PlaidIndex
+
+    rng = np.random.default_rng(seed)
+    words = unit_rows(rng.normal(size=(nwords, dim)))
+    lens = rng.integers(lengths[0], lengths[1], size=ndocs)
+    lens[list(empty)] = 0
+    lens[list(single)] = 1
+    t = int(lens.sum())
+    tokens = unit_rows(words[rng.integers(0, nwords, t)] + 0.5 * rng.normal(size=(t, dim)) / np.sqrt(dim))
+    index = PlaidIndex.build(tokens, lens, ncentroids=ncentroids, nbits=2, seed=0)
+    qrng = rng if query_seed is None else np.random.default_rng(query_seed)
+    queries = {lq: unit_rows(words[qrng.integers(0, nwords, lq)] + 0.3 * qrng.normal(size=(lq, dim)) / np.sqrt(dim))
+               for lq in qlens}
+    return {"index": index, "lengths": lens, "words": words, "queries": queries}

@@ -18,29 +18,20 @@ pytest.importorskip("numba")
 from attnsift.indexes import plaid_kernel, plaid_kernel16
 from attnsift.indexes.plaid_index import PlaidIndex
 from attnsift.retrieval.plaid import PlaidSearcher
-from helpers import plaid_reference_maxsim as _reference, unit_rows as _unit
+from helpers import plaid_reference_maxsim as _reference, plaid_toy, unit_rows as _unit
 
 DIM = 64
 
 
 def _corpus(seed: int, dim: int, ndocs: int = 120) -> tuple[PlaidIndex, np.ndarray, np.ndarray]:
     """Documents of 0-30 tokens around 24 directions (two empty), and the directions."""
-    rng = np.random.default_rng(seed)
-    words = _unit(rng.normal(size=(24, dim)))
-    lengths = rng.integers(1, 30, size=ndocs)
-    lengths[[5, ndocs - 3]] = 0
-    t = int(lengths.sum())
-    tokens = _unit(words[rng.integers(0, 24, t)] + 0.5 * rng.normal(size=(t, dim)) / np.sqrt(dim))
-    return PlaidIndex.build(tokens, lengths, ncentroids=32, nbits=2, seed=0), lengths, words
+    toy = plaid_toy(seed, dim, ndocs=ndocs, empty=(5, ndocs - 3))
+    return toy["index"], toy["lengths"], toy["words"]
 
 
 @pytest.fixture(scope="module")
 def small() -> dict:
-    index, lengths, words = _corpus(3, DIM)
-    rng = np.random.default_rng(4)
-    queries = {lq: _unit(words[rng.integers(0, 24, lq)] + 0.3 * rng.normal(size=(lq, DIM)) / np.sqrt(DIM))
-               for lq in (1, 7, 32, 70)}
-    return {"index": index, "lengths": lengths, "queries": queries}
+    return plaid_toy(3, DIM, empty=(5, 117), qlens=(1, 7, 32, 70), query_seed=4)
 
 
 @pytest.mark.parametrize("lq", [1, 7, 32, 70])

@@ -17,7 +17,7 @@ pytest.importorskip("numba")
 from attnsift.indexes import plaid_kernel
 from attnsift.indexes.plaid_index import PlaidIndex
 from attnsift.retrieval.plaid import PlaidSearcher
-from helpers import plaid_reference_maxsim as _reference, unit_rows as _unit
+from helpers import plaid_reference_maxsim as _reference, plaid_toy, unit_rows as _unit
 
 DIM = 64
 
@@ -25,17 +25,7 @@ DIM = 64
 @pytest.fixture(scope="module")
 def small() -> dict:
     """120 documents of 0-30 tokens (two empty, two of one token) drawn around 24 directions."""
-    rng = np.random.default_rng(3)
-    words = _unit(rng.normal(size=(24, DIM)))
-    lengths = rng.integers(2, 30, size=120)
-    lengths[[5, 77]] = 0
-    lengths[[6, 90]] = 1
-    t = int(lengths.sum())
-    tokens = _unit(words[rng.integers(0, 24, t)] + 0.5 * rng.normal(size=(t, DIM)) / np.sqrt(DIM))
-    index = PlaidIndex.build(tokens, lengths, ncentroids=32, nbits=2, seed=0)
-    queries = {lq: _unit(words[rng.integers(0, 24, lq)] + 0.3 * rng.normal(size=(lq, DIM)) / np.sqrt(DIM))
-               for lq in (1, 7, 32, 70)}
-    return {"index": index, "lengths": lengths, "queries": queries}
+    return plaid_toy(3, DIM, lengths=(2, 30), empty=(5, 77), single=(6, 90), qlens=(1, 7, 32, 70))
 
 
 @pytest.mark.parametrize("lq", [1, 7, 32, 70])

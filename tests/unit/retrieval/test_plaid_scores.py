@@ -12,11 +12,10 @@ pytest.importorskip("torch")
 pytest.importorskip("numba")
 
 from attnsift.indexes import plaid_kernel, plaid_scores
-from attnsift.indexes.plaid_index import PlaidIndex
 from attnsift.retrieval.late_interaction import LateInteractionRetriever
 from attnsift.retrieval.plaid import PlaidSearcher
 from attnsift.types import Document, Query
-from helpers import unit_rows as _unit
+from helpers import plaid_toy
 
 DIM = 48
 
@@ -24,16 +23,8 @@ DIM = 48
 @pytest.fixture(scope="module")
 def small() -> dict:
     """90 documents of 0-25 tokens around 16 directions, 30 centroids (not a multiple of the group of 4)."""
-    rng = np.random.default_rng(11)
-    words = _unit(rng.normal(size=(16, DIM)))
-    lengths = rng.integers(1, 25, size=90)
-    lengths[[3, 50]] = 0
-    t = int(lengths.sum())
-    tokens = _unit(words[rng.integers(0, 16, t)] + 0.5 * rng.normal(size=(t, DIM)) / np.sqrt(DIM))
-    index = PlaidIndex.build(tokens, lengths, ncentroids=30, nbits=2, seed=0)
-    queries = {lq: _unit(words[rng.integers(0, 16, lq)] + 0.3 * rng.normal(size=(lq, DIM)) / np.sqrt(DIM))
-               for lq in (1, 8, 21, 64, 70)}
-    return {"index": index, "queries": queries}
+    return plaid_toy(11, DIM, ndocs=90, nwords=16, lengths=(1, 25), empty=(3, 50), ncentroids=30,
+                     qlens=(1, 8, 21, 64, 70))
 
 
 @pytest.mark.parametrize("lq", [1, 8, 21, 64, 70])
