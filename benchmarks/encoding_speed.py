@@ -198,7 +198,7 @@ def paired(encoders: dict, name: str) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, int8 blockwise, int8 mixed)", "",
+        "# Encoding speed: PyTorch vs ONNX Runtime (float32, int8 dynamic, blockwise, mixed, per-token)", "",
         f"- command: `{res['command']}`",
         f"- date: {res['date']}",
         f"- machine: {res['machine']}",
@@ -238,9 +238,10 @@ def markdown(res: dict) -> str:
         lines += ["", f"Paired quality command: `{res.get('paired_command')}`", "",
                   f"Paired quality (run {res.get('paired_date')}): dense nDCG@10 over every judged query, per-query "
                   f"differences to torch; 95% intervals: paired bootstrap over queries ({BOOT_RESAMPLES:,} resamples, "
-                  f"seed {BOOT_SEED}, percentile) and paired t:", "",
+                  f"seed {BOOT_SEED}, percentile) and paired t. \"no\" in the last column means *not shown* (the interval "
+                  "reaches past the margin), not shown to differ:", "",
                   "| data set | backend | queries | nDCG@10 | - torch (mean paired) | 95% CI bootstrap | 95% CI t "
-                  "| queries better / worse | within 0.002 at 95% |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| queries better / worse | bootstrap CI inside +-0.002 |", "|---|---|---|---|---|---|---|---|---|"]
         for name, rows in res["paired"].items():
             for b, v in rows.items():
                 if b == "torch":
