@@ -134,22 +134,20 @@ def judged(name: str) -> tuple[object, dict, dict]:
     """The data set, and the queries and qrels of every split it has (train, dev, test; disjoint here)."""
     import attnsift
 
-    queries: dict = {}
-    qrels: dict = {}
-    ds = None
-    for split in ("train", "dev", "test"):
+    ds = attnsift.load_dataset(name, split="test")  # an unknown name fails here, with the known ones
+    queries, qrels = dict(ds.queries), dict(ds.qrels)
+    for split in ("train", "dev"):
         try:
             d = attnsift.load_dataset(name, split=split)
-        except (FileNotFoundError, ValueError):
+        except ValueError as exc:  # attnsift's DatasetError: this split is not there
+            if "has no split" not in str(exc):
+                raise
             continue
-        ds = d if ds is None or split == "test" else ds
         overlap = set(qrels) & set(d.qrels)
         if overlap:
             raise ValueError(f"{name}: split {split} shares {len(overlap)} queries with another split")
         queries.update(d.queries)
         qrels.update(d.qrels)
-    if ds is None:
-        raise ValueError(f"{name}: no qrels split found")
     return ds, queries, qrels
 
 
@@ -169,12 +167,13 @@ def paired_ci(diff: np.ndarray) -> dict:
             "worse": int((diff < -1e-9).sum())}
 
 
-def paired(encoders: dict, name: str) -> dict:
-    """Dense nDCG@10 per query over every judged query of ``name``; paired differences to torch."""
+def paired(encoders: dict, name: str, data: tuple | None = None) -> dict:
+    """Dense nDCG@10 per query over every judged query of ``name`` (``data``: :func:`judged`'s answer,
+    loaded here if None); paired differences to torch."""
     from attnsift.eval.metrics import evaluate
     from attnsift.retrieval.dense import DenseRetriever
 
-    ds, queries, qrels = judged(name)
+    ds, queries, qrels = data if data is not None else judged(name)
     docs = list(ds.corpus.iter_documents())
     qlist = list(queries.values())
     per: dict[str, np.ndarray] = {}
@@ -281,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnsift.retrieval.encoders import Encoder
 
+    paired_data = {name: judged(name) for name in args.paired or []}  # a bad name fails before any encoding
     ds, docs = load(args.dataset)
     texts = [d.contents for d in docs[: args.passages]]
     encoders = {}
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     pq = {}
     for name in args.paired or []:
         print(f"paired quality on {name}:", flush=True)
-        pq[name] = paired(qenc, name)
+        pq[name] = paired(qenc, name, paired_data[name])
     # Read what is there only now: a speed run and a quality run may overlap, each keeps the other's part.
     old = json.loads(jpath.read_text(encoding="utf-8")) if jpath.is_file() else {}
     if args.no_speed:
