@@ -46,7 +46,7 @@ FAISS_ALIASES = ("index", "m")
 #: Encoder options a dense / late-interaction config may override.
 ENCODER_OPTIONS = ("batch_size", "max_length", "query_prefix", "doc_prefix", "pooling", "backend", "threads")
 #: What runs an encoder's forward pass (:class:`attnsift.retrieval.encoders.Encoder`).
-EncoderBackend = Literal["torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"]
+EncoderBackend = Literal["torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token"]
 
 
 def check_bm25_params(k1: Any, b: Any, **more: Any) -> None:
@@ -153,7 +153,7 @@ class _EncodedIndexConfig(Config):
 
     Encoder fields left at None keep the encoder's defaults (:class:`EncoderConfig`); they are an
     error when the model given is an already built Encoder. ``backend`` (``torch``, ``onnx``,
-    ``onnx-int8``, ``onnx-int8-block``, ``onnx-int8-mixed``) and ``threads`` (ONNX Runtime's) choose what
+    ``onnx-int8``, ``onnx-int8-block``, ``onnx-int8-mixed``, ``onnx-int8-token``) and ``threads`` (ONNX Runtime's) choose what
     runs the encoder. faiss fields left at None keep :meth:`FaissIndex.build`'s defaults. ``cache=False`` with a ``cache_dir`` is a contradiction.
     ``index`` and ``m`` are faiss's short spellings (:data:`FAISS_ALIASES`), resolved at construction
     into ``index_type`` and ``pq_m`` / ``hnsw_m`` (they read None afterwards).

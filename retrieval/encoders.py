@@ -17,7 +17,9 @@ The forward pass runs in PyTorch (``backend="torch"``, the default) or in ONNX R
 (``backend="onnx"``: float32, the same vectors within ~1e-5; ``"onnx-int8"``: int8 weights, faster
 where the CPU has int8 dot products, vectors within a cosine of ~0.99; ``"onnx-int8-block"``: 8-bit
 blockwise weights and activations, cosine ~0.999, less fast; ``"onnx-int8-mixed"``: FFN MatMuls
-blockwise and attention ones dynamic, in between); everything around it
+blockwise and attention ones dynamic, in between; ``"onnx-int8-token"``: dynamic int8 with one
+activation scale per token, about as fast as ``"onnx-int8"``, cosine ~0.997, independent of the batch);
+everything around it
 (tokenizer, pooling, normalisation, prefixes, length limit, token outputs) is shared. See
 :mod:`attnsift.retrieval.onnx_encoder`.
 
@@ -205,12 +207,14 @@ class Encoder:
         Weights and activations (``"float32"``, ``"bfloat16"``, ``"float16"``). Defaults to float32 on
         every device (encoders are small; half precision changes the vectors, so an index built in
         one precision may not load with a query encoder in another: its probe vector differs).
-    backend : {"torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed"}, optional
+    backend : {"torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token"}, optional
         What runs the forward pass ["torch"]. The ONNX backends run on the CPU in float32 (the model is
         exported once per model and backend under ``$ATTNSIFT_CACHE/onnx`` and reused); ``"onnx-int8"``
         quantises the matrix weights to int8 (ONNX Runtime's dynamic quantisation); ``"onnx-int8-block"``
         to 8-bit blocks of 128 input channels with int8 activations per row and block (``MatMulNBits``);
-        ``"onnx-int8-mixed"`` puts the FFN MatMuls in 8-bit blocks and the attention ones in dynamic int8.
+        ``"onnx-int8-mixed"`` puts the FFN MatMuls in 8-bit blocks and the attention ones in dynamic int8;
+        ``"onnx-int8-token"`` is dynamic int8 with one activation scale per token (row), so a text's
+        vectors do not depend on the batch it is encoded in (the fastest recipe that keeps that).
     threads : int, optional
         ONNX Runtime's intra-op threads [None: ``torch.get_num_threads()``]; ONNX backends only.
     **options
@@ -222,7 +226,8 @@ class Encoder:
         What index manifests and encoding caches record (name, dim, max_length, pooling, normalize,
         prefixes; ``backend`` when it is not ``"torch"``, so caches made before backends existed stay valid).
     backend : str
-        ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-int8-block"`` or ``"onnx-int8-mixed"``.
+        ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-int8-block"``, ``"onnx-int8-mixed"`` or
+        ``"onnx-int8-token"``.
     model : torch.nn.Module or None
         The PyTorch model (None with an ONNX backend whose export is cached: it is not loaded).
     encoder_config : EncoderConfig

@@ -98,6 +98,23 @@ def write_tiny_beir(root, docs=None):
     return root
 
 
+def write_tiny_encoder(folder, layers: int = 1, seed: int = 0, positions: int | None = None):
+    """A random-weight BertModel (hidden 32, ``layers`` layers, 2 heads; ``positions`` position embeddings,
+    None: BERT's 512) with the all-MiniLM-L6-v2 WordPiece tokenizer, saved to ``folder``; returns it as a str."""
+    import torch
+    import transformers
+
+    from attnsift.retrieval.encoders import resolve_model
+
+    torch.manual_seed(seed)
+    extra = {} if positions is None else {"max_position_embeddings": positions}
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                                  intermediate_size=64, **extra)
+    transformers.BertModel(cfg).save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    return str(folder)
+
+
 def write_tiny_cross_encoder(folder, num_labels: int = 1, seed: int = 0):
     """A random-weight 2-layer BertForSequenceClassification with the all-MiniLM-L6-v2 WordPiece tokenizer,
     saved to ``folder`` (no download: the tokenizer comes from the offline ``minilm`` package)."""

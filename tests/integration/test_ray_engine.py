@@ -151,17 +151,11 @@ def test_smollm2_scifact_10_queries_on_ray_equal_the_local_run(data_dir, tmp_pat
 @pytest.fixture(scope="module")
 def tiny_encoder_dir(tmp_path_factory):
     """A random 1-layer BERT with MiniLM's tokenizer, saved as a model folder (an encoder in milliseconds)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from attnsift.retrieval.encoders import resolve_model
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from helpers import write_tiny_encoder
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-encoder")
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
-    return str(folder)
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"), positions=128)
 
 
 def _corpus(root, n=700):

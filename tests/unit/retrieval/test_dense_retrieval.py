@@ -46,16 +46,9 @@ def doc_vecs(encoder) -> np.ndarray:
 
 def _tiny_model(folder, seed):
     """A random 1-layer BERT with MiniLM's tokenizer, saved as a model folder (no download)."""
-    import torch
-    import transformers
+    from helpers import write_tiny_encoder
 
-    from attnsift.retrieval.encoders import resolve_model
-
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
-    return str(folder)
+    return write_tiny_encoder(folder, seed=seed)
 
 
 def test_encoder_matches_sentence_transformers(encoder):

@@ -28,18 +28,10 @@ HNSW = {"hnsw_m": 8, "ef_construction": 32, "ef_search": 32}
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Encoder:
     """A random 1-layer BERT (hidden 32) with MiniLM's tokenizer, from a model folder (no download)."""
-    import torch
-    import transformers
+    from helpers import write_tiny_encoder
 
-    from attnsift.retrieval.encoders import resolve_model
-
-    folder = tmp_path_factory.mktemp("enc") / "tiny"
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
-    return Encoder(str(folder), device="cpu", batch_size=256, max_length=16)
+    folder = write_tiny_encoder(tmp_path_factory.mktemp("enc") / "tiny")
+    return Encoder(folder, device="cpu", batch_size=256, max_length=16)
 
 
 @pytest.fixture(scope="module")

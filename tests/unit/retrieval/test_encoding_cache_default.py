@@ -104,17 +104,10 @@ def test_other_encoder_options_are_a_miss(counting, cache_root):
 
 
 def test_other_weights_in_the_same_folder_are_a_miss(tmp_path):
-    import torch
-    import transformers
-
-    from attnsift.retrieval.encoders import resolve_model
+    from helpers import write_tiny_encoder
 
     folder = tmp_path / "enc"
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    write_tiny_encoder(folder)
     fp = "0" * 64
     before = default_cache_dir(Encoder(str(folder), device="cpu"), fp, ["dense"])
     weights = next(folder.glob("*.safetensors"))

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from attnsift.retrieval import onnx_encoder, onnx_quantize
-from attnsift.retrieval.encoders import Encoder, resolve_model
+from attnsift.retrieval.encoders import Encoder
 from attnsift.retrieval.encoding_cache import default_cache_dir, encoder_identity
 from helpers import SIX_TOPIC_TEXTS
 
@@ -30,19 +30,13 @@ MIXED = onnx_quantize.RECIPES["onnx-int8-mixed"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny BERT folder and a module-wide $ATTNSIFT_CACHE (the exports live under it)."""
-    import torch
-    import transformers
+    from helpers import write_tiny_encoder
 
     root = tmp_path_factory.mktemp("onnx")
-    folder = root / "tinybert"
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    folder = write_tiny_encoder(root / "tinybert", layers=2, positions=128)
     mp = pytest.MonkeyPatch()
     mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
-    yield {"folder": str(folder), "cache": root / "cache"}
+    yield {"folder": folder, "cache": root / "cache"}
     mp.undo()
 
 
@@ -135,7 +129,7 @@ def test_mixed_recipe_with_fusion_and_float32_kinds(encoders, tmp_path):
 def test_export_is_cached_and_reused(env, encoders, monkeypatch):
     folders = sorted(p.name for p in (env["cache"] / "onnx").iterdir())
     assert sorted(f.split("-op")[0] for f in folders) == ["tinybert-onnx", "tinybert-onnx-int8", "tinybert-onnx-int8-block",
-                                                          "tinybert-onnx-int8-mixed"]
+                                                          "tinybert-onnx-int8-mixed", "tinybert-onnx-int8-token"]
     model = encoders["onnx"]._onnx.path
     before = model.stat().st_mtime_ns
 
@@ -156,7 +150,7 @@ def test_int8_cache_key_and_source_check(env, encoders, monkeypatch, caplog):
 
     ident = model_identity(encoders["onnx"])
     dirs = {b: onnx_encoder.export_dir(ident, b) for b in onnx_encoder.BACKENDS[1:]}
-    assert len(set(dirs.values())) == 4 and dirs["onnx-int8"] == encoders["onnx-int8"]._onnx.path.parent
+    assert len(set(dirs.values())) == len(onnx_encoder.BACKENDS) - 1 and dirs["onnx-int8"] == encoders["onnx-int8"]._onnx.path.parent
     assert dirs["onnx-int8-mixed"] == encoders["onnx-int8-mixed"]._onnx.path.parent
     monkeypatch.setitem(onnx_quantize.RECIPES, "onnx-int8-block", {**onnx_quantize.RECIPES["onnx-int8-block"], "block_size": 32})
     assert onnx_encoder.export_dir(ident, "onnx-int8-block") != dirs["onnx-int8-block"]
@@ -223,7 +217,7 @@ def test_damaged_or_partial_export_is_redone(env, encoders, caplog):
 def test_encoding_cache_key_differs_by_backend(encoders):
     fp = "0" * 64
     dirs = {b: default_cache_dir(e, fp, ["dense"]) for b, e in encoders.items()}
-    assert len(set(dirs.values())) == 5
+    assert len(set(dirs.values())) == len(onnx_encoder.BACKENDS)
     assert dirs["torch"].name.startswith("tinybert-dense-")  # torch keys are what they were before backends
     assert dirs["onnx"].name.startswith("tinybert-onnx-dense-") and dirs["onnx-int8"].name.startswith("tinybert-onnx-int8-dense-")
     assert "backend" not in encoder_identity(encoders["torch"]) and encoder_identity(encoders["onnx"])["backend"] == "onnx"
@@ -241,8 +235,8 @@ def test_dense_retriever_on_onnx_caches_apart(env, encoders):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"backend": "onxx"}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, got 'onxx'"),
-    ({"backend": 3}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, got 3"),
+    ({"backend": "onxx"}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, onnx-int8-token, got 'onxx'"),
+    ({"backend": 3}, "backend must be one of torch, onnx, onnx-int8, onnx-int8-block, onnx-int8-mixed, onnx-int8-token, got 3"),
     ({"backend": "torch", "threads": 2}, "threads applies to the ONNX backends"),
     ({"backend": "onnx", "threads": 0}, "threads must be an integer >= 1"),
     ({"backend": "onnx", "device": "cuda"}, "the ONNX backends run on the CPU, got device='cuda'"),

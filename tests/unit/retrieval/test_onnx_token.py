@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from attnsift.retrieval import onnx_quantize
-from attnsift.retrieval.encoders import Encoder, resolve_model
+from attnsift.retrieval.encoders import Encoder
 from helpers import SIX_TOPIC_TEXTS
 
 TOKEN = onnx_quantize.RECIPES["onnx-int8-token"]
@@ -116,19 +116,13 @@ def test_deterministic_bytes_and_settings_checked(small, tmp_path):
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     """A tiny BERT folder, a module-wide $ATTNSIFT_CACHE, and its float32 and per-token encoders."""
-    import torch
-    import transformers
+    from helpers import write_tiny_encoder
 
     root = tmp_path_factory.mktemp("onnx_token_bert")
-    folder = root / "tinybert"
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(cfg).save_pretrained(folder)
-    transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
+    folder = write_tiny_encoder(root / "tinybert", layers=2, positions=128)
     mp = pytest.MonkeyPatch()
     mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
-    yield {b: Encoder(str(folder), backend=b, **OPTS) for b in ("onnx", "onnx-int8", "onnx-int8-token")}
+    yield {b: Encoder(folder, backend=b, **OPTS) for b in ("onnx", "onnx-int8", "onnx-int8-token")}
     mp.undo()
 
 
