@@ -1,5 +1,6 @@
-"""The ONNX encoder backend from the command line: a dense index built with backend=onnx-int8 records it, its
-queries are encoded the same way when it is searched, and bad backend options are refused before encoding."""
+"""The ONNX encoder backend from the command line: a dense index built with backend=onnx-int8 (or
+onnx-int8-token) records it, its queries are encoded the same way when it is searched, and bad backend options
+are refused before encoding."""
 import json
 from pathlib import Path
 
@@ -22,12 +23,13 @@ def _docs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.model
-def test_dense_index_with_the_onnx_int8_backend_builds_records_and_searches(tmp_path: Path):
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx-int8-token"])
+def test_dense_index_with_an_int8_backend_builds_records_and_searches(tmp_path: Path, backend):
     res = runner.invoke(app, ["index", "--input", str(_docs(tmp_path)), "--retriever", "dense",
-                              "--retriever-option", "backend=onnx-int8", "--out", str(tmp_path / "idx")])
+                              "--retriever-option", f"backend={backend}", "--out", str(tmp_path / "idx")])
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert '"backend": "onnx-int8"' in json.dumps(manifest)
+    assert f'"backend": "{backend}"' in json.dumps(manifest)
     hit = runner.invoke(app, ["search", "--index", str(tmp_path / "idx"), "what causes scurvy", "-k", "2", "--json"])
     assert hit.exit_code == 0, hit.output  # the query encoder is the int8 one: the probe check passes
     assert json.loads(hit.stdout)["queries"][0]["results"][0]["doc_id"] == "scurvy"
