@@ -1,6 +1,7 @@
 """Shared test helpers (tests/ is on sys.path through its conftest)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -113,6 +114,20 @@ def write_tiny_encoder(folder, layers: int = 1, seed: int = 0, positions: int | 
     transformers.BertModel(cfg).save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(resolve_model("minilm")[1]).save_pretrained(folder)
     return str(folder)
+
+
+@contextlib.contextmanager
+def tiny_encoder_cache(tmp_path_factory, name: str):
+    """A tiny 2-layer BERT folder (:func:`write_tiny_encoder`) under a fresh folder ``name``, with
+    $ATTNSIFT_CACHE pointed at ``cache`` beside it while open; yields ``(folder, cache)``."""
+    root = tmp_path_factory.mktemp(name)
+    folder = write_tiny_encoder(root / "tinybert", layers=2, positions=128)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
+    try:
+        yield folder, root / "cache"
+    finally:
+        mp.undo()
 
 
 def write_tiny_cross_encoder(folder, num_labels: int = 1, seed: int = 0):

@@ -30,14 +30,10 @@ MIXED = onnx_quantize.RECIPES["onnx-int8-mixed"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny BERT folder and a module-wide $ATTNSIFT_CACHE (the exports live under it)."""
-    from helpers import write_tiny_encoder
+    from helpers import tiny_encoder_cache
 
-    root = tmp_path_factory.mktemp("onnx")
-    folder = write_tiny_encoder(root / "tinybert", layers=2, positions=128)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
-    yield {"folder": folder, "cache": root / "cache"}
-    mp.undo()
+    with tiny_encoder_cache(tmp_path_factory, "onnx") as (folder, cache):
+        yield {"folder": folder, "cache": cache}
 
 
 @pytest.fixture(scope="module")

@@ -116,14 +116,10 @@ def test_deterministic_bytes_and_settings_checked(small, tmp_path):
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     """A tiny BERT folder, a module-wide $ATTNSIFT_CACHE, and its float32 and per-token encoders."""
-    from helpers import write_tiny_encoder
+    from helpers import tiny_encoder_cache
 
-    root = tmp_path_factory.mktemp("onnx_token_bert")
-    folder = write_tiny_encoder(root / "tinybert", layers=2, positions=128)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ATTNSIFT_CACHE", str(root / "cache"))
-    yield {b: Encoder(folder, backend=b, **OPTS) for b in ("onnx", "onnx-int8", "onnx-int8-token")}
-    mp.undo()
+    with tiny_encoder_cache(tmp_path_factory, "onnx_token_bert") as (folder, _):
+        yield {b: Encoder(folder, backend=b, **OPTS) for b in ("onnx", "onnx-int8", "onnx-int8-token")}
 
 
 def test_token_backend_close_to_float32_and_batch_independent(bert):
