@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {
         "command": old.get("command", command) if args.no_speed else command,
         "date": old.get("date", now) if args.no_speed else now,
-        "machine": f"2-core AMD EPYC VM ({platform.machine()}), 23 GiB, no GPU, torch {torch.__version__}",
+        "machine": machine(torch.__version__),
         "encoder": f"{encoders['torch'].name} (dim {encoders['torch'].dim}, max {encoders['torch'].max_length} tokens)",
         "batch_size": encoders["torch"].batch_size, "torch_threads": torch.get_num_threads(),
         "onnx_threads": onnx_threads[0] if len(onnx_threads) == 1 else onnx_threads,
@@ -370,16 +370,44 @@ def main(argv: list[str] | None = None) -> int:
     elif late is not None:
         res["late_command"], res["late_date"] = old.get("late_command"), old.get("late_date")
     out.parent.mkdir(parents=True, exist_ok=True)
-    jpath.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    _write(jpath, json.dumps(res, indent=2) + "\n")
     md = markdown(res)
     if out.exists():  # keep a hand-written reading below the generated part
         old = out.read_text(encoding="utf-8")
         marker = "\n## Reading\n"
         if marker in old:
             md = md + marker + old.split(marker, 1)[1]
-    out.write_text(md, encoding="utf-8")
+    _write(out, md)
     print(md)
     return 0
+
+
+def machine(torch_version: str) -> str:
+    """The machine line: cores, CPU family / model (from /proc/cpuinfo), torch's and ONNX Runtime's versions."""
+    cpu = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            cpu.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
+    return (f"{os.cpu_count()}-core {cpu.get('model name', platform.processor() or '?')} VM ({platform.machine()}, "
+            f"CPU family {cpu.get('cpu family', '?')} model {cpu.get('model', '?')}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU, torch {torch_version}, "
+            f"onnxruntime {ort}")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
