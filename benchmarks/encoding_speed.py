@@ -52,6 +52,8 @@ import numpy as np
 BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-block", "onnx-int8-mixed", "onnx-int8-token")
 #: Paired bootstrap: resamples and seed.
 BOOT_RESAMPLES, BOOT_SEED = 10_000, 0
+#: The paired rows of late interaction (plaid index) are stored under "<data set> <LATE_TAG>".
+LATE_TAG = "late/plaid"
 
 
 def load(dataset: str) -> tuple[object, list]:
@@ -167,11 +169,13 @@ def paired_ci(diff: np.ndarray) -> dict:
             "worse": int((diff < -1e-9).sum())}
 
 
-def paired(encoders: dict, name: str, data: tuple | None = None) -> dict:
+def paired(encoders: dict, name: str, data: tuple | None = None, late: bool = False) -> dict:
     """Dense nDCG@10 per query over every judged query of ``name`` (``data``: :func:`judged`'s answer,
-    loaded here if None); paired differences to torch."""
+    loaded here if None); paired differences to torch. ``late``: late interaction with the compressed
+    (plaid) index at its defaults instead, each backend's index built from its own token vectors."""
     from attnsift.eval.metrics import evaluate
     from attnsift.retrieval.dense import DenseRetriever
+    from attnsift.retrieval.late_interaction import LateInteractionRetriever
 
     ds, queries, qrels = data if data is not None else judged(name)
     docs = list(ds.corpus.iter_documents())
@@ -180,7 +184,10 @@ def paired(encoders: dict, name: str, data: tuple | None = None) -> dict:
     out: dict = {}
     for b, enc in encoders.items():
         t = time.perf_counter()
-        r = DenseRetriever.from_corpus(docs, enc, progress=False)
+        if late:
+            r = LateInteractionRetriever.from_corpus(docs, enc, index="plaid", progress=False)
+        else:
+            r = DenseRetriever.from_corpus(docs, enc, progress=False)
         enc_s = time.perf_counter() - t
         rep = evaluate(r.retrieve_batch(qlist, k=100, progress=False), qrels, metrics=["nDCG@10"],
                        rel_level=ds.rel_level)
@@ -190,7 +197,7 @@ def paired(encoders: dict, name: str, data: tuple | None = None) -> dict:
                   "corpus_encode_s": round(enc_s, 1), "load_after": round(os.getloadavg()[0], 1)}
         if b != "torch":
             out[b].update(paired_ci(per[b] - per["torch"]))
-        print(f"  paired {name} {b}: {out[b]}", flush=True)
+        print(f"  paired {name}{' late' if late else ''} {b}: {out[b]}", flush=True)
         del r
     return out
 
@@ -234,8 +241,11 @@ def markdown(res: dict) -> str:
         for k, v in res["late"].items():
             lines.append(f"| {k} | {v['nDCG@10']:.4f} | {v['nDCG@10_minus_torch']:+.4f} | {v['R@100']:.4f} | {v['corpus_encode_s']} |")
     if res.get("paired"):
-        lines += ["", f"Paired quality command: `{res.get('paired_command')}`", "",
-                  f"Paired quality (run {res.get('paired_date')}): dense nDCG@10 over every judged query, per-query "
+        lines += ["", f"Paired quality command: `{res.get('paired_command')}`", ""]
+        if res.get("paired_late_command"):
+            lines += [f"Paired `{LATE_TAG}` command (run {res.get('paired_late_date')}): `{res['paired_late_command']}`", ""]
+        lines += [f"Paired quality (run {res.get('paired_date')}): nDCG@10 over every judged query (dense retrieval; "
+                  f"rows marked `{LATE_TAG}`: late interaction with the compressed index at its defaults), per-query "
                   f"differences to torch; 95% intervals: paired bootstrap over queries ({BOOT_RESAMPLES:,} resamples, "
                   f"seed {BOOT_SEED}, percentile) and paired t. \"no\" in the last column means *not shown* (the interval "
                   "reaches past the margin), not shown to differ:", "",
@@ -272,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paired", nargs="+", default=None, metavar="DATASET",
                     help="dense nDCG@10 over every judged query of each data set (all qrels splits), paired "
                          "differences to torch with 95%% intervals (e.g. nfcorpus scifact)")
+    ap.add_argument("--paired-late", nargs="+", default=None, metavar="DATASET",
+                    help="the same for late interaction with the compressed (plaid) index, each backend's own")
     ap.add_argument("--out", default="benchmarks/results/encoding_speed.md")
     args = ap.parse_args(argv)
     if "torch" not in args.backends:
@@ -280,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnsift.retrieval.encoders import Encoder
 
-    paired_data = {name: judged(name) for name in args.paired or []}  # a bad name fails before any encoding
+    # A bad name fails here, before any encoding.
+    paired_data = {name: judged(name) for name in dict.fromkeys([*(args.paired or []), *(args.paired_late or [])])}
     ds, docs = load(args.dataset)
     texts = [d.contents for d in docs[: args.passages]]
     encoders = {}
@@ -314,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.paired or []:
         print(f"paired quality on {name}:", flush=True)
         pq[name] = paired(qenc, name, paired_data[name])
+    for name in args.paired_late or []:
+        print(f"paired late-interaction (plaid) quality on {name}:", flush=True)
+        pq[f"{name} {LATE_TAG}"] = paired(qenc, name, paired_data[name], late=True)
     # Read what is there only now: a speed run and a quality run may overlap, each keeps the other's part.
     old = json.loads(jpath.read_text(encoding="utf-8")) if jpath.is_file() else {}
     if args.no_speed:
@@ -365,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         res["paired_command"], res["paired_date"] = command, now
     elif pq:
         res["paired_command"], res["paired_date"] = old.get("paired_command"), old.get("paired_date")
+    if args.paired_late:
+        res["paired_late_command"], res["paired_late_date"] = command, now
+    elif old.get("paired_late_command"):
+        res["paired_late_command"], res["paired_late_date"] = old["paired_late_command"], old.get("paired_late_date")
     if args.late:
         res["late_command"], res["late_date"] = command, now
     elif late is not None:
