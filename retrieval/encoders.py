@@ -18,7 +18,8 @@ The forward pass runs in PyTorch (``backend="torch"``, the default) or in ONNX R
 where the CPU has int8 dot products, vectors within a cosine of ~0.99; ``"onnx-int8-block"``: 8-bit
 blockwise weights and activations, cosine ~0.999, less fast; ``"onnx-int8-mixed"``: FFN MatMuls
 blockwise and attention ones dynamic, in between; ``"onnx-int8-token"``: dynamic int8 with one
-activation scale per token, about as fast as ``"onnx-int8"``, cosine ~0.997, independent of the batch);
+activation scale per token after per-channel smoothing, 0.9x ``"onnx-int8"``'s speed, cosine ~0.999,
+independent of the batch);
 everything around it
 (tokenizer, pooling, normalisation, prefixes, length limit, token outputs) is shared. See
 :mod:`attnsift.retrieval.onnx_encoder`.

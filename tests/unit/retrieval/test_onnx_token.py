@@ -204,7 +204,7 @@ def test_token_with_blockwise_and_float32_kinds(bert, tmp_path):
 
 @pytest.mark.slow
 def test_minilm_token_is_closer_than_int8_and_batch_independent(tmp_path, monkeypatch):
-    """The real all-MiniLM-L6-v2: onnx-int8-token within a cosine of 0.99 of torch (SciFact passages: >= 0.995,
+    """The real all-MiniLM-L6-v2: onnx-int8-token within a cosine of 0.99 of torch (SciFact passages: >= 0.998,
     benchmarks/results/encoding_speed.md), closer on average than onnx-int8, and a text's vector the same
     alone as in a padded batch (onnx-int8's moves)."""
     monkeypatch.setenv("ATTNSIFT_CACHE", str(tmp_path))
@@ -213,7 +213,7 @@ def test_minilm_token_is_closer_than_int8_and_batch_independent(tmp_path, monkey
     token, int8 = Encoder("minilm", backend="onnx-int8-token"), Encoder("minilm", backend="onnx-int8")
     token_v, int8_v = token.encode_documents(texts), int8.encode_documents(texts)
     cos = (token_v * torch_v).sum(1)
-    assert cos.min() >= 0.99 and 1 - cos.mean() < 1 - (int8_v * torch_v).sum(1).mean()
+    assert cos.min() >= 0.99 and 1 - cos.mean() < (1 - (int8_v * torch_v).sum(1).mean()) / 2  # smoothed: ~5x closer
     short = texts[:4]
     assert np.abs(np.concatenate([token.encode_documents([t]) for t in short]) - token_v[:4]).max() < 1e-5
     assert np.abs(np.concatenate([int8.encode_documents([t]) for t in short]) - int8_v[:4]).max() > 1e-4
