@@ -42,3 +42,15 @@ async def in_thread(lock: threading.Lock | None, fn: Callable[..., T], *args: An
             return fn(*args, **kwargs)
 
     return await asyncio.to_thread(call)
+
+
+def resolve_threads(n_threads: Any) -> int:
+    """A ``n_threads`` argument checked and resolved: a positive int as given, -1 as one per CPU; anything
+    else a one-line ValueError (shared by the retrievers' ``retrieve_batch``)."""
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads == 0 or n_threads < -1:
+        raise ValueError(f"n_threads must be a positive integer or -1 (one per CPU), got {n_threads!r}")
+    if n_threads == -1:
+        import os
+
+        return os.cpu_count() or 1
+    return n_threads

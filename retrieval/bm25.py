@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from attnsift.concurrency import resolve_threads
 from attnsift.config import resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.indexes.bm25_index import BM25IndexData, PackedIds, load_bm25_index, rank_ids, save_bm25_index
@@ -371,12 +372,7 @@ class BM25Retriever:
         for q in queries:
             if not isinstance(q, Query):
                 raise TypeError(f"retrieve_batch() takes Query objects, got {type(q).__name__}: {q!r}")
-        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads == 0 or n_threads < -1:
-            raise ValueError(f"n_threads must be a positive integer or -1 (all CPUs), got {n_threads!r}")
-        if n_threads == -1:
-            import os
-
-            n_threads = os.cpu_count() or 1
+        n_threads = resolve_threads(n_threads)
 
         # with threads, chunks small enough that every thread gets several (results do not depend on it)
         chunks = query_chunks(self, queries, None if n_threads == 1 else max(64, -(-len(queries) // (4 * n_threads))))

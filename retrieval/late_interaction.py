@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from attnsift.concurrency import resolve_threads
 from attnsift.config import config_from_options, resolve_config
 from attnsift.errors import IndexCorruptedError
 from attnsift.io import atomic_dir, read_manifest, write_manifest
@@ -324,7 +325,7 @@ class LateInteractionRetriever:
         ``n_threads`` as in :meth:`retrieve_encoded` (query encoding is not threaded by it).
         """
         k = check_k(k)
-        n_threads = _check_threads(n_threads)
+        n_threads = resolve_threads(n_threads)
         qs = as_queries(queries)
         if not qs:
             return Run((), name=self.name)
@@ -351,7 +352,7 @@ class LateInteractionRetriever:
         from attnsift.progress import bar
 
         k = check_k(k)
-        n_threads = _check_threads(n_threads)
+        n_threads = resolve_threads(n_threads)
         qs = as_queries(queries)
         if len(query_tokens) != len(qs):
             raise ValueError(f"got {len(query_tokens)} token arrays for {len(qs)} queries; give one per query")
@@ -480,14 +481,3 @@ class LateInteractionRetriever:
             return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"))
         plaid = plaid_config({**(manifest.get("plaid") or {}), **given})
         return cls(query_encoder, index, docs, config=config, probe=manifest.get("probe"), plaid=plaid)
-
-
-def _check_threads(n_threads: Any) -> int:
-    """``n_threads`` checked (a positive int, or -1: one per CPU), else a one-line ValueError."""
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads == 0 or n_threads < -1:
-        raise ValueError(f"n_threads must be a positive integer or -1 (one per CPU), got {n_threads!r}")
-    if n_threads == -1:
-        import os
-
-        return os.cpu_count() or 1
-    return n_threads
